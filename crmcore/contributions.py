@@ -1,0 +1,70 @@
+"""What plugins contribute besides entities: pipelines, editions and UI items, as data."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+
+__all__ = ["Stage", "Pipeline", "Edition", "UIItem", "UI_SLOTS"]
+
+UI_SLOTS = ("record.panel", "record.action", "menu", "dashboard.widget")
+
+
+class Stage(msgspec.Struct, kw_only=True):
+    name: str
+    label: str = ""
+    #: Chance of winning at this stage, in percent.
+    probability: int = 0
+    kind: str = "open"  # open | won | lost
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            self.label = self.name.replace("_", " ").capitalize()
+        if self.kind not in ("open", "won", "lost"):
+            raise ValueError(f"stage {self.name!r}: kind must be open, won or lost, not {self.kind!r}")
+
+
+class Pipeline(msgspec.Struct, kw_only=True):
+    name: str
+    entity: str = "deal"
+    label: str = ""
+    stages: list[Stage] = []
+    #: Set by the registry: the plugin that declared it.
+    plugin: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            self.label = self.name.replace("_", " ").capitalize()
+
+
+class Edition(msgspec.Struct, kw_only=True):
+    """A packaged deployment: plugins, settings and demo data (e.g. "Salon CRM")."""
+
+    name: str
+    label: str = ""
+    description: str = ""
+    plugins: list[str] = []
+    settings: dict[str, Any] = {}
+    #: ``async def demo(deployment)``: loads the edition's demo data through the records service.
+    demo: Callable[[Any], Awaitable[None]] | None = None
+    plugin: str = ""
+
+
+class UIItem(msgspec.Struct, kw_only=True):
+    """Something a plugin shows in a named slot of the web UI."""
+
+    slot: str
+    name: str
+    label: str = ""
+    #: Only on records of this entity type (for record.* slots).
+    entity: str | None = None
+    template: str | None = None
+    url: str | None = None
+    order: int = 100
+    plugin: str = ""
+
+    def __post_init__(self) -> None:
+        if self.slot not in UI_SLOTS:
+            raise ValueError(f"UI item {self.name!r}: unknown slot {self.slot!r}; slots: {', '.join(UI_SLOTS)}")

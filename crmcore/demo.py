@@ -1,0 +1,5 @@
+"""Demo data (placeholder replaced below)."""
+
+
+async def load_demo(deployment) -> None:
+    return None

@@ -1,0 +1,352 @@
+"""A deployment: a folder with ``crm.toml`` (plugins, edition, locale, currency, time zone,
+database URL) and, by default, its SQLite file. Opening one builds the plugin manager, the entity
+registry (plugins' declarations plus the custom fields stored in the database), syncs the schema
+and starts the records service.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import inspect
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pluggy
+import tomli_w
+
+from .contributions import Edition, Pipeline, UIItem
+from .entities import EntityType, Field, Registry, RegistryError, check_field
+from .plugins import PluginError, call_each, discover, get_plugin_manager
+from .records.service import RecordsService
+from .storage.database import Database, SQLiteDatabase, open_database
+from .storage.schema import PendingChange, SchemaManager
+
+__all__ = ["Deployment", "Settings", "init_deployment", "DeploymentError", "available_editions"]
+
+CONFIG_FILE = "crm.toml"
+DB_FILE = "crm.db"
+
+
+class DeploymentError(Exception):
+    """The deployment folder or its configuration is unusable; the message says why."""
+
+
+class Settings(msgspec.Struct, kw_only=True):
+    name: str = "crm"
+    edition: str = "standard"
+    plugins: list[str] = []
+    locale: str = "en"
+    currency: str = "EUR"
+    timezone: str = "UTC"
+    #: Region phone numbers without a country code are read in (ISO 3166 alpha-2).
+    region: str = "US"
+    database_url: str | None = None
+
+
+def _load_settings(path: Path) -> Settings:
+    config = path / CONFIG_FILE
+    if not config.exists():
+        raise DeploymentError(f"{path} is not a deployment: {CONFIG_FILE} is missing (create one with: crm init {path})")
+    try:
+        return msgspec.convert(tomllib.loads(config.read_text()), Settings)
+    except (tomllib.TOMLDecodeError, msgspec.ValidationError) as exc:
+        raise DeploymentError(f"{config}: {exc}") from None
+
+
+def save_settings(path: Path, settings: Settings) -> None:
+    data = {k: v for k, v in msgspec.to_builtins(settings).items() if v is not None}
+    (path / CONFIG_FILE).write_text(tomli_w.dumps(data))
+
+
+def available_editions(pm: pluggy.PluginManager | None = None) -> dict[str, Edition]:
+    """Editions declared by every installed plugin (an edition names the plugins it enables)."""
+    available = discover()
+    pm = pm or get_plugin_manager([n for n, p in available.items() if p.error is None], available)
+    editions: dict[str, Edition] = {}
+
+    def make(plugin: str) -> dict[str, Any]:
+        def register(edition: Edition) -> None:
+            if edition.name in editions:
+                raise RegistryError(f"plugin {plugin!r}: edition {edition.name!r} is already declared")
+            editions[edition.name] = msgspec.structs.replace(edition, plugin=plugin)
+        return {"register": register}
+
+    call_each(pm, "crm_register_editions", make)
+    return editions
+
+
+def init_deployment(path: Path, *, edition: str = "standard", **overrides: Any) -> Settings:
+    """Write ``crm.toml`` for a new deployment in ``path`` (the database is made on first open)."""
+    path = Path(path)
+    if (path / CONFIG_FILE).exists():
+        raise DeploymentError(f"{path} already holds a deployment ({CONFIG_FILE} exists)")
+    editions = available_editions()
+    chosen = editions.get(edition)
+    if chosen is None:
+        raise DeploymentError(f"unknown edition {edition!r}; available: {', '.join(sorted(editions))}")
+    values = {"name": path.resolve().name, **chosen.settings, **{k: v for k, v in overrides.items() if v is not None}}
+    settings = msgspec.convert({**values, "edition": edition, "plugins": list(chosen.plugins)}, Settings)
+    path.mkdir(parents=True, exist_ok=True)
+    save_settings(path, settings)
+    return settings
+
+
+class Deployment:
+    """An open deployment. Use ``await Deployment.open(path)`` and ``await deployment.close()``."""
+
+    def __init__(self, path: Path, settings: Settings, db: Database, pm: pluggy.PluginManager):
+        self.path = path
+        self.settings = settings
+        self.db = db
+        self.pm = pm
+        self.registry = Registry()
+        self.pipelines: dict[str, Pipeline] = {}
+        self.ui_items: list[UIItem] = []
+        self.routes: list[Any] = []
+        self.schema = SchemaManager(db, self._engine())
+        self.records = RecordsService(self)
+        self.schema_version = 0
+        self.pending_changes: list[PendingChange] = []
+        self._data_version: int | None = None
+
+    # -- opening -----------------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, path: str | Path, *, database_url: str | None = None, sync: bool = True) -> Deployment:
+        path = Path(path)
+        settings = _load_settings(path)
+        url = database_url or os.environ.get("CRM_DATABASE_URL") or settings.database_url
+        if not url:
+            url = f"sqlite:///{(path / DB_FILE).resolve()}"
+        pm = get_plugin_manager(settings.plugins)
+        try:
+            db = open_database(url)
+        except ValueError as exc:
+            raise DeploymentError(str(exc)) from None
+        try:
+            await db.connect()
+        except Exception as exc:
+            raise DeploymentError(f"cannot connect to the database {url.split('@')[-1]}: {exc}") from None
+        deployment = cls(path, settings, db, pm)
+        try:
+            deployment.schema.engine = deployment._engine()
+            await deployment.schema.ensure_system_tables()
+            await deployment._build()
+            if sync:
+                deployment.pending_changes = await deployment.schema.sync(list(deployment.registry))
+            await deployment._run_startup()
+        except BaseException:
+            await db.close()
+            raise
+        return deployment
+
+    def _engine(self) -> Any:
+        if self.db.dialect == "postgres":
+            return getattr(self.db, "engine", None)
+        from piccolo.engine.sqlite import SQLiteEngine
+
+        return SQLiteEngine(path=getattr(self.db, "path", ":memory:"))
+
+    async def _run_startup(self) -> None:
+        for result in self.pm.hook.crm_startup(deployment=self):
+            if inspect.isawaitable(result):
+                await result
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def __aenter__(self) -> Deployment:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    # -- the registry ------------------------------------------------------------------------
+
+    async def _build(self) -> None:
+        """(Re)build entity types, pipelines and UI items from the plugins and stored custom fields."""
+        registry = Registry()
+        pipelines: dict[str, Pipeline] = {}
+        ui_items: list[UIItem] = []
+        routes: list[Any] = []
+
+        def for_plugin(plugin: str) -> dict[str, Any]:
+            def register_entity(entity: EntityType) -> None:
+                declared = registry.add_entity(entity, plugin=plugin)
+                for field in entity.fields:
+                    registry.add_field(declared.name, field, plugin=plugin)
+
+            def add_field(entity_name: str, field: Field) -> None:
+                registry.add_field(entity_name, field, plugin=plugin)
+
+            def register_pipeline(pipeline: Pipeline) -> None:
+                if pipeline.name in pipelines:
+                    raise RegistryError(f"plugin {plugin!r}: pipeline {pipeline.name!r} is already declared")
+                pipelines[pipeline.name] = msgspec.structs.replace(pipeline, plugin=plugin)
+
+            def register_ui(item: UIItem) -> None:
+                ui_items.append(msgspec.structs.replace(item, plugin=plugin))
+
+            return {
+                "deployment": self, "register": register_entity, "add_field": add_field,
+                "register_pipeline": register_pipeline, "register_ui": register_ui, "register_route": routes.append,
+            }
+
+        def renamed(key: str):
+            return lambda plugin: {**for_plugin(plugin), "register": for_plugin(plugin)[key]}
+
+        call_each(self.pm, "crm_register_entities", for_plugin)
+        call_each(self.pm, "crm_extend_entities", for_plugin)
+        call_each(self.pm, "crm_register_pipelines", renamed("register_pipeline"))
+        call_each(self.pm, "crm_ui_items", renamed("register_ui"))
+        call_each(self.pm, "crm_register_routes", renamed("register_route"))
+        for pipeline in pipelines.values():
+            if registry.get(pipeline.entity) is None:
+                raise PluginError(f"plugin {pipeline.plugin!r}: pipeline {pipeline.name!r} is for unknown entity {pipeline.entity!r}")
+        for (entity_name, definition, removed) in await self.db.fetch(
+            'SELECT "entity", "definition", "removed" FROM crm_custom_field ORDER BY "created_at", "name"'
+        ):
+            entity = registry.get(entity_name)
+            if entity is None:  # the plugin owning it is disabled: its data stays, unseen
+                continue
+            field = msgspec.json.decode(definition, type=Field)
+            if removed:
+                field.hidden = True
+            try:
+                registry.add_field(entity_name, field, plugin="custom")
+            except RegistryError:
+                continue  # a plugin now declares a field of that name itself
+        registry.check_relations()
+        self.registry, self.pipelines, self.ui_items, self.routes = registry, pipelines, ui_items, routes
+        self.schema_version = int(await self.schema.meta("schema_version") or 0)
+        self.records.invalidate()
+
+    async def refresh(self) -> bool:
+        """Pick up schema changes made by another process (a CLI, another server). Cheap."""
+        if isinstance(self.db, SQLiteDatabase):
+            version = self.db.data_version()
+            if version == self._data_version:
+                return False
+            self._data_version = version
+        stored = int(await self.schema.meta("schema_version") or 0)
+        if stored == self.schema_version:
+            return False
+        await self._build()
+        return True
+
+    async def _schema_changed(self) -> None:
+        await self.schema.set_meta("schema_version", str(self.schema_version + 1))
+        await self._build()
+
+    # -- custom fields -----------------------------------------------------------------------
+
+    async def add_custom_field(self, entity_name: str, field: Field) -> Field:
+        """Add a typed field at run time: a real column (indexed when asked), live at once."""
+        entity = self._entity(entity_name)
+        field = msgspec.structs.replace(field, custom=True)
+        existing = await self.db.fetchrow(
+            'SELECT "removed" FROM crm_custom_field WHERE "entity" = ? AND "name" = ?', (entity.name, field.name)
+        )
+        if existing is not None:
+            raise RegistryError(
+                f"{entity.name} already has a custom field {field.name!r}"
+                + (" (removed; purge it first to reuse the name)" if existing[0] else "")
+            )
+        check_field(entity, field)
+        if field.type.value == "relation" and self.registry.get(field.target or "") is None:
+            raise RegistryError(f"field {field.name!r}: relation target {field.target!r} is not a known entity")
+        if field.required and field.default is None:
+            raise RegistryError(f"field {field.name!r}: a required field added to existing records needs a default")
+        await self.db.execute(
+            'INSERT INTO crm_custom_field ("entity", "name", "definition", "removed", "created_at") VALUES (?, ?, ?, ?, ?)',
+            (entity.name, field.name, msgspec.json.encode(field).decode(), False,
+             dt.datetime.now(dt.timezone.utc).isoformat()),
+        )
+        entity.fields.append(field)
+        await self.schema.sync([entity])
+        await self._schema_changed()
+        return field
+
+    async def update_custom_field(self, entity_name: str, name: str, **changes: Any) -> Field:
+        """Relabel, change options, hide or show a custom field (never its type: see migrations)."""
+        entity = self._entity(entity_name)
+        row = await self.db.fetchrow(
+            'SELECT "definition" FROM crm_custom_field WHERE "entity" = ? AND "name" = ?', (entity.name, name)
+        )
+        if row is None:
+            raise RegistryError(f"{entity.name} has no custom field {name!r}")
+        allowed = {"label", "help_text", "required", "default", "indexed", "choices", "in_list", "hidden", "searchable", "max_length", "unique"}
+        wrong = set(changes) - allowed
+        if wrong:
+            raise RegistryError(f"cannot change {', '.join(sorted(wrong))} of a field; changeable: {', '.join(sorted(allowed))}")
+        field = msgspec.json.decode(row[0], type=Field)
+        field = msgspec.convert({**msgspec.to_builtins(field), **changes}, Field)
+        await self.db.execute(
+            'UPDATE crm_custom_field SET "definition" = ? WHERE "entity" = ? AND "name" = ?',
+            (msgspec.json.encode(field).decode(), entity.name, name),
+        )
+        await self._schema_changed()
+        await self.schema.sync([self._entity(entity_name)])
+        return field
+
+    async def remove_custom_field(self, entity_name: str, name: str) -> None:
+        """Soft removal: hidden everywhere, the column and its data kept (``purge`` drops it)."""
+        entity = self._entity(entity_name)
+        done = await self.db.fetchrow(
+            'SELECT "removed" FROM crm_custom_field WHERE "entity" = ? AND "name" = ?', (entity.name, name)
+        )
+        if done is None:
+            raise RegistryError(f"{entity.name} has no custom field {name!r}")
+        await self.db.execute(
+            'UPDATE crm_custom_field SET "removed" = ? WHERE "entity" = ? AND "name" = ?', (True, entity.name, name)
+        )
+        await self._schema_changed()
+
+    async def purge_custom_field(self, entity_name: str, name: str) -> str:
+        """Drop a removed custom field's column for good, after copying it to a backup table."""
+        entity = self._entity(entity_name)
+        row = await self.db.fetchrow(
+            'SELECT "definition", "removed" FROM crm_custom_field WHERE "entity" = ? AND "name" = ?', (entity.name, name)
+        )
+        if row is None:
+            raise RegistryError(f"{entity.name} has no custom field {name!r}")
+        if not row[1]:
+            raise RegistryError(f"custom field {name!r} must be removed before it is purged")
+        field = msgspec.json.decode(row[0], type=Field)
+        backups = []
+        for column in field.columns():
+            backups.append(await self.schema.drop_column(entity.table, column))
+        await self.db.execute('DELETE FROM crm_custom_field WHERE "entity" = ? AND "name" = ?', (entity.name, name))
+        await self._schema_changed()
+        await self.schema.rebuild_search(self._entity(entity_name))
+        return ", ".join(backups)
+
+    async def apply_pending(self) -> list[str]:
+        """Apply the destructive schema changes sync left pending, each after a backup."""
+        done = []
+        for change in self.pending_changes:
+            if change.kind == "drop_column":
+                backup = await self.schema.drop_column(change.table, change.column)
+                done.append(f"dropped {change.table}.{change.column} (backup: {backup})")
+            elif change.kind == "type_change":
+                backup = await self.schema.drop_column(change.table, change.column)
+                done.append(f"re-created {change.table}.{change.column} as {change.detail} (old values in {backup})")
+        if done:
+            self.pending_changes = await self.schema.sync(list(self.registry))
+            await self._schema_changed()
+        return done
+
+    def _entity(self, name: str) -> EntityType:
+        entity = self.registry.get(name)
+        if entity is None:
+            raise RegistryError(f"unknown entity {name!r}; known: {', '.join(sorted(self.registry.entities))}")
+        return entity
+
+    # -- plugins -----------------------------------------------------------------------------
+
+    def set_plugins(self, plugins: list[str]) -> None:
+        self.settings.plugins = plugins
+        save_settings(self.path, self.settings)

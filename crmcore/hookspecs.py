@@ -1,0 +1,201 @@
+"""The hook contract: every hook a plugin may implement, one docstring each.
+
+This module and :mod:`crmcore` (the public API) are all a plugin imports. Hooks are called with
+keyword arguments only; an implementation may accept any subset of them. Arguments are only ever
+added, never renamed. ``register_*`` hooks pass a ``register`` callback so options can grow without
+changing the hook.
+
+The smallest plugin::
+
+    import crmcore
+    from crmcore import hookimpl
+
+    PLUGIN = crmcore.PluginInfo(name="hello", version="1.0", description="Says hello")
+
+    @hookimpl
+    def crm_register_entities(register):
+        register(crmcore.EntityType(name="greeting", fields=[
+            crmcore.Field(name="text", type=crmcore.FieldType.TEXT, required=True),
+        ]))
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+__all__ = ["hookspec", "hookimpl", "PROJECT"]
+
+PROJECT = "crm"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def crm_register_entities(register, deployment):
+    """Declare entity types.
+
+    :param register: ``register(entity_type: EntityType)``; the entity's name and table are
+        namespaced with the plugin's name (``call`` in plugin ``telephony`` becomes
+        ``telephony_call``). A name another plugin already declared is refused.
+    :param deployment: the :class:`crmcore.Deployment` being opened.
+
+    Example::
+
+        @hookimpl
+        def crm_register_entities(register):
+            register(EntityType(name="call", label="Call", fields=[
+                Field(name="number", type=FieldType.PHONE, required=True),
+                Field(name="duration", type=FieldType.INTEGER, help_text="seconds"),
+            ]))
+    """
+
+
+@hookspec
+def crm_extend_entities(add_field, deployment):
+    """Add fields to an entity another plugin (or the core) declared.
+
+    Called after every plugin's ``crm_register_entities``.
+
+    :param add_field: ``add_field(entity_name: str, field: Field)``.
+
+    Example::
+
+        @hookimpl
+        def crm_extend_entities(add_field):
+            add_field("contact", Field(name="loyalty_card", type=FieldType.TEXT, unique=True))
+    """
+
+
+@hookspec
+def crm_register_pipelines(register, deployment):
+    """Declare sales pipelines and their stages for an entity type.
+
+    :param register: ``register(pipeline: Pipeline)``.
+
+    Example::
+
+        @hookimpl
+        def crm_register_pipelines(register):
+            register(Pipeline(name="rent", entity="real_estate_deal", stages=[
+                Stage(name="inquiry", probability=10),
+                Stage(name="lease_signed", kind="won", probability=100),
+                Stage(name="lost", kind="lost"),
+            ]))
+    """
+
+
+@hookspec
+def crm_register_editions(register):
+    """Declare editions: a named set of plugins, settings and demo data (e.g. "Salon CRM").
+
+    :param register: ``register(edition: Edition)``.
+
+    Example::
+
+        @hookimpl
+        def crm_register_editions(register):
+            register(Edition(name="salon", label="Salon CRM", plugins=["beauty_salon"],
+                             settings={"currency": "EUR"}, demo=load_salon_demo))
+    """
+
+
+@hookspec
+def crm_register_routes(register, deployment):
+    """Add HTTP routes to the REST API or the web app.
+
+    :param register: ``register(handler)`` takes litestar route handlers, controllers or routers.
+        Paths should start with ``/api/<plugin>/`` or ``/<plugin>/``.
+
+    Example::
+
+        from litestar import get
+
+        @get("/api/hello/ping")
+        async def ping() -> dict:
+            return {"pong": True}
+
+        @hookimpl
+        def crm_register_routes(register):
+            register(ping)
+    """
+
+
+@hookspec
+def crm_register_commands(cli):
+    """Add click commands to the ``crm`` command line.
+
+    :param cli: the root :class:`click.Group`.
+
+    Example::
+
+        @hookimpl
+        def crm_register_commands(cli):
+            @cli.group()
+            def calls():
+                "Telephony commands."
+    """
+
+
+@hookspec
+def crm_ui_items(register, deployment):
+    """Contribute UI items to named slots: ``record.panel``, ``record.action``, ``menu``,
+    ``dashboard.widget``. The web UI renders them; it never patches another template.
+
+    :param register: ``register(item: UIItem)``.
+
+    Example::
+
+        @hookimpl
+        def crm_ui_items(register):
+            register(UIItem(slot="record.panel", entity="contact", name="calls",
+                            label="Calls", template="telephony/calls_panel.html"))
+    """
+
+
+@hookspec
+def crm_before_save(change, deployment):
+    """Validate or change a record before it is written, inside the write's transaction.
+
+    Called once per ``records.create/update/delete`` (and once per batch for bulk writes, with
+    ``change.batch`` holding every row). Raise :class:`crmcore.ValidationError` to refuse the
+    write with field errors; assign to ``change.values`` to adjust what is written.
+
+    :param change: a :class:`crmcore.Change` (``entity``, ``action``, ``values``, ``before``, ``user``).
+
+    Example::
+
+        @hookimpl
+        def crm_before_save(change):
+            if change.entity == "deal" and change.values.get("amount") is None:
+                raise ValidationError([FieldError("amount", "required", "a deal needs an amount")])
+    """
+
+
+@hookspec
+def crm_after_commit(event, deployment):
+    """React to a committed write: automation, webhooks, integrations.
+
+    Errors raised here are logged and never undo or fail the write.
+
+    :param event: a :class:`crmcore.RecordEvent` (``entity``, ``action``, ``record_id``,
+        ``record``, ``changes``, ``user_id``). May return an awaitable.
+
+    Example::
+
+        @hookimpl
+        def crm_after_commit(event):
+            if event.entity == "contact" and event.action == "create":
+                print("new contact", event.record_id)
+    """
+
+
+@hookspec
+def crm_startup(deployment):
+    """Run once when a deployment is opened (server, CLI or tests). May return an awaitable.
+
+    Example::
+
+        @hookimpl
+        def crm_startup(deployment):
+            deployment.settings.setdefault("hello.greeting", "hi")
+    """

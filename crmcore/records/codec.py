@@ -1,0 +1,136 @@
+"""Conversion between a record's Python values and its table columns, per dialect.
+
+Built once per entity type and dialect, so reading a row is a loop over precomputed converters.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+from ..entities import EntityType, Field, FieldType
+from ..fieldvalues import Money, Phone
+
+__all__ = ["EntityCodec", "db_time", "SYSTEM_READ"]
+
+UTC = dt.timezone.utc
+#: System columns every record shows.
+SYSTEM_READ = ("id", "version", "created_at", "updated_at", "owner_id", "created_by", "updated_by", "deleted_at")
+
+_json_encode = msgspec.json.encode
+_json_decode = msgspec.json.decode
+
+
+def _sqlite_time_out(value: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(value) if value is not None else None
+
+
+def db_time(value: dt.datetime, dialect: str) -> Any:
+    """A UTC datetime as the dialect stores it (fixed-width ISO text on SQLite, so it sorts)."""
+    value = value.astimezone(UTC)
+    return value.isoformat(timespec="microseconds") if dialect == "sqlite" else value
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def scalar_to_db(ftype: FieldType, dialect: str) -> Callable[[Any], Any]:
+    """Converter for the main column of a field type (also used for filter parameters)."""
+    if dialect == "sqlite":
+        if ftype in (FieldType.DECIMAL, FieldType.MONEY):
+            return lambda v: None if v is None else str(v)
+        if ftype is FieldType.BOOLEAN:
+            return lambda v: None if v is None else int(v)
+        if ftype is FieldType.DATE:
+            return lambda v: None if v is None else v.isoformat()
+        if ftype is FieldType.DATETIME:
+            return lambda v: None if v is None else db_time(v, "sqlite")
+        if ftype in (FieldType.TAGS, FieldType.MULTI_CHOICE):
+            return lambda v: None if v is None else _json_encode(v).decode()
+    return _identity
+
+
+def _scalar_from_db(ftype: FieldType, dialect: str) -> Callable[[Any], Any]:
+    if dialect == "sqlite":
+        if ftype in (FieldType.DECIMAL,):
+            return lambda v: None if v is None else Decimal(v)
+        if ftype is FieldType.BOOLEAN:
+            return lambda v: None if v is None else bool(v)
+        if ftype is FieldType.DATE:
+            return lambda v: None if v is None else dt.date.fromisoformat(v)
+        if ftype is FieldType.DATETIME:
+            return _sqlite_time_out
+        if ftype in (FieldType.TAGS, FieldType.MULTI_CHOICE):
+            return lambda v: None if v is None else _json_decode(v)
+    elif ftype is FieldType.DATETIME:
+        return lambda v: None if v is None else v.astimezone(UTC)
+    return _identity
+
+
+class EntityCodec:
+    """Columns and converters of one entity type in one dialect."""
+
+    def __init__(self, entity: EntityType, dialect: str, fields: list[Field] | None = None):
+        self.entity = entity
+        self.dialect = dialect
+        fields = entity.visible_fields if fields is None else fields
+        self.fields = fields
+        self.columns: list[str] = list(SYSTEM_READ)
+        self._readers: list[tuple[str, Callable[[tuple, int], Any], int]] = []
+        time_out = _sqlite_time_out if dialect == "sqlite" else _identity
+        self._system_out = [
+            (name, time_out if name in ("created_at", "updated_at", "deleted_at") else _identity)
+            for name in SYSTEM_READ
+        ]
+        for field in fields:
+            position = len(self.columns)
+            self.columns.extend(field.columns())
+            self._readers.append((field.name, self._reader(field), position))
+        self.select_list = ", ".join(f'"{c}"' for c in self.columns)
+        self.writers: dict[str, list[tuple[str, Callable[[Any], Any]]]] = {
+            f.name: self._writer(f) for f in entity.fields
+        }
+
+    def _reader(self, field: Field) -> Callable[[tuple, int], Any]:
+        if field.type is FieldType.MONEY:
+            def money(row: tuple, i: int) -> Money | None:
+                amount = row[i]
+                return None if amount is None else Money(Decimal(amount) if isinstance(amount, str) else amount, row[i + 1])
+            return money
+        if field.type is FieldType.PHONE:
+            return lambda row, i: None if row[i] is None else Phone(row[i], row[i + 1])
+        convert = _scalar_from_db(field.type, self.dialect)
+        return lambda row, i: convert(row[i])
+
+    def _writer(self, field: Field) -> list[tuple[str, Callable[[Any], Any]]]:
+        main = scalar_to_db(field.type, self.dialect)
+        if field.type is FieldType.MONEY:
+            return [
+                (field.name, lambda v: None if v is None else main(v.amount)),
+                (f"{field.name}__currency", lambda v: None if v is None else v.currency),
+            ]
+        if field.type is FieldType.PHONE:
+            return [
+                (field.name, lambda v: None if v is None else v.e164),
+                (f"{field.name}__raw", lambda v: None if v is None else v.raw),
+            ]
+        return [(field.name, main)]
+
+    def decode(self, row: tuple) -> dict[str, Any]:
+        record = {name: convert(row[i]) for i, (name, convert) in enumerate(self._system_out)}
+        for name, read, position in self._readers:
+            record[name] = read(row, position)
+        return record
+
+    def encode(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Column -> stored value for the given field values."""
+        out: dict[str, Any] = {}
+        for name, value in values.items():
+            for column, convert in self.writers[name]:
+                out[column] = convert(value)
+        return out

@@ -1,0 +1,366 @@
+"""The read language shared by the API, web UI, CLI, reports and automation conditions.
+
+A filter is data::
+
+    {"and": [{"field": "city", "op": "eq", "value": "Izmir"},
+             {"or": [{"field": "score", "op": "gte", "value": 50},
+                     {"field": "tags", "op": "contains", "value": "vip"}]}]}
+
+It compiles to parameterised SQL (never string-built values), with keyset (cursor) paging and
+full-text search per dialect.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import re
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+from ..entities import EntityType, Field, FieldType
+from ..fieldvalues import FieldValueError, parse_value
+from .codec import db_time, scalar_to_db
+from .errors import FieldError, ValidationError
+
+__all__ = ["ListQuery", "CompiledQuery", "compile_list", "parse_filter_params", "OPERATORS"]
+
+OPERATORS = ("eq", "ne", "lt", "lte", "gt", "gte", "in", "contains", "startswith", "is_null", "between")
+MAX_LIMIT = 500
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+_SYSTEM_FIELDS = {
+    "id": Field(name="id", type=FieldType.INTEGER),
+    "version": Field(name="version", type=FieldType.INTEGER),
+    "owner_id": Field(name="owner_id", type=FieldType.INTEGER),
+    "created_by": Field(name="created_by", type=FieldType.INTEGER),
+    "updated_by": Field(name="updated_by", type=FieldType.INTEGER),
+    "created_at": Field(name="created_at", type=FieldType.DATETIME),
+    "updated_at": Field(name="updated_at", type=FieldType.DATETIME),
+}
+_COMPARABLE = {"lt", "lte", "gt", "gte", "between"}
+_SQL_OP = {"eq": "=", "ne": "<>", "lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
+
+
+class ListQuery(msgspec.Struct, kw_only=True):
+    filter: dict | None = None
+    sort: list[str] = []
+    limit: int = 50
+    cursor: str | None = None
+    search: str | None = None
+    count: bool = False
+    fields: list[str] | None = None
+    deleted: bool = False  # list the trash instead of live records
+
+
+class CompiledQuery(msgspec.Struct):
+    sql: str
+    params: list[Any]
+    count_sql: str | None
+    count_params: list[Any]
+    sort_columns: list[tuple[str, bool]]  # (column, descending)
+    limit: int
+
+
+def _fail(field: str, message: str, code: str = "invalid") -> ValidationError:
+    return ValidationError([FieldError(field=field, code=code, message=message)])
+
+
+class _Compiler:
+    def __init__(self, entity: EntityType, dialect: str, region: str, currency: str, fields: dict[str, Field]):
+        self.entity = entity
+        self.dialect = dialect
+        self.region = region
+        self.currency = currency
+        self.fields = fields
+        self.params: list[Any] = []
+
+    def param(self, value: Any) -> str:
+        self.params.append(value)
+        return "?"
+
+    def field(self, name: str, where: str) -> tuple[Field, str]:
+        base, _, part = name.partition("__")
+        field = _SYSTEM_FIELDS.get(base) or self.fields.get(base)
+        if field is None or (part and not (
+            (field.type is FieldType.MONEY and part == "currency")
+            or (field.type is FieldType.PHONE and part == "raw")
+        )):
+            known = ", ".join(sorted(set(self.fields) | set(_SYSTEM_FIELDS)))
+            raise _fail(f"{where}.{name}", f"unknown field {name!r}; known fields: {known}", "unknown_field")
+        if part:
+            return Field(name=name, type=FieldType.TEXT), f'"{name}"'
+        return field, f'"{field.name}"'
+
+    def value(self, field: Field, raw: Any, where: str) -> Any:
+        try:
+            value = parse_value(field, raw, region=self.region, currency=self.currency)
+        except FieldValueError as exc:
+            raise _fail(f"{where}.{field.name}", exc.message) from None
+        if field.type is FieldType.MONEY:
+            value = value.amount if value is not None else None
+        elif field.type is FieldType.PHONE:
+            value = value.e164 if value is not None else None
+        elif field.type in (FieldType.TAGS, FieldType.MULTI_CHOICE):
+            raise _fail(f"{where}.{field.name}", "list fields take 'contains', 'in' or 'is_null'")
+        return self.db_value(field, value)
+
+    def db_value(self, field: Field, value: Any) -> Any:
+        if value is None:
+            return None
+        if self.dialect == "sqlite" and field.type in (FieldType.DECIMAL, FieldType.MONEY):
+            return float(value)
+        if field.type is FieldType.DATETIME and field.name in _SYSTEM_FIELDS:
+            return db_time(value, self.dialect)
+        return scalar_to_db(field.type, self.dialect)(value)
+
+    def column_expr(self, field: Field, column: str) -> str:
+        if self.dialect == "sqlite" and field.type in (FieldType.DECIMAL, FieldType.MONEY) and "__" not in field.name:
+            return f"CAST({column} AS REAL)"
+        return column
+
+    def node(self, node: Any, where: str = "filter") -> str:
+        if not isinstance(node, dict):
+            raise _fail(where, "a filter is an object: {field, op, value} or {and: [...]}, {or: [...]}, {not: {...}}")
+        if "and" in node or "or" in node:
+            key = "and" if "and" in node else "or"
+            items = node[key]
+            if not isinstance(items, list) or not items or len(node) != 1:
+                raise _fail(where, f"'{key}' takes a non-empty list of filters and nothing beside it")
+            parts = [self.node(item, f"{where}.{key}[{i}]") for i, item in enumerate(items)]
+            return "(" + f" {key.upper()} ".join(parts) + ")"
+        if "not" in node:
+            return f"NOT ({self.node(node['not'], where + '.not')})"
+        name, op = node.get("field"), node.get("op", "eq")
+        if not isinstance(name, str):
+            raise _fail(where, "a condition needs 'field' (a field name), 'op' and 'value'")
+        if op not in OPERATORS:
+            raise _fail(f"{where}.{name}", f"unknown operator {op!r}; accepted: {', '.join(OPERATORS)}")
+        field, column = self.field(name, where)
+        value = node.get("value")
+        return self.condition(field, column, op, value, where)
+
+    def condition(self, field: Field, column: str, op: str, value: Any, where: str) -> str:
+        listy = field.type in (FieldType.TAGS, FieldType.MULTI_CHOICE)
+        if op == "is_null":
+            flag = value if isinstance(value, bool) else str(value).lower() in ("true", "1", "yes")
+            return f"{column} IS NULL" if flag else f"{column} IS NOT NULL"
+        if op in ("contains", "startswith"):
+            if not isinstance(value, str) or not value:
+                raise _fail(f"{where}.{field.name}", f"'{op}' takes a non-empty string")
+            if listy:
+                if op == "startswith":
+                    raise _fail(f"{where}.{field.name}", "list fields take 'contains', 'in' or 'is_null'")
+                return self.list_contains(column, value)
+            if field.type not in (FieldType.TEXT, FieldType.LONG_TEXT, FieldType.EMAIL, FieldType.URL,
+                                  FieldType.PHONE, FieldType.CHOICE):
+                raise _fail(f"{where}.{field.name}", f"'{op}' applies to text fields only")
+            if field.type is FieldType.PHONE:
+                value = value.lstrip("+") if op == "contains" else value
+            escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            pattern = f"%{escaped}%" if op == "contains" else f"{escaped}%"
+            like = "LIKE" if self.dialect == "sqlite" else "ILIKE"
+            return f"{column} {like} {self.param(pattern)} ESCAPE '\\'"
+        if op == "in":
+            if isinstance(value, str):
+                value = [v for v in value.split(",") if v != ""]
+            if not isinstance(value, list) or not value or len(value) > 1000:
+                raise _fail(f"{where}.{field.name}", "'in' takes a list of 1 to 1000 values")
+            if listy:
+                return "(" + " OR ".join(self.list_contains(column, v) for v in value) + ")"
+            values = [self.value(field, v, where) for v in value]
+            expr = self.column_expr(field, column)
+            return f"{expr} IN ({', '.join(self.param(v) for v in values)})"
+        if listy:
+            raise _fail(f"{where}.{field.name}", "list fields take 'contains', 'in' or 'is_null'")
+        if op == "between":
+            if isinstance(value, str):
+                value = value.split(",")
+            if not isinstance(value, list) or len(value) != 2:
+                raise _fail(f"{where}.{field.name}", "'between' takes two values: [low, high]")
+            low, high = (self.value(field, v, where) for v in value)
+            expr = self.column_expr(field, column)
+            return f"{expr} BETWEEN {self.param(low)} AND {self.param(high)}"
+        if field.type is FieldType.BOOLEAN and op in _COMPARABLE:
+            raise _fail(f"{where}.{field.name}", "a boolean takes 'eq', 'ne' or 'is_null'")
+        parsed = self.value(field, value, where)
+        if parsed is None:
+            if op in ("eq", "ne"):
+                return f"{column} IS NULL" if op == "eq" else f"{column} IS NOT NULL"
+            raise _fail(f"{where}.{field.name}", f"'{op}' needs a value")
+        expr = self.column_expr(field, column)
+        if op == "ne":
+            return f"({expr} <> {self.param(parsed)} OR {column} IS NULL)"
+        return f"{expr} {_SQL_OP[op]} {self.param(parsed)}"
+
+    def list_contains(self, column: str, value: Any) -> str:
+        if not isinstance(value, str):
+            raise _fail(column.strip('"'), "expected a string")
+        if self.dialect == "sqlite":
+            return f"EXISTS (SELECT 1 FROM json_each({column}) WHERE json_each.value = {self.param(value)})"
+        return f"{column} @> {self.param([value])}::jsonb"
+
+
+def search_condition(entity: EntityType, dialect: str, text: str) -> tuple[str, Any] | None:
+    words = _WORD.findall(text)[:16]
+    if not words:
+        return None
+    if dialect == "sqlite":
+        match = " AND ".join(f'"{w}"*' for w in words)
+        return f'"id" IN (SELECT rowid FROM "{entity.table}__search" WHERE "{entity.table}__search" MATCH ?)', match
+    return "\"_search\" @@ to_tsquery('simple', ?)", " & ".join(f"{w}:*" for w in words)
+
+
+def parse_sort(entity_fields: dict[str, Field], sort: list[str]) -> list[tuple[str, bool]]:
+    result: list[tuple[str, bool]] = []
+    for item in sort:
+        item = item.strip()
+        if not item:
+            continue
+        desc = item.startswith("-")
+        name = item.lstrip("-+")
+        field = _SYSTEM_FIELDS.get(name) or entity_fields.get(name)
+        if field is None:
+            known = ", ".join(sorted(set(entity_fields) | set(_SYSTEM_FIELDS)))
+            raise _fail(f"sort.{name}", f"unknown field {name!r}; known fields: {known}", "unknown_field")
+        if field.type in (FieldType.TAGS, FieldType.MULTI_CHOICE, FieldType.LONG_TEXT):
+            raise _fail(f"sort.{name}", f"a {field.type.value} field cannot be sorted on")
+        if name != "id":
+            result.append((name, desc))
+    return result[:4]
+
+
+def encode_cursor(values: list[Any]) -> str:
+    return base64.urlsafe_b64encode(msgspec.json.encode(values)).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, width: int) -> list[Any]:
+    try:
+        values = msgspec.json.decode(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except Exception:
+        values = None
+    if not isinstance(values, list) or len(values) != width:
+        raise _fail("cursor", "the cursor is not valid for this query; use the next_cursor of the previous page")
+    return values
+
+
+def compile_list(
+    entity: EntityType, query: ListQuery, *, dialect: str, select_list: str, fields: dict[str, Field],
+    region: str = "US", currency: str = "EUR", scope: tuple[str, list[Any]] | None = None,
+) -> CompiledQuery:
+    """SQL for one page of a list: WHERE from filter + search + scope, keyset ORDER BY."""
+    if not 1 <= query.limit <= MAX_LIMIT:
+        raise _fail("limit", f"limit must be between 1 and {MAX_LIMIT}")
+    compiler = _Compiler(entity, dialect, region, currency, fields)
+    where = ['"deleted_at" IS NOT NULL' if query.deleted else '"deleted_at" IS NULL']
+    if scope is not None:
+        where.append(scope[0])
+        compiler.params.extend(scope[1])
+    if query.filter:
+        where.append(compiler.node(query.filter))
+    if query.search:
+        found = search_condition(entity, dialect, query.search)
+        if found is not None:
+            where.append(found[0])
+            compiler.params.append(found[1])
+    count_where = " AND ".join(where)
+    count_params = list(compiler.params)
+
+    sort = parse_sort(fields, query.sort)
+    keys = [(compiler.column_expr(_SYSTEM_FIELDS.get(n) or fields[n], f'"{n}"'), n, d) for n, d in sort]
+    keys.append(('"id"', "id", False))
+    if query.cursor:
+        last = decode_cursor(query.cursor, len(keys))
+        if dialect == "postgres":
+            last = [_cursor_value(_SYSTEM_FIELDS.get(n) or fields[n], v) for (_, n, _), v in zip(keys, last)]
+        ors = []
+        for i, (expr, _, desc) in enumerate(keys):
+            ands = []
+            for (prev_expr, _, _), value in zip(keys[:i], last[:i]):
+                ands.append(f"{prev_expr} IS NULL" if value is None else f"{prev_expr} = {compiler.param(value)}")
+            # NULL sorts as the largest value: last ascending, first descending (PostgreSQL's
+            # default, made explicit on SQLite), so indexes serve both.
+            value = last[i]
+            if desc:
+                after = f"{expr} IS NOT NULL" if value is None else f"{expr} < {compiler.param(value)}"
+            else:
+                if value is None:
+                    continue
+                after = f"({expr} > {compiler.param(value)} OR {expr} IS NULL)"
+            ors.append("(" + " AND ".join(ands + [after]) + ")")
+        where.append("(" + " OR ".join(ors) + ")" if ors else "1 = 0")
+    order = ", ".join(
+        f"{expr} {'DESC NULLS FIRST' if desc else 'ASC NULLS LAST'}" if dialect == "sqlite" or name != "id"
+        else f"{expr} {'DESC' if desc else 'ASC'}"
+        for expr, name, desc in keys
+    )
+    sort_select = "".join(f", {expr}" for expr, name, _ in keys[:-1])
+    sql = (
+        f'SELECT {select_list}{sort_select} FROM "{entity.table}" WHERE {" AND ".join(where)} '
+        f"ORDER BY {order} LIMIT {int(query.limit) + 1}"
+    )
+    count_sql = f'SELECT COUNT(*) FROM "{entity.table}" WHERE {count_where}' if query.count else None
+    return CompiledQuery(sql, compiler.params, count_sql, count_params, [(n, d) for _, n, d in keys], query.limit)
+
+
+def compile_filter(
+    entity: EntityType, node: dict, *, dialect: str, fields: dict[str, Field], region: str = "US",
+    currency: str = "EUR",
+) -> tuple[str, list[Any]]:
+    """A WHERE fragment for a filter (used by automation conditions and reports)."""
+    compiler = _Compiler(entity, dialect, region, currency, fields)
+    return compiler.node(node), compiler.params
+
+
+def parse_filter_params(params: dict[str, str]) -> dict | None:
+    """``?city=Izmir&score__gte=50`` -> the filter language (all conditions ANDed)."""
+    conditions = []
+    for key, value in params.items():
+        name, _, op = key.partition("__")
+        if op and op not in OPERATORS and op not in ("currency", "raw"):
+            raise _fail(f"filter.{name}", f"unknown operator {op!r}; accepted: {', '.join(OPERATORS)}")
+        if op in ("currency", "raw"):
+            name, op2 = key, "eq"
+            base, _, rest = key.partition("__")
+            sub, _, maybe_op = rest.partition("__")
+            if maybe_op:
+                name, op2 = f"{base}__{sub}", maybe_op
+            conditions.append({"field": name, "op": op2, "value": value})
+            continue
+        conditions.append({"field": name, "op": op or "eq", "value": value})
+    if not conditions:
+        return None
+    return conditions[0] if len(conditions) == 1 else {"and": conditions}
+
+
+def _cursor_value(field: Field, value: Any) -> Any:
+    """A cursor value back in the type PostgreSQL compares the column with."""
+    if value is None:
+        return None
+    try:
+        if field.type is FieldType.DATETIME:
+            return datetime.datetime.fromisoformat(value)
+        if field.type is FieldType.DATE:
+            return datetime.date.fromisoformat(value)
+        if field.type in (FieldType.DECIMAL, FieldType.MONEY):
+            return Decimal(str(value))
+        if field.type in (FieldType.INTEGER, FieldType.RELATION) and not isinstance(value, int):
+            raise ValueError
+    except (ValueError, TypeError, ArithmeticError):
+        raise _fail("cursor", "the cursor is not valid for this query") from None
+    return value
+
+
+def row_sort_values(row: tuple, width: int, sort_count: int, record_id: int) -> list[Any]:
+    """The cursor of a row: its trailing sort columns plus its id."""
+    values = list(row[width:width + sort_count]) if sort_count else []
+    out = []
+    for v in values:
+        if isinstance(v, Decimal):
+            v = str(v)
+        elif hasattr(v, "isoformat"):
+            v = v.isoformat()
+        out.append(v)
+    return out + [record_id]

@@ -1,0 +1,463 @@
+"""The records service: the one write path, and the reads every front end shares.
+
+Every create, update, delete and restore, from the API, the CLI, imports, automation or a plugin,
+comes through here: values are validated per field type, ``crm_before_save`` hooks run, the rows
+and their audit entries are written in one transaction, and after commit ``crm_after_commit``
+receives the event. Bulk writes take the same path once per batch, not once per row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import inspect
+import logging
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from ..entities import EntityType, Field, FieldType
+from ..fieldvalues import FieldValueError, parse_value
+from ..storage.database import IntegrityError
+from .codec import EntityCodec, db_time
+from .errors import Conflict, FieldError, NotFound, ValidationError
+from .query import ListQuery, compile_list, row_sort_values, encode_cursor
+
+if TYPE_CHECKING:
+    from ..deployment import Deployment
+
+__all__ = ["RecordsService", "Change", "RecordEvent", "Page"]
+
+log = logging.getLogger(__name__)
+UTC = dt.timezone.utc
+READ_ONLY = {"id", "version", "created_at", "updated_at", "deleted_at", "created_by", "updated_by"}
+_to_builtins = msgspec.to_builtins
+
+
+class Change(msgspec.Struct, kw_only=True):
+    """What ``crm_before_save`` sees: one write about to happen (or one batch of them)."""
+
+    entity: str
+    action: str  # create | update | delete | restore
+    #: Validated values about to be written (one record); hooks may change them.
+    values: dict[str, Any] = {}
+    #: The record as it is now (update, delete, restore).
+    before: dict[str, Any] | None = None
+    user_id: int | None = None
+    #: For bulk writes: the values of every row, in order.
+    batch: list[dict[str, Any]] | None = None
+
+
+class RecordEvent(msgspec.Struct, kw_only=True):
+    """What ``crm_after_commit`` receives after a committed write."""
+
+    entity: str
+    action: str
+    record_ids: list[int]
+    #: The records as committed (for delete: as they were).
+    records: list[dict[str, Any]]
+    #: Per record: field -> [old, new].
+    changes: list[dict[str, list[Any]]]
+    user_id: int | None = None
+
+    @property
+    def record_id(self) -> int:
+        return self.record_ids[0]
+
+    @property
+    def record(self) -> dict[str, Any]:
+        return self.records[0]
+
+
+class Page(msgspec.Struct):
+    items: list[dict[str, Any]]
+    next_cursor: str | None = None
+    total: int | None = None
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(UTC)
+
+
+def _jsonable(value: Any) -> Any:
+    return _to_builtins(value)
+
+
+class RecordsService:
+    def __init__(self, deployment: Deployment):
+        self.deployment = deployment
+        self._codecs: dict[tuple[str, int], EntityCodec] = {}
+        self._sql: dict[tuple[str, str], str] = {}
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    @property
+    def db(self):
+        return self.deployment.db
+
+    def entity(self, name: str) -> EntityType:
+        entity = self.deployment.registry.get(name)
+        if entity is None:
+            raise NotFound("entity type", name)
+        return entity
+
+    def codec(self, entity: EntityType) -> EntityCodec:
+        key = (entity.name, self.deployment.schema_version)
+        codec = self._codecs.get(key)
+        if codec is None:
+            codec = self._codecs[key] = EntityCodec(entity, self.db.dialect)
+        return codec
+
+    def invalidate(self) -> None:
+        self._codecs.clear()
+        self._sql.clear()
+
+    def _parse(self, entity: EntityType, data: dict[str, Any], *, creating: bool) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            raise ValidationError([FieldError("body", "invalid", "expected a JSON object of field values")])
+        settings = self.deployment.settings
+        errors: list[FieldError] = []
+        values: dict[str, Any] = {}
+        for name, raw in data.items():
+            field = entity.field(name)
+            if field is None or field.hidden:
+                if name in READ_ONLY or name == "owner_id":
+                    if name != "owner_id":
+                        errors.append(FieldError(name, "read_only", f"{name} is set by the system"))
+                        continue
+                    field = Field(name="owner_id", type=FieldType.RELATION, target="user")
+                else:
+                    known = ", ".join(f.name for f in entity.visible_fields)
+                    errors.append(FieldError(name, "unknown_field", f"unknown field; {entity.name} fields are: {known}"))
+                    continue
+            try:
+                values[name] = parse_value(field, raw, region=settings.region, currency=settings.currency)
+            except FieldValueError as exc:
+                errors.append(FieldError(name, exc.code, exc.message))
+        if creating:
+            for field in entity.fields:
+                if field.name not in values and field.default is not None and not field.hidden:
+                    values[field.name] = parse_value(field, field.default, region=settings.region, currency=settings.currency)
+        for field in entity.fields:
+            if field.required and not field.hidden:
+                missing = values.get(field.name) in (None, [], "") if (creating or field.name in values) else False
+                if missing:
+                    errors.append(FieldError(field.name, "required", "this field is required"))
+        if errors:
+            raise ValidationError(errors)
+        return values
+
+    async def _check_relations(self, entity: EntityType, rows: list[dict[str, Any]]) -> None:
+        errors = []
+        for field in entity.fields:
+            if field.type is not FieldType.RELATION:
+                continue
+            ids = {row[field.name] for row in rows if row.get(field.name) is not None}
+            if not ids:
+                continue
+            target = self.deployment.registry.get(field.target)
+            found = set()
+            id_list = sorted(ids)
+            for start in range(0, len(id_list), 900):
+                part = id_list[start:start + 900]
+                marks = ", ".join("?" for _ in part)
+                found.update(r[0] for r in await self.db.fetch(
+                    f'SELECT "id" FROM "{target.table}" WHERE "id" IN ({marks}) AND "deleted_at" IS NULL', part
+                ))
+            missing = ids - found
+            if missing:
+                errors.append(FieldError(
+                    field.name, "not_found", f"no {field.target} with id {', '.join(map(str, sorted(missing)[:10]))}"
+                ))
+        if errors:
+            raise ValidationError(errors)
+
+    async def _hooks_before(self, change: Change) -> None:
+        results = self.deployment.pm.hook.crm_before_save(change=change, deployment=self.deployment)
+        for result in results:
+            if inspect.isawaitable(result):
+                await result
+
+    async def _emit(self, event: RecordEvent) -> None:
+        """After commit: a failing listener is logged and never undoes the write."""
+        for impl in reversed(self.deployment.pm.hook.crm_after_commit.get_hookimpls()):
+            try:
+                kwargs = {"event": event, "deployment": self.deployment}
+                result = impl.function(**{a: kwargs[a] for a in impl.argnames})
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("plugin %r failed handling %s %s", impl.plugin_name, event.entity, event.action)
+
+    def _integrity(self, entity: EntityType, exc: IntegrityError) -> ValidationError:
+        column = exc.column or ""
+        field = column if entity.field(column) else next(
+            (f.name for f in entity.fields if f.unique and f.name in str(exc)), column or "record"
+        )
+        return ValidationError([FieldError(
+            field, "unique", f"another {entity.name} already has this {field}; values must be unique"
+        )])
+
+    async def _write_search(self, entity: EntityType, ids: list[int]) -> None:
+        from ..storage.schema import search_expression
+
+        expression = search_expression(entity)
+        if expression is None or not ids:
+            return
+        t = entity.table
+        low, high = min(ids), max(ids)
+        contiguous = high - low + 1 == len(ids)
+        if contiguous:
+            where, params = '"id" BETWEEN ? AND ?', [low, high]
+        else:
+            where, params = f'"id" IN ({", ".join("?" for _ in ids)})', list(ids)
+        if self.db.dialect == "sqlite":
+            await self.db.execute(f'DELETE FROM "{t}__search" WHERE rowid IN (SELECT "id" FROM "{t}" WHERE {where})', params)
+            await self.db.execute(
+                f'INSERT INTO "{t}__search" (rowid, body) SELECT "id", {expression} FROM "{t}" WHERE {where}', params
+            )
+        else:
+            await self.db.execute(
+                f"UPDATE \"{t}\" SET \"_search\" = to_tsvector('simple', {expression}) WHERE {where}", params
+            )
+
+    async def _audit(self, entity: EntityType, rows: list[tuple[int, str, dict | None]], user_id: int | None, at: dt.datetime) -> None:
+        stamp = at.isoformat()
+        await self.db.executemany(
+            'INSERT INTO crm_audit ("entity", "record_id", "action", "user_id", "at", "changes") VALUES (?, ?, ?, ?, ?, ?)',
+            [(entity.name, rid, action, user_id, stamp, msgspec.json.encode(ch).decode() if ch else None)
+             for rid, action, ch in rows],
+        )
+
+    # -- writes ------------------------------------------------------------------------------
+
+    async def create(self, entity_name: str, data: dict[str, Any], *, user_id: int | None = None) -> dict[str, Any]:
+        ids = await self._create(self.entity(entity_name), [data], user_id=user_id, single=True)
+        return await self.get(entity_name, ids[0])
+
+    async def bulk_create(self, entity_name: str, rows: list[dict[str, Any]], *, user_id: int | None = None) -> list[int]:
+        """Create many records in one transaction: all or nothing; errors name the row."""
+        return await self._create(self.entity(entity_name), rows, user_id=user_id, single=False)
+
+    async def _create(self, entity: EntityType, rows: list[dict[str, Any]], *, user_id: int | None, single: bool) -> list[int]:
+        if not rows:
+            return []
+        parsed, errors = [], []
+        for index, data in enumerate(rows):
+            try:
+                parsed.append(self._parse(entity, data, creating=True))
+            except ValidationError as exc:
+                if single:
+                    raise
+                errors.extend(FieldError(f"rows[{index}].{e.field}", e.code, e.message) for e in exc.errors)
+        if errors:
+            raise ValidationError(errors)
+        change = Change(entity=entity.name, action="create", user_id=user_id,
+                        values=parsed[0] if single else {}, batch=None if single else parsed)
+        await self._hooks_before(change)
+        if single:
+            parsed = [self._parse_again(entity, change.values)]
+        codec = self.codec(entity)
+        now = _now()
+        stamp = db_time(now, self.db.dialect)
+        columns = ["version", "created_at", "updated_at", "created_by", "updated_by", "owner_id"]
+        field_columns = [c for f in entity.fields for c in f.columns()]
+        columns += field_columns
+        sql = (
+            f'INSERT INTO "{entity.table}" ({", ".join(chr(34) + c + chr(34) for c in columns)}) '
+            f'VALUES ({", ".join("?" for _ in columns)})'
+        )
+        writers = [(f.name, w) for f in entity.fields for w in codec.writers[f.name]]
+        db_rows = []
+        for values in parsed:
+            owner = values.pop("owner_id", None) or user_id
+            row = [1, stamp, stamp, user_id, user_id, owner]
+            for name, (_, convert) in writers:
+                row.append(convert(values.get(name)))
+            db_rows.append(row)
+        async with self.db.transaction():
+            await self._check_relations(entity, parsed)
+            try:
+                ids = await self.db.insert_returning_ids(sql, db_rows)
+            except IntegrityError as exc:
+                raise self._integrity(entity, exc) from None
+            await self._write_search(entity, ids)
+            changes = [{k: [None, _jsonable(v)] for k, v in values.items() if v is not None} for values in parsed]
+            await self._audit(entity, [(rid, "create", ch) for rid, ch in zip(ids, changes)], user_id, now)
+        if self.deployment.pm.hook.crm_after_commit.get_hookimpls():
+            records = [await self.get(entity.name, ids[0])] if single else [
+                {"id": rid, **values} for rid, values in zip(ids, parsed)
+            ]
+            await self._emit(RecordEvent(entity=entity.name, action="create", record_ids=ids,
+                                         records=records, changes=changes, user_id=user_id))
+        return ids
+
+    def _parse_again(self, entity: EntityType, values: dict[str, Any]) -> dict[str, Any]:
+        """Hooks may have changed values; validate what they set the same way."""
+        return self._parse(entity, {k: v for k, v in values.items()}, creating=False) if values else values
+
+    async def update(
+        self, entity_name: str, record_id: int, data: dict[str, Any], *, version: int | None = None,
+        user_id: int | None = None,
+    ) -> dict[str, Any]:
+        entity = self.entity(entity_name)
+        data = dict(data) if isinstance(data, dict) else data
+        if isinstance(data, dict) and "version" in data:
+            version = data.pop("version")
+            if isinstance(version, bool) or not isinstance(version, int):
+                raise ValidationError([FieldError("version", "invalid", "version must be the integer you read")])
+        values = self._parse(entity, data, creating=False)
+        async with self.db.transaction():
+            before = await self.get(entity_name, record_id)
+            if version is not None and before["version"] != version:
+                raise Conflict(entity_name, record_id, version, before, await self._changed_since(entity, record_id, version))
+            change = Change(entity=entity.name, action="update", values=values, before=before, user_id=user_id)
+            await self._hooks_before(change)
+            values = self._parse_again(entity, change.values)
+            diff = {k: [_jsonable(before.get(k)), _jsonable(v)] for k, v in values.items() if before.get(k) != v}
+            if not diff:
+                return before
+            await self._check_relations(entity, [values])
+            encoded = self.codec(entity).encode({k: v for k, v in values.items() if k != "owner_id"})
+            if "owner_id" in values:
+                encoded["owner_id"] = values["owner_id"]
+            now = _now()
+            assignments = ", ".join(f'"{c}" = ?' for c in encoded)
+            params = [*encoded.values(), db_time(now, self.db.dialect), user_id, record_id, before["version"]]
+            try:
+                await self.db.execute(
+                    f'UPDATE "{entity.table}" SET {assignments}, "version" = "version" + 1, "updated_at" = ?, '
+                    f'"updated_by" = ? WHERE "id" = ? AND "version" = ? AND "deleted_at" IS NULL',
+                    params,
+                )
+            except IntegrityError as exc:
+                raise self._integrity(entity, exc) from None
+            if any(f.is_searchable for f in entity.fields if f.name in values):
+                await self._write_search(entity, [record_id])
+            await self._audit(entity, [(record_id, "update", diff)], user_id, now)
+            after = await self.get(entity_name, record_id)
+        await self._emit(RecordEvent(entity=entity.name, action="update", record_ids=[record_id],
+                                     records=[after], changes=[diff], user_id=user_id))
+        return after
+
+    async def _changed_since(self, entity: EntityType, record_id: int, version: int) -> list[str]:
+        """Field names changed by the updates after ``version`` (each update adds one version)."""
+        rows = await self.db.fetch(
+            'SELECT "changes" FROM crm_audit WHERE "entity" = ? AND "record_id" = ? AND "action" = ? '
+            'ORDER BY "id" DESC LIMIT 100',
+            (entity.name, record_id, "update"),
+        )
+        current = await self.db.fetchval(f'SELECT "version" FROM "{entity.table}" WHERE "id" = ?', (record_id,))
+        changed: list[str] = []
+        for (changes,), _ in zip(rows, range(max(0, (current or 0) - version))):
+            for name in msgspec.json.decode(changes or "{}"):
+                if name not in changed:
+                    changed.append(name)
+        return changed
+
+    async def delete(self, entity_name: str, record_id: int, *, version: int | None = None, user_id: int | None = None) -> None:
+        """Move a record to the trash (restorable); ``purge`` removes it for good."""
+        await self._set_deleted(entity_name, record_id, deleted=True, version=version, user_id=user_id)
+
+    async def restore(self, entity_name: str, record_id: int, *, user_id: int | None = None) -> dict[str, Any]:
+        await self._set_deleted(entity_name, record_id, deleted=False, version=None, user_id=user_id)
+        return await self.get(entity_name, record_id)
+
+    async def _set_deleted(self, entity_name: str, record_id: int, *, deleted: bool, version: int | None, user_id: int | None) -> None:
+        entity = self.entity(entity_name)
+        action = "delete" if deleted else "restore"
+        async with self.db.transaction():
+            before = await self.get(entity_name, record_id, trashed=not deleted)
+            if version is not None and before["version"] != version:
+                raise Conflict(entity_name, record_id, version, before, await self._changed_since(entity, record_id, version))
+            await self._hooks_before(Change(entity=entity.name, action=action, before=before, user_id=user_id))
+            now = _now()
+            try:
+                await self.db.execute(
+                    f'UPDATE "{entity.table}" SET "deleted_at" = ?, "version" = "version" + 1, "updated_at" = ?, '
+                    f'"updated_by" = ? WHERE "id" = ?',
+                    (db_time(now, self.db.dialect) if deleted else None, db_time(now, self.db.dialect), user_id, record_id),
+                )
+            except IntegrityError as exc:  # restoring a record whose unique value was taken meanwhile
+                raise self._integrity(entity, exc) from None
+            await self._audit(entity, [(record_id, action, None)], user_id, now)
+        await self._emit(RecordEvent(entity=entity.name, action=action, record_ids=[record_id],
+                                     records=[before], changes=[{}], user_id=user_id))
+
+    async def purge(self, entity_name: str, record_id: int, *, user_id: int | None = None) -> None:
+        """Remove a trashed record for good (its audit history stays)."""
+        entity = self.entity(entity_name)
+        async with self.db.transaction():
+            await self.get(entity_name, record_id, trashed=True)
+            await self.db.execute(f'DELETE FROM "{entity.table}" WHERE "id" = ?', (record_id,))
+            if self.db.dialect == "sqlite":
+                await self.db.execute(f'DELETE FROM "{entity.table}__search" WHERE rowid = ?', (record_id,))
+            await self._audit(entity, [(record_id, "purge", None)], user_id, _now())
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def get(self, entity_name: str, record_id: int, *, trashed: bool = False) -> dict[str, Any]:
+        entity = self.entity(entity_name)
+        codec = self.codec(entity)
+        key = (entity.name, "get_trashed" if trashed else "get")
+        sql = self._sql.get(key)
+        if sql is None or not sql.startswith(f"SELECT {codec.select_list} "):
+            deleted = '"deleted_at" IS NOT NULL' if trashed else '"deleted_at" IS NULL'
+            sql = self._sql[key] = f'SELECT {codec.select_list} FROM "{entity.table}" WHERE "id" = ? AND {deleted}'
+        if isinstance(record_id, bool) or not isinstance(record_id, int):
+            raise NotFound(entity.name, record_id)
+        row = await self.db.fetchrow(sql, (record_id,))
+        if row is None:
+            raise NotFound(entity.name, record_id)
+        return codec.decode(row)
+
+    async def list(self, entity_name: str, query: ListQuery) -> Page:
+        entity = self.entity(entity_name)
+        codec = self.codec(entity)
+        fields = {f.name: f for f in entity.visible_fields}
+        if query.fields:
+            unknown = [n for n in query.fields if n not in fields]
+            if unknown:
+                raise ValidationError([FieldError(
+                    "fields", "unknown_field", f"unknown field {unknown[0]!r}; known fields: {', '.join(fields)}"
+                )])
+            codec = EntityCodec(entity, self.db.dialect, [fields[n] for n in query.fields])
+        settings = self.deployment.settings
+        compiled = compile_list(
+            entity, query, dialect=self.db.dialect, select_list=codec.select_list, fields=fields,
+            region=settings.region, currency=settings.currency,
+        )
+        rows = await self.db.fetch(compiled.sql, compiled.params)
+        more = len(rows) > compiled.limit
+        rows = rows[:compiled.limit]
+        width = len(codec.columns)
+        sort_count = len(compiled.sort_columns) - 1
+        next_cursor = None
+        if more and rows:
+            last = rows[-1]
+            next_cursor = encode_cursor(row_sort_values(last, width, sort_count, last[0]))
+        total = None
+        if compiled.count_sql:
+            total = await self.db.fetchval(compiled.count_sql, compiled.count_params)
+        return Page(items=[codec.decode(r) for r in rows], next_cursor=next_cursor, total=total)
+
+    async def history(self, entity_name: str, record_id: int, *, limit: int = 100, before_id: int | None = None) -> list[dict[str, Any]]:
+        entity = self.entity(entity_name)
+        params: list[Any] = [entity.name, record_id]
+        extra = ""
+        if before_id is not None:
+            extra = ' AND "id" < ?'
+            params.append(before_id)
+        rows = await self.db.fetch(
+            'SELECT "id", "action", "user_id", "at", "changes" FROM crm_audit '
+            f'WHERE "entity" = ? AND "record_id" = ?{extra} ORDER BY "id" DESC LIMIT ?',
+            [*params, limit],
+        )
+        if not rows:
+            exists = await self.db.fetchval(f'SELECT 1 FROM "{entity.table}" WHERE "id" = ?', (record_id,))
+            if not exists:
+                raise NotFound(entity.name, record_id)
+        return [
+            {"id": r[0], "action": r[1], "user_id": r[2], "at": r[3],
+             "changes": msgspec.json.decode(r[4]) if r[4] else {}}
+            for r in rows
+        ]

@@ -1,0 +1,355 @@
+"""Tables built from the entity model, and the schema sync that keeps the database in step.
+
+Piccolo table classes are made at run time (``create_table_class``) from each entity type and
+generate the dialect's DDL. Sync only ever *adds* (tables, columns, indexes, search indexes) and
+records every change in ``crm_schema_history``. A change that could lose data (a column whose
+declared type changed, a column no longer declared) is reported as pending and is applied only by
+an explicit migration, which first copies the data to a backup table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import warnings
+from typing import Any
+
+import msgspec
+from piccolo.columns import JSONB, BigInt, Boolean, Integer, Numeric, Text, Timestamptz
+from piccolo.columns.base import Column
+from piccolo.table import Table, create_table_class
+
+from ..entities import EntityType, Field, FieldType
+from .database import Database
+
+__all__ = ["SchemaManager", "PendingChange", "table_class", "search_expression"]
+
+warnings.filterwarnings("ignore", message="We recommend giving your table a different name")
+
+SYSTEM_TABLES = [
+    """CREATE TABLE IF NOT EXISTS crm_meta ("key" TEXT PRIMARY KEY, "value" TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS crm_schema_history (
+        "id" {serial}, "applied_at" TEXT NOT NULL, "kind" TEXT NOT NULL,
+        "target" TEXT NOT NULL, "statement" TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS crm_schema_column (
+        "tablename" TEXT NOT NULL, "columnname" TEXT NOT NULL, "field_type" TEXT NOT NULL,
+        PRIMARY KEY ("tablename", "columnname"))""",
+    """CREATE TABLE IF NOT EXISTS crm_custom_field (
+        "entity" TEXT NOT NULL, "name" TEXT NOT NULL, "definition" TEXT NOT NULL,
+        "removed" {bool} NOT NULL DEFAULT {false}, "created_at" TEXT NOT NULL,
+        PRIMARY KEY ("entity", "name"))""",
+    """CREATE TABLE IF NOT EXISTS crm_audit (
+        "id" {serial}, "entity" TEXT NOT NULL, "record_id" BIGINT NOT NULL,
+        "action" TEXT NOT NULL, "user_id" BIGINT, "at" TEXT NOT NULL, "changes" TEXT)""",
+    """CREATE INDEX IF NOT EXISTS crm_audit_record ON crm_audit ("entity", "record_id", "id")""",
+]
+
+
+class _ExactDecimal(Numeric):
+    """Decimals stored exactly: NUMERIC on PostgreSQL, canonical text on SQLite (whose NUMERIC
+    affinity would turn them into floats)."""
+
+    @property
+    def column_type(self):
+        return "TEXT" if self._meta.engine_type == "sqlite" else "NUMERIC"
+
+
+class _TextTime(Timestamptz):
+    @property
+    def column_type(self):
+        return "TEXT" if self._meta.engine_type == "sqlite" else "TIMESTAMPTZ"
+
+
+class _TextDate(Timestamptz):
+    @property
+    def column_type(self):
+        return "TEXT" if self._meta.engine_type == "sqlite" else "DATE"
+
+
+class _JsonList(JSONB):
+    @property
+    def column_type(self):
+        return "TEXT" if self._meta.engine_type == "sqlite" else "JSONB"
+
+
+def _nullable(cls: type[Column], **kwargs: Any) -> Column:
+    return cls(null=True, default=None, **kwargs)
+
+
+_COLUMN = {
+    FieldType.TEXT: Text, FieldType.LONG_TEXT: Text, FieldType.EMAIL: Text, FieldType.URL: Text,
+    FieldType.CHOICE: Text, FieldType.PHONE: Text, FieldType.INTEGER: BigInt,
+    FieldType.RELATION: BigInt, FieldType.DECIMAL: _ExactDecimal, FieldType.MONEY: _ExactDecimal,
+    FieldType.BOOLEAN: Boolean, FieldType.DATE: _TextDate, FieldType.DATETIME: _TextTime,
+    FieldType.MULTI_CHOICE: _JsonList, FieldType.TAGS: _JsonList,
+}
+
+
+def field_columns(field: Field) -> dict[str, Column]:
+    """Piccolo columns for one field (two for money and phone)."""
+    main = _nullable(_COLUMN[field.type])
+    if field.type is FieldType.MONEY:
+        return {field.name: main, f"{field.name}__currency": _nullable(Text)}
+    if field.type is FieldType.PHONE:
+        return {field.name: main, f"{field.name}__raw": _nullable(Text)}
+    return {field.name: main}
+
+
+def _system_columns() -> dict[str, Column]:
+    return {
+        "version": Integer(default=1, null=False),
+        "created_at": _TextTime(null=False),
+        "updated_at": _TextTime(null=False),
+        "deleted_at": _nullable(_TextTime),
+        "owner_id": _nullable(BigInt),
+        "created_by": _nullable(BigInt),
+        "updated_by": _nullable(BigInt),
+    }
+
+
+def table_class(entity: EntityType, engine: Any) -> type[Table]:
+    """A Piccolo table class for an entity type, bound to ``engine`` (for its dialect)."""
+    from piccolo.columns import BigSerial
+
+    members: dict[str, Column] = {"id": BigSerial(primary_key=True)}
+    members.update(_system_columns())
+    for field in entity.fields:
+        members.update(field_columns(field))
+    return create_table_class(
+        class_name="".join(part.capitalize() for part in entity.name.split("_")) + "Table",
+        class_kwargs={"tablename": entity.table, "db": engine},
+        class_members=members,
+    )
+
+
+def search_expression(entity: EntityType, quote=lambda c: f'"{c}"') -> str | None:
+    """SQL that concatenates the searchable columns of a row into one text for the index."""
+    parts = []
+    for field in entity.fields:
+        if field.is_searchable:
+            for column in field.columns():
+                parts.append(f"COALESCE(CAST({quote(column)} AS TEXT), '')")
+    return " || ' ' || ".join(parts) if parts else None
+
+
+def search_signature(entity: EntityType) -> str:
+    return ",".join(c for f in entity.fields if f.is_searchable for c in f.columns())
+
+
+def wanted_indexes(entity: EntityType) -> dict[str, str]:
+    """Index name -> DDL for the indexes an entity's table should have."""
+    t = entity.table
+    indexes = {
+        f"{t}__live": f'CREATE INDEX IF NOT EXISTS "{t}__live" ON "{t}" ("deleted_at", "id")',
+        f"{t}__owner": f'CREATE INDEX IF NOT EXISTS "{t}__owner" ON "{t}" ("owner_id", "id")',
+    }
+    for field in entity.fields:
+        column = field.name
+        name = f"{t}__{column}"
+        if field.unique:
+            indexes[name + "__uq"] = (
+                f'CREATE UNIQUE INDEX IF NOT EXISTS "{name}__uq" ON "{t}" ("{column}") '
+                'WHERE "deleted_at" IS NULL'
+            )
+        elif field.indexed or field.type is FieldType.RELATION:
+            indexes[name] = f'CREATE INDEX IF NOT EXISTS "{name}" ON "{t}" ("{column}", "id")'
+    return indexes
+
+
+class PendingChange(msgspec.Struct):
+    """A schema change sync will not make on its own because it could lose data."""
+
+    kind: str  # "type_change" | "drop_column"
+    table: str
+    column: str
+    detail: str
+
+
+class SchemaManager:
+    def __init__(self, db: Database, engine: Any):
+        self.db = db
+        self.engine = engine
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _fmt(self, sql: str) -> str:
+        pg = self.db.dialect == "postgres"
+        return sql.format(
+            serial="BIGSERIAL PRIMARY KEY" if pg else "INTEGER PRIMARY KEY",
+            bool="BOOLEAN" if pg else "INTEGER",
+            false="FALSE" if pg else "0",
+        )
+
+    async def _record(self, kind: str, target: str, statement: str) -> None:
+        await self.db.execute(
+            'INSERT INTO crm_schema_history ("applied_at", "kind", "target", "statement") VALUES (?, ?, ?, ?)',
+            (dt.datetime.now(dt.timezone.utc).isoformat(), kind, target, statement),
+        )
+
+    async def _apply(self, kind: str, target: str, statement: str) -> None:
+        await self.db.execute(statement)
+        await self._record(kind, target, statement)
+
+    async def tables(self) -> set[str]:
+        if self.db.dialect == "sqlite":
+            rows = await self.db.fetch("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")
+        else:
+            rows = await self.db.fetch(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+            )
+        return {r[0] for r in rows}
+
+    async def columns(self, table: str) -> set[str]:
+        if self.db.dialect == "sqlite":
+            rows = await self.db.fetch("SELECT name FROM pragma_table_info(?)", (table,))
+        else:
+            rows = await self.db.fetch(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = current_schema() AND table_name = ?",
+                (table,),
+            )
+        return {r[0] for r in rows}
+
+    async def indexes(self) -> set[str]:
+        if self.db.dialect == "sqlite":
+            rows = await self.db.fetch("SELECT name FROM sqlite_master WHERE type = 'index'")
+        else:
+            rows = await self.db.fetch("SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()")
+        return {r[0] for r in rows}
+
+    async def meta(self, key: str) -> str | None:
+        return await self.db.fetchval('SELECT "value" FROM crm_meta WHERE "key" = ?', (key,))
+
+    async def set_meta(self, key: str, value: str) -> None:
+        await self.db.execute(
+            'INSERT INTO crm_meta ("key", "value") VALUES (?, ?) '
+            'ON CONFLICT ("key") DO UPDATE SET "value" = excluded."value"',
+            (key, value),
+        )
+
+    # -- sync --------------------------------------------------------------------------------
+
+    async def ensure_system_tables(self) -> None:
+        for statement in SYSTEM_TABLES:
+            await self.db.execute(self._fmt(statement))
+
+    async def sync(self, entities: list[EntityType]) -> list[PendingChange]:
+        """Create what is missing; return the destructive changes left for an explicit migration."""
+        pending: list[PendingChange] = []
+        existing_tables = await self.tables()
+        existing_indexes = await self.indexes()
+        recorded = {
+            (t, c): ft for t, c, ft in await self.db.fetch(
+                'SELECT "tablename", "columnname", "field_type" FROM crm_schema_column'
+            )
+        }
+        for entity in entities:
+            table = table_class(entity, self.engine)
+            if entity.table not in existing_tables:
+                for statement in table.create_table(if_not_exists=True).ddl:
+                    await self._apply("create_table", entity.table, statement)
+                have = set()
+            else:
+                have = await self.columns(entity.table)
+            declared = {}
+            for field in entity.fields:
+                for column, col in field_columns(field).items():
+                    declared[column] = field.type.value
+                    if column not in have and have:
+                        ddl = table.alter().add_column(column, col).ddl
+                        for statement in ddl if isinstance(ddl, list) else [ddl]:
+                            await self._apply("add_column", f"{entity.table}.{column}", statement)
+                    was = recorded.get((entity.table, column))
+                    if was is None:
+                        await self.db.execute(
+                            'INSERT INTO crm_schema_column ("tablename", "columnname", "field_type") '
+                            "VALUES (?, ?, ?)",
+                            (entity.table, column, field.type.value),
+                        )
+                    elif was != field.type.value and not _compatible(was, field.type.value):
+                        pending.append(PendingChange(
+                            "type_change", entity.table, column,
+                            f"declared {field.type.value}, stored as {was}",
+                        ))
+            for (t, column), was in recorded.items():
+                if t == entity.table and column not in declared and column in have:
+                    pending.append(PendingChange("drop_column", t, column, f"no longer declared (was {was})"))
+            for name, statement in wanted_indexes(entity).items():
+                if name not in existing_indexes:
+                    await self._apply("create_index", name, statement)
+            await self.sync_search(entity, existing_tables)
+        return pending
+
+    async def sync_search(self, entity: EntityType, existing_tables: set[str] | None = None) -> None:
+        """Create the full-text index and rebuild it when the set of searchable columns changed."""
+        t = entity.table
+        signature = search_signature(entity)
+        key = f"search:{t}"
+        if self.db.dialect == "sqlite":
+            fts = f"{t}__search"
+            if existing_tables is None:
+                existing_tables = await self.tables()
+            if fts not in existing_tables:
+                await self._apply(
+                    "create_search", fts,
+                    f"CREATE VIRTUAL TABLE IF NOT EXISTS \"{fts}\" USING fts5(body, "
+                    "tokenize = 'unicode61 remove_diacritics 2')",
+                )
+        else:
+            if "_search" not in await self.columns(t):
+                await self._apply("create_search", t, f'ALTER TABLE "{t}" ADD COLUMN "_search" tsvector')
+                await self._apply(
+                    "create_search", t,
+                    f'CREATE INDEX IF NOT EXISTS "{t}__search" ON "{t}" USING gin ("_search")',
+                )
+        if await self.meta(key) != signature:
+            await self.rebuild_search(entity)
+            await self.set_meta(key, signature)
+
+    async def rebuild_search(self, entity: EntityType) -> None:
+        t = entity.table
+        expression = search_expression(entity) or "''"
+        if self.db.dialect == "sqlite":
+            async with self.db.transaction():
+                await self.db.execute(f'DELETE FROM "{t}__search"')
+                await self.db.execute(f'INSERT INTO "{t}__search" (rowid, body) SELECT "id", {expression} FROM "{t}"')
+        else:
+            await self.db.execute(f"UPDATE \"{t}\" SET \"_search\" = to_tsvector('simple', {expression})")
+        await self._record("rebuild_search", t, expression)
+
+    # -- explicit, destructive changes -------------------------------------------------------
+
+    async def backup_column(self, table: str, column: str) -> str:
+        """Copy a column's values to a new backup table; returns its name."""
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d%H%M%S%f")
+        backup = f"crm_backup_{table}__{column}_{stamp}"[:63]
+        await self._apply(
+            "backup", backup,
+            f'CREATE TABLE "{backup}" AS SELECT "id", "{column}" FROM "{table}" WHERE "{column}" IS NOT NULL',
+        )
+        return backup
+
+    async def drop_column(self, table: str, column: str) -> str:
+        backup = await self.backup_column(table, column)
+        for name in await self.indexes():
+            if name in (f"{table}__{column}", f"{table}__{column}__uq"):
+                await self._apply("drop_index", name, f'DROP INDEX IF EXISTS "{name}"')
+        await self._apply("drop_column", f"{table}.{column}", f'ALTER TABLE "{table}" DROP COLUMN "{column}"')
+        await self.db.execute(
+            'DELETE FROM crm_schema_column WHERE "tablename" = ? AND "columnname" = ?', (table, column)
+        )
+        return backup
+
+    async def history(self, limit: int = 100) -> list[tuple]:
+        return await self.db.fetch(
+            'SELECT "id", "applied_at", "kind", "target", "statement" FROM crm_schema_history '
+            'ORDER BY "id" DESC LIMIT ?',
+            (limit,),
+        )
+
+
+_TEXTUAL = {"text", "long_text", "email", "url", "choice", "phone"}
+
+
+def _compatible(old: str, new: str) -> bool:
+    """Type changes that keep the stored representation (text -> long text...)."""
+    return (old in _TEXTUAL and new in _TEXTUAL) or {old, new} <= {"multi_choice", "tags"}
