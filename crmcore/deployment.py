@@ -106,6 +106,8 @@ class Deployment:
         self.pipelines: dict[str, Pipeline] = {}
         self.ui_items: list[UIItem] = []
         self.routes: list[Any] = []
+        #: id(route handler) -> the plugin that registered it.
+        self.route_plugins: dict[int, str] = {}
         self.schema = SchemaManager(db, self._engine())
         self.records = RecordsService(self)
         self.schema_version = 0
@@ -172,6 +174,7 @@ class Deployment:
         pipelines: dict[str, Pipeline] = {}
         ui_items: list[UIItem] = []
         routes: list[Any] = []
+        route_plugins: dict[int, str] = {}
 
         def for_plugin(plugin: str) -> dict[str, Any]:
             def register_entity(entity: EntityType) -> None:
@@ -190,9 +193,13 @@ class Deployment:
             def register_ui(item: UIItem) -> None:
                 ui_items.append(msgspec.structs.replace(item, plugin=plugin))
 
+            def register_route(handler: Any) -> None:
+                routes.append(handler)
+                route_plugins[id(handler)] = plugin
+
             return {
                 "deployment": self, "register": register_entity, "add_field": add_field,
-                "register_pipeline": register_pipeline, "register_ui": register_ui, "register_route": routes.append,
+                "register_pipeline": register_pipeline, "register_ui": register_ui, "register_route": register_route,
             }
 
         def renamed(key: str):
@@ -220,7 +227,8 @@ class Deployment:
             except RegistryError:
                 continue  # a plugin now declares a field of that name itself
         registry.check_relations()
-        self.registry, self.pipelines, self.ui_items, self.routes = registry, pipelines, ui_items, routes
+        self.registry, self.pipelines, self.ui_items = registry, pipelines, ui_items
+        self.routes, self.route_plugins = routes, route_plugins
         self.schema_version = int(await self.schema.meta("schema_version") or 0)
         self.records.invalidate()
 
@@ -348,5 +356,26 @@ class Deployment:
     # -- plugins -----------------------------------------------------------------------------
 
     def set_plugins(self, plugins: list[str]) -> None:
-        self.settings.plugins = plugins
+        """Write the enabled plugins to crm.toml (takes effect when the deployment is next opened)."""
+        get_plugin_manager(plugins)  # refuses a missing, broken or unmet plugin before anything is written
+        self.settings.plugins = list(plugins)
         save_settings(self.path, self.settings)
+
+    async def set_plugins_live(self, plugins: list[str]) -> None:
+        """Enable/disable plugins in this running deployment: tables of newly enabled plugins are
+        created; a disabled plugin's entities disappear while its tables and data stay."""
+        pm = get_plugin_manager(plugins)
+        old_pm, old_plugins = self.pm, self.settings.plugins
+        self.pm = pm
+        try:
+            await self._build()
+            self.pending_changes = await self.schema.sync(list(self.registry))
+        except BaseException:
+            self.pm = old_pm
+            await self._build()
+            raise
+        self.settings.plugins = list(plugins)
+        save_settings(self.path, self.settings)
+        if set(plugins) - set(old_plugins):
+            await self._run_startup()
+        await self._schema_changed()

@@ -1,0 +1,5 @@
+"""The REST API (litestar + msgspec)."""
+
+from .app import create_app
+
+__all__ = ["create_app"]

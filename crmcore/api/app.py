@@ -1,0 +1,357 @@
+"""The litestar application: REST routes generated per entity type, meta and management routes.
+
+One set of generic handlers serves every entity type, core and plugin ones alike, so an entity or
+a custom field added at run time has working routes at once. Bodies are decoded and responses
+encoded with msgspec directly: the record read path is one indexed query and one encode.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from litestar import Litestar, Request, Response, Router, delete, get, patch, post
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotFoundException
+from litestar.handlers import BaseRouteHandler
+from litestar.openapi import OpenAPIConfig
+
+from ..deployment import Deployment, _load_settings
+from ..entities import Field
+from ..plugins import call_each, discover, get_plugin_manager
+from ..records.errors import FieldError, ValidationError
+from ..records.query import ListQuery, parse_filter_params
+from .openapi import build_openapi
+from .problems import ProblemError, exception_handlers
+
+__all__ = ["create_app"]
+
+JSON = "application/json"
+MAX_BODY = 10 * 1024 * 1024
+_encode = msgspec.json.encode
+_RESERVED_PARAMS = {"filter", "sort", "limit", "cursor", "q", "count", "fields"}
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(content=_encode(data), status_code=status, media_type=JSON)
+
+
+def _deployment(request: Request | ASGIConnection) -> Deployment:
+    return request.app.state.deployment
+
+
+async def _body(request: Request) -> Any:
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise ProblemError(413, "Payload too large", f"the body may be at most {MAX_BODY} bytes")
+    if not raw:
+        raise ValidationError([FieldError("body", "required", "a JSON body is required")])
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise ValidationError([FieldError("body", "invalid_json", f"the body is not valid JSON: {exc}")]) from None
+
+
+def _int_param(name: str, value: str | None, default: int | None = None) -> int | None:
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValidationError([FieldError(name, "invalid", f"{name} must be a whole number")]) from None
+
+
+def _bool_param(value: str | None) -> bool:
+    return value is not None and value.lower() in ("1", "true", "yes", "on", "")
+
+
+def _list_query(request: Request, *, deleted: bool = False) -> ListQuery:
+    params = request.query_params
+    filters: list[dict] = []
+    raw_filter = params.get("filter")
+    if raw_filter:
+        try:
+            parsed = msgspec.json.decode(raw_filter)
+        except msgspec.DecodeError:
+            raise ValidationError([FieldError(
+                "filter", "invalid_json", 'filter must be JSON, e.g. {"field": "city", "op": "eq", "value": "Izmir"}'
+            )]) from None
+        filters.append(parsed)
+    simple = {k: v for k, v in params.items() if k not in _RESERVED_PARAMS}
+    if simple:
+        filters.append(parse_filter_params(simple))
+    filter_node = filters[0] if len(filters) == 1 else ({"and": filters} if filters else None)
+    fields = params.get("fields")
+    return ListQuery(
+        filter=filter_node,
+        sort=[s for s in (params.get("sort") or "").split(",") if s],
+        limit=_int_param("limit", params.get("limit"), 50),
+        cursor=params.get("cursor") or None,
+        search=params.get("q") or None,
+        count="count" in params and _bool_param(params.get("count")),
+        fields=[f for f in fields.split(",") if f] if fields else None,
+        deleted=deleted,
+    )
+
+
+# -- records ------------------------------------------------------------------------------------
+
+
+@get("/api/{entity:str}", include_in_schema=False)
+async def list_records(request: Request, entity: str) -> Response:
+    page = await _deployment(request).records.list(entity, _list_query(request))
+    return _json(page)
+
+
+@get("/api/{entity:str}/trash", include_in_schema=False)
+async def list_trash(request: Request, entity: str) -> Response:
+    page = await _deployment(request).records.list(entity, _list_query(request, deleted=True))
+    return _json(page)
+
+
+@post("/api/{entity:str}", include_in_schema=False)
+async def create_record(request: Request, entity: str) -> Response:
+    records = _deployment(request).records
+    records.entity(entity)  # 404 for an unknown entity type before reading the body
+    return _json(await records.create(entity, await _body(request)), 201)
+
+
+@post("/api/{entity:str}/bulk", include_in_schema=False)
+async def bulk_create(request: Request, entity: str) -> Response:
+    records = _deployment(request).records
+    records.entity(entity)
+    rows = await _body(request)
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise ValidationError([FieldError("body", "invalid", "expected a JSON array of objects")])
+    if len(rows) > 10_000:
+        raise ValidationError([FieldError("body", "too_many", "at most 10000 records per request")])
+    return _json({"ids": await records.bulk_create(entity, rows)}, 201)
+
+
+@get("/api/{entity:str}/{record_id:int}", include_in_schema=False)
+async def get_record(request: Request, entity: str, record_id: int) -> Response:
+    return _json(await _deployment(request).records.get(entity, record_id))
+
+
+@patch("/api/{entity:str}/{record_id:int}", include_in_schema=False)
+async def update_record(request: Request, entity: str, record_id: int) -> Response:
+    records = _deployment(request).records
+    records.entity(entity)
+    data = await _body(request)
+    if not isinstance(data, dict):
+        raise ValidationError([FieldError("body", "invalid", "expected a JSON object of field values")])
+    version = _int_param("If-Match", (request.headers.get("if-match") or "").strip('W/"') or None)
+    return _json(await records.update(entity, record_id, data, version=version))
+
+
+@delete("/api/{entity:str}/{record_id:int}", include_in_schema=False, status_code=204)
+async def delete_record(request: Request, entity: str, record_id: int) -> None:
+    version = _int_param("version", request.query_params.get("version"))
+    await _deployment(request).records.delete(entity, record_id, version=version)
+
+
+@post("/api/{entity:str}/{record_id:int}/restore", include_in_schema=False, status_code=200)
+async def restore_record(request: Request, entity: str, record_id: int) -> Response:
+    return _json(await _deployment(request).records.restore(entity, record_id))
+
+
+@get("/api/{entity:str}/{record_id:int}/history", include_in_schema=False)
+async def record_history(request: Request, entity: str, record_id: int) -> Response:
+    limit = _int_param("limit", request.query_params.get("limit"), 100)
+    if not 1 <= limit <= 1000:
+        raise ValidationError([FieldError("limit", "invalid", "limit must be between 1 and 1000")])
+    before = _int_param("before", request.query_params.get("before"))
+    return _json(await _deployment(request).records.history(entity, record_id, limit=limit, before_id=before))
+
+
+# -- meta, custom fields, plugins ---------------------------------------------------------------
+
+
+def _entity_meta(entity) -> dict[str, Any]:
+    return {
+        "name": entity.name, "label": entity.label, "label_plural": entity.label_plural,
+        "plugin": entity.plugin, "title_field": entity.title,
+        "fields": [msgspec.to_builtins(f) | {"type": f.type.value} for f in entity.visible_fields],
+    }
+
+
+@get("/api/health", include_in_schema=True, tags=["meta"])
+async def health(request: Request) -> dict[str, Any]:
+    """Liveness and database check (public)."""
+    await _deployment(request).db.fetchval("SELECT 1")
+    return {"status": "ok"}
+
+
+@get("/api/meta", tags=["meta"])
+async def meta(request: Request) -> Response:
+    """Entities with their fields, pipelines, UI items and the deployment's settings."""
+    dep = _deployment(request)
+    return _json({
+        "entities": [_entity_meta(e) for e in dep.registry],
+        "pipelines": list(dep.pipelines.values()),
+        "ui_items": dep.ui_items,
+        "plugins": dep.settings.plugins,
+        "settings": {k: getattr(dep.settings, k) for k in ("name", "edition", "locale", "currency", "timezone", "region")},
+    })
+
+
+@get("/api/meta/entities/{entity:str}", tags=["meta"])
+async def entity_meta(request: Request, entity: str) -> Response:
+    """One entity type with its fields."""
+    return _json(_entity_meta(_deployment(request).records.entity(entity)))
+
+
+def _field_from(data: Any) -> Field:
+    try:
+        return msgspec.convert(data, Field)
+    except msgspec.ValidationError as exc:
+        path = str(exc).rsplit("at `$.", 1)
+        name = path[1].rstrip("`").split("[")[0] if len(path) == 2 else "body"
+        raise ValidationError([FieldError(name, "invalid", str(exc))]) from None
+
+
+@post("/api/meta/entities/{entity:str}/fields", tags=["custom fields"], status_code=201)
+async def add_field(request: Request, entity: str) -> Response:
+    """Add a custom field: a real column, filterable, sortable and searchable at once."""
+    field = _field_from(await _body(request))
+    added = await _deployment(request).add_custom_field(entity, field)
+    return _json(added, 201)
+
+
+@patch("/api/meta/entities/{entity:str}/fields/{name:str}", tags=["custom fields"])
+async def change_field(request: Request, entity: str, name: str) -> Response:
+    """Relabel, change options, hide or show a custom field."""
+    changes = await _body(request)
+    if not isinstance(changes, dict):
+        raise ValidationError([FieldError("body", "invalid", "expected a JSON object")])
+    return _json(await _deployment(request).update_custom_field(entity, name, **changes))
+
+
+@delete("/api/meta/entities/{entity:str}/fields/{name:str}", tags=["custom fields"], status_code=204)
+async def remove_field(request: Request, entity: str, name: str) -> None:
+    """Remove a custom field softly: hidden everywhere, data kept (purge drops it)."""
+    await _deployment(request).remove_custom_field(entity, name)
+
+
+@post("/api/meta/entities/{entity:str}/fields/{name:str}/purge", tags=["custom fields"], status_code=200)
+async def purge_field(request: Request, entity: str, name: str) -> Response:
+    """Drop a removed custom field's column for good, after a backup."""
+    return _json({"backup": await _deployment(request).purge_custom_field(entity, name)})
+
+
+@get("/api/meta/plugins", tags=["plugins"])
+async def list_plugins(request: Request) -> Response:
+    """Installed plugins, which are enabled, and why a broken one cannot load."""
+    enabled = set(_deployment(request).settings.plugins)
+    return _json([
+        {"name": p.name, "source": p.source, "enabled": p.name in enabled, "error": p.error,
+         "version": p.info.version if p.info else None, "description": p.info.description if p.info else None,
+         "requires": p.info.requires if p.info else []}
+        for p in discover().values()
+    ])
+
+
+async def _set_plugins(request: Request, plugins: list[str]) -> Response:
+    dep = _deployment(request)
+    await dep.set_plugins_live(plugins)
+    registered = request.app.state.registered_routes
+    for route in dep.routes:
+        if id(route) not in registered:
+            request.app.register(_guarded(route, dep.route_plugins[id(route)]))
+            registered.add(id(route))
+    return _json({"plugins": dep.settings.plugins})
+
+
+@post("/api/meta/plugins/{name:str}/enable", tags=["plugins"], status_code=200)
+async def enable_plugin(request: Request, name: str) -> Response:
+    """Enable a plugin: requirements checked, its tables created."""
+    plugins = _deployment(request).settings.plugins
+    return await _set_plugins(request, plugins + [name] if name not in plugins else plugins)
+
+
+@post("/api/meta/plugins/{name:str}/disable", tags=["plugins"], status_code=200)
+async def disable_plugin(request: Request, name: str) -> Response:
+    """Disable a plugin: hidden, its data kept."""
+    return await _set_plugins(request, [p for p in _deployment(request).settings.plugins if p != name])
+
+
+@get("/schema", include_in_schema=False)
+async def openapi_schema(request: Request) -> Response:
+    """The OpenAPI document of the live API (entity routes generated from the registry)."""
+    dep = _deployment(request)
+    cache = request.app.state.openapi_cache
+    key = (dep.schema_version, tuple(dep.settings.plugins))
+    if cache.get("key") != key:
+        base = request.app.openapi_schema.to_schema()
+        cache["doc"] = _encode(build_openapi(list(dep.registry), base))
+        cache["key"] = key
+    return Response(content=cache["doc"], media_type=JSON)
+
+
+@get("/schema/openapi.json", include_in_schema=False)
+async def openapi_json(request: Request) -> Response:
+    return await openapi_schema.fn(request)
+
+
+# -- plugin routes ------------------------------------------------------------------------------
+
+
+def _guarded(route: Any, plugin: str) -> Router:
+    """Plugin routes answer 404 once their plugin is disabled (litestar cannot unregister)."""
+
+    def plugin_enabled(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+        if plugin and plugin not in _deployment(connection).settings.plugins:
+            raise NotFoundException(f"plugin {plugin!r} is not enabled")
+
+    return Router(path="/", route_handlers=[route], guards=[plugin_enabled])
+
+
+def _plugin_routes(path: Path) -> list[tuple[str, Any]]:
+    """Routes of the deployment's enabled plugins, read before the database is opened."""
+    settings = _load_settings(path)
+    pm = get_plugin_manager(settings.plugins)
+    routes: list[tuple[str, Any]] = []
+    call_each(pm, "crm_register_routes", lambda plugin: {
+        "register": lambda handler: routes.append((plugin, handler)), "deployment": None,
+    })
+    return routes
+
+
+def create_app(deployment_path: str | Path, *, database_url: str | None = None) -> Litestar:
+    """The web application for a deployment; the deployment opens on startup, closes on shutdown."""
+    path = Path(deployment_path)
+    plugin_routes = _plugin_routes(path)
+
+    async def startup(app: Litestar) -> None:
+        dep = await Deployment.open(path, database_url=database_url)
+        app.state.deployment = dep
+
+    async def shutdown(app: Litestar) -> None:
+        dep = getattr(app.state, "deployment", None)
+        if dep is not None:
+            await dep.close()
+
+    async def refresh(request: Request) -> None:
+        """Pick up custom fields and plugin changes made by other processes (e.g. the CLI)."""
+        await _deployment(request).refresh()
+
+    app = Litestar(
+        route_handlers=[
+            health, meta, entity_meta, add_field, change_field, remove_field, purge_field,
+            list_plugins, enable_plugin, disable_plugin, openapi_schema, openapi_json,
+            list_records, list_trash, create_record, bulk_create, get_record, update_record,
+            delete_record, restore_record, record_history,
+            *[_guarded(route, plugin) for plugin, route in plugin_routes],
+        ],
+        on_startup=[startup],
+        on_shutdown=[shutdown],
+        before_request=refresh,
+        exception_handlers=exception_handlers,
+        openapi_config=OpenAPIConfig(title="crmcore API", version="0.1.0", path="/_litestar_schema"),
+        request_max_body_size=MAX_BODY,
+        debug=False,
+    )
+    app.state.registered_routes = {id(route) for _, route in plugin_routes}
+    app.state.openapi_cache = {}
+    return app

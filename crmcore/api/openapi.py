@@ -1,0 +1,227 @@
+"""The OpenAPI document, generated from the live entity registry.
+
+Entity routes are generic (one handler serves every entity type), so their schema is built here
+from the entity model: a custom field added a second ago is in ``/schema`` at once. Routes that
+plugins register are described by litestar and merged in.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..entities import EntityType, Field, FieldType
+from ..records.query import OPERATORS
+
+__all__ = ["build_openapi"]
+
+_PROBLEM = {"$ref": "#/components/schemas/Problem"}
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/problem+json": {"schema": _PROBLEM}}}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def field_output_schema(field: Field) -> dict[str, Any]:
+    t = field.type
+    if t in (FieldType.TEXT, FieldType.LONG_TEXT):
+        schema: dict[str, Any] = {"type": "string"}
+        if field.max_length:
+            schema["maxLength"] = field.max_length
+    elif t is FieldType.INTEGER:
+        schema = {"type": "integer"}
+    elif t is FieldType.RELATION:
+        schema = {"type": "integer", "description": f"id of a {field.target}"}
+    elif t is FieldType.DECIMAL:
+        schema = {"type": "string", "format": "decimal", "examples": ["1234.50"]}
+    elif t is FieldType.MONEY:
+        schema = {"$ref": "#/components/schemas/Money"}
+    elif t is FieldType.BOOLEAN:
+        schema = {"type": "boolean"}
+    elif t is FieldType.DATE:
+        schema = {"type": "string", "format": "date"}
+    elif t is FieldType.DATETIME:
+        schema = {"type": "string", "format": "date-time"}
+    elif t is FieldType.CHOICE:
+        schema = {"type": "string", "enum": list(field.choices)}
+    elif t is FieldType.MULTI_CHOICE:
+        schema = {"type": "array", "items": {"type": "string", "enum": list(field.choices)}}
+    elif t is FieldType.TAGS:
+        schema = {"type": "array", "items": {"type": "string"}}
+    elif t is FieldType.EMAIL:
+        schema = {"type": "string", "format": "email"}
+    elif t is FieldType.PHONE:
+        schema = {"$ref": "#/components/schemas/Phone"}
+    else:
+        schema = {"type": "string", "format": "uri"}
+    out = {**schema}
+    if field.help_text:
+        out["description"] = field.help_text
+    out["title"] = field.label
+    return {"anyOf": [out, {"type": "null"}]} if "$ref" in out else {**out, "type": [out["type"], "null"]} if "type" in out else out
+
+
+def field_input_schema(field: Field) -> dict[str, Any]:
+    t = field.type
+    if t is FieldType.DECIMAL:
+        schema: dict[str, Any] = {"anyOf": [{"type": "string", "examples": ["1234.50"]}, {"type": "number"}]}
+    elif t is FieldType.MONEY:
+        schema = {"anyOf": [{"$ref": "#/components/schemas/Money"}, {"type": "string"}, {"type": "number"}],
+                  "description": "an amount (in the deployment's currency) or {amount, currency}"}
+    elif t is FieldType.PHONE:
+        schema = {"type": "string", "description": "as typed; stored normalised to E.164", "maxLength": 64}
+    elif t in (FieldType.MULTI_CHOICE, FieldType.TAGS):
+        schema = field_output_schema(field)
+        schema = {k: v for k, v in schema.items()}
+        schema["type"] = "array"
+    else:
+        schema = field_output_schema(field)
+        schema = {**schema, "type": schema["type"][0]} if isinstance(schema.get("type"), list) else schema
+    return {"anyOf": [schema, {"type": "null"}], "title": field.label}
+
+
+def _entity_schemas(entity: EntityType) -> dict[str, Any]:
+    fields = entity.visible_fields
+    system = {
+        "id": {"type": "integer"}, "version": {"type": "integer"},
+        "created_at": {"type": "string", "format": "date-time"},
+        "updated_at": {"type": "string", "format": "date-time"},
+        "deleted_at": {"type": ["string", "null"], "format": "date-time"},
+        "owner_id": {"type": ["integer", "null"]}, "created_by": {"type": ["integer", "null"]},
+        "updated_by": {"type": ["integer", "null"]},
+    }
+    record = {
+        "type": "object", "title": entity.label,
+        "properties": {**system, **{f.name: field_output_schema(f) for f in fields}},
+        "required": list(system) + [f.name for f in fields],
+    }
+    inputs = {f.name: field_input_schema(f) for f in fields}
+    inputs["owner_id"] = {"type": "integer", "description": "the user who owns the record"}
+    create = {
+        "type": "object", "properties": inputs, "additionalProperties": False,
+        "required": [f.name for f in fields if f.required and f.default is None],
+    }
+    patch = {
+        "type": "object", "additionalProperties": False,
+        "properties": {**inputs, "version": {"type": "integer", "description": "the version you read; a stale one gets 409"}},
+    }
+    return {"Record": record, "Create": create, "Patch": patch}
+
+
+def _entity_paths(entity: EntityType) -> dict[str, Any]:
+    name = entity.name
+    ref = lambda kind: {"$ref": f"#/components/schemas/{_schema_name(entity, kind)}"}  # noqa: E731
+    page = {
+        "type": "object", "required": ["items", "next_cursor"],
+        "properties": {"items": {"type": "array", "items": ref("Record")},
+                       "next_cursor": {"type": ["string", "null"]}, "total": {"type": ["integer", "null"]}},
+    }
+    id_param = {"name": "record_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+    filter_params = []
+    for field in entity.visible_fields:
+        filter_params.append({
+            "name": field.name, "in": "query", "required": False, "schema": {"type": "string"},
+            "description": f"filter: {field.label} equals; also {field.name}__<op> with op in {', '.join(OPERATORS)}",
+        })
+    list_params = [
+        {"name": "filter", "in": "query", "schema": {"type": "string"},
+         "description": 'JSON filter: {"field","op","value"} or {"and"|"or": [...]} or {"not": {...}}'},
+        {"name": "sort", "in": "query", "schema": {"type": "string"}, "description": "fields, '-' for descending: -amount,name"},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}},
+        {"name": "cursor", "in": "query", "schema": {"type": "string"}, "description": "next_cursor of the previous page"},
+        {"name": "q", "in": "query", "schema": {"type": "string"}, "description": "full-text search (prefix match)"},
+        {"name": "count", "in": "query", "schema": {"type": "boolean"}, "description": "include the total"},
+        {"name": "fields", "in": "query", "schema": {"type": "string"}, "description": "comma-separated fields to return"},
+        *filter_params,
+    ]
+    tag = [entity.label_plural]
+    bad = {"422": _problem("Invalid input: errors name each field")}
+    return {
+        f"/api/{name}": {
+            "get": {"operationId": f"list_{name}", "tags": tag, "summary": f"List {entity.label_plural}",
+                    "parameters": list_params, "responses": {"200": _json(page), **bad}},
+            "post": {"operationId": f"create_{name}", "tags": tag, "summary": f"Create a {entity.label}",
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": ref("Create")}}},
+                     "responses": {"201": _json(ref("Record"), "Created"), **bad}},
+        },
+        f"/api/{name}/bulk": {
+            "post": {"operationId": f"bulk_create_{name}", "tags": tag, "summary": f"Create many {entity.label_plural} (all or nothing)",
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "array", "items": ref("Create"), "maxItems": 10000}}}},
+                     "responses": {"201": _json({"type": "object", "properties": {"ids": {"type": "array", "items": {"type": "integer"}}}}, "Created"), **bad}},
+        },
+        f"/api/{name}/trash": {
+            "get": {"operationId": f"trash_{name}", "tags": tag, "summary": f"Deleted {entity.label_plural}",
+                    "parameters": list_params, "responses": {"200": _json(page), **bad}},
+        },
+        f"/api/{name}/{{record_id}}": {
+            "parameters": [id_param],
+            "get": {"operationId": f"get_{name}", "tags": tag, "summary": f"Get a {entity.label}",
+                    "responses": {"200": _json(ref("Record")), "404": _problem("No such record")}},
+            "patch": {"operationId": f"update_{name}", "tags": tag, "summary": f"Update a {entity.label}",
+                      "parameters": [{"name": "If-Match", "in": "header", "schema": {"type": "string"},
+                                      "description": "the version you read (alternative to 'version' in the body)"}],
+                      "requestBody": {"required": True, "content": {"application/json": {"schema": ref("Patch")}}},
+                      "responses": {"200": _json(ref("Record")), "404": _problem("No such record"),
+                                    "409": _problem("Changed by someone else since the version you read"), **bad}},
+            "delete": {"operationId": f"delete_{name}", "tags": tag, "summary": f"Move a {entity.label} to the trash",
+                       "parameters": [{"name": "version", "in": "query", "schema": {"type": "integer"}}],
+                       "responses": {"204": {"description": "Moved to the trash"}, "404": _problem("No such record"),
+                                     "409": _problem("Changed by someone else")}},
+        },
+        f"/api/{name}/{{record_id}}/restore": {
+            "parameters": [id_param],
+            "post": {"operationId": f"restore_{name}", "tags": tag, "summary": f"Restore a {entity.label} from the trash",
+                     "responses": {"200": _json(ref("Record")), "404": _problem("Not in the trash")}},
+        },
+        f"/api/{name}/{{record_id}}/history": {
+            "parameters": [id_param],
+            "get": {"operationId": f"history_{name}", "tags": tag, "summary": "Audit history, newest first",
+                    "responses": {"200": _json({"type": "array", "items": {"$ref": "#/components/schemas/AuditEntry"}}),
+                                  "404": _problem("No such record")}},
+        },
+    }
+
+
+def _schema_name(entity: EntityType, kind: str) -> str:
+    return "".join(p.capitalize() for p in entity.name.split("_")) + kind
+
+
+COMMON_SCHEMAS = {
+    "Problem": {
+        "type": "object", "required": ["title", "status", "detail"],
+        "properties": {
+            "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+            "detail": {"type": "string"},
+            "errors": {"type": "array", "items": {"type": "object", "required": ["field", "code", "message"], "properties": {
+                "field": {"type": "string"}, "code": {"type": "string"}, "message": {"type": "string"}}}},
+        },
+    },
+    "Money": {"type": "object", "required": ["amount", "currency"], "properties": {
+        "amount": {"type": "string", "format": "decimal"}, "currency": {"type": "string", "pattern": "^[A-Z]{3}$"}}},
+    "Phone": {"type": "object", "required": ["e164", "raw"], "properties": {
+        "e164": {"type": "string", "pattern": r"^\+[1-9]\d{1,14}$"}, "raw": {"type": "string"}}},
+    "AuditEntry": {"type": "object", "properties": {
+        "id": {"type": "integer"}, "action": {"type": "string"}, "user_id": {"type": ["integer", "null"]},
+        "at": {"type": "string", "format": "date-time"},
+        "changes": {"type": "object", "additionalProperties": {"type": "array", "minItems": 2, "maxItems": 2}}}},
+}
+
+
+def build_openapi(entities: list[EntityType], base: dict[str, Any] | None = None, *, version: str = "0.1.0") -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {"title": "crmcore API", "version": version},
+        "paths": {},
+        "components": {"schemas": dict(COMMON_SCHEMAS)},
+    }
+    if base:
+        doc["paths"].update(base.get("paths", {}))
+        doc["components"]["schemas"].update(base.get("components", {}).get("schemas", {}))
+    for entity in entities:
+        for kind, schema in _entity_schemas(entity).items():
+            doc["components"]["schemas"][_schema_name(entity, kind)] = schema
+        doc["paths"].update(_entity_paths(entity))
+    return doc
