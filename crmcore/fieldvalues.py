@@ -270,7 +270,7 @@ def _relation(field: Field, value: Any, region: str, currency: str) -> int:
         value = value.get("id")
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_INT:
         raise FieldValueError(field.name, f"expected the id of a {field.target} record")
     return value
 

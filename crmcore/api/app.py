@@ -51,6 +51,8 @@ async def _body(request: Request) -> Any:
         return msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
         raise ValidationError([FieldError("body", "invalid_json", f"the body is not valid JSON: {exc}")]) from None
+    except RecursionError:
+        raise ValidationError([FieldError("body", "invalid_json", "the body is nested too deeply")]) from None
 
 
 def _int_param(name: str, value: str | None, default: int | None = None) -> int | None:
@@ -60,6 +62,11 @@ def _int_param(name: str, value: str | None, default: int | None = None) -> int 
         return int(value)
     except ValueError:
         raise ValidationError([FieldError(name, "invalid", f"{name} must be a whole number")]) from None
+
+
+def _record_path(request: Request) -> tuple[str, int]:
+    params = request.path_params
+    return params["entity"], params["record_id"]
 
 
 def _bool_param(value: str | None) -> bool:
@@ -73,7 +80,7 @@ def _list_query(request: Request, *, deleted: bool = False) -> ListQuery:
     if raw_filter:
         try:
             parsed = msgspec.json.decode(raw_filter)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             raise ValidationError([FieldError(
                 "filter", "invalid_json", 'filter must be JSON, e.g. {"field": "city", "op": "eq", "value": "Izmir"}'
             )]) from None
@@ -99,26 +106,30 @@ def _list_query(request: Request, *, deleted: bool = False) -> ListQuery:
 
 
 @get("/api/{entity:str}", include_in_schema=False)
-async def list_records(request: Request, entity: str) -> Response:
+async def list_records(request: Request) -> Response:
+    entity = request.path_params["entity"]
     page = await _deployment(request).records.list(entity, _list_query(request))
     return _json(page)
 
 
 @get("/api/{entity:str}/trash", include_in_schema=False)
-async def list_trash(request: Request, entity: str) -> Response:
+async def list_trash(request: Request) -> Response:
+    entity = request.path_params["entity"]
     page = await _deployment(request).records.list(entity, _list_query(request, deleted=True))
     return _json(page)
 
 
 @post("/api/{entity:str}", include_in_schema=False)
-async def create_record(request: Request, entity: str) -> Response:
+async def create_record(request: Request) -> Response:
+    entity = request.path_params["entity"]
     records = _deployment(request).records
     records.entity(entity)  # 404 for an unknown entity type before reading the body
     return _json(await records.create(entity, await _body(request)), 201)
 
 
 @post("/api/{entity:str}/bulk", include_in_schema=False)
-async def bulk_create(request: Request, entity: str) -> Response:
+async def bulk_create(request: Request) -> Response:
+    entity = request.path_params["entity"]
     records = _deployment(request).records
     records.entity(entity)
     rows = await _body(request)
@@ -130,12 +141,14 @@ async def bulk_create(request: Request, entity: str) -> Response:
 
 
 @get("/api/{entity:str}/{record_id:int}", include_in_schema=False)
-async def get_record(request: Request, entity: str, record_id: int) -> Response:
+async def get_record(request: Request) -> Response:
+    entity, record_id = _record_path(request)
     return _json(await _deployment(request).records.get(entity, record_id))
 
 
 @patch("/api/{entity:str}/{record_id:int}", include_in_schema=False)
-async def update_record(request: Request, entity: str, record_id: int) -> Response:
+async def update_record(request: Request) -> Response:
+    entity, record_id = _record_path(request)
     records = _deployment(request).records
     records.entity(entity)
     data = await _body(request)
@@ -146,18 +159,21 @@ async def update_record(request: Request, entity: str, record_id: int) -> Respon
 
 
 @delete("/api/{entity:str}/{record_id:int}", include_in_schema=False, status_code=204)
-async def delete_record(request: Request, entity: str, record_id: int) -> None:
+async def delete_record(request: Request) -> None:
+    entity, record_id = _record_path(request)
     version = _int_param("version", request.query_params.get("version"))
     await _deployment(request).records.delete(entity, record_id, version=version)
 
 
 @post("/api/{entity:str}/{record_id:int}/restore", include_in_schema=False, status_code=200)
-async def restore_record(request: Request, entity: str, record_id: int) -> Response:
+async def restore_record(request: Request) -> Response:
+    entity, record_id = _record_path(request)
     return _json(await _deployment(request).records.restore(entity, record_id))
 
 
 @get("/api/{entity:str}/{record_id:int}/history", include_in_schema=False)
-async def record_history(request: Request, entity: str, record_id: int) -> Response:
+async def record_history(request: Request) -> Response:
+    entity, record_id = _record_path(request)
     limit = _int_param("limit", request.query_params.get("limit"), 100)
     if not 1 <= limit <= 1000:
         raise ValidationError([FieldError("limit", "invalid", "limit must be between 1 and 1000")])
@@ -197,8 +213,9 @@ async def meta(request: Request) -> Response:
 
 
 @get("/api/meta/entities/{entity:str}", tags=["meta"])
-async def entity_meta(request: Request, entity: str) -> Response:
+async def entity_meta(request: Request) -> Response:
     """One entity type with its fields."""
+    entity = request.path_params["entity"]
     return _json(_entity_meta(_deployment(request).records.entity(entity)))
 
 
@@ -212,16 +229,18 @@ def _field_from(data: Any) -> Field:
 
 
 @post("/api/meta/entities/{entity:str}/fields", tags=["custom fields"], status_code=201)
-async def add_field(request: Request, entity: str) -> Response:
+async def add_field(request: Request) -> Response:
     """Add a custom field: a real column, filterable, sortable and searchable at once."""
+    entity = request.path_params["entity"]
     field = _field_from(await _body(request))
     added = await _deployment(request).add_custom_field(entity, field)
     return _json(added, 201)
 
 
 @patch("/api/meta/entities/{entity:str}/fields/{name:str}", tags=["custom fields"])
-async def change_field(request: Request, entity: str, name: str) -> Response:
+async def change_field(request: Request) -> Response:
     """Relabel, change options, hide or show a custom field."""
+    entity, name = request.path_params["entity"], request.path_params["name"]
     changes = await _body(request)
     if not isinstance(changes, dict):
         raise ValidationError([FieldError("body", "invalid", "expected a JSON object")])
@@ -229,14 +248,16 @@ async def change_field(request: Request, entity: str, name: str) -> Response:
 
 
 @delete("/api/meta/entities/{entity:str}/fields/{name:str}", tags=["custom fields"], status_code=204)
-async def remove_field(request: Request, entity: str, name: str) -> None:
+async def remove_field(request: Request) -> None:
     """Remove a custom field softly: hidden everywhere, data kept (purge drops it)."""
+    entity, name = request.path_params["entity"], request.path_params["name"]
     await _deployment(request).remove_custom_field(entity, name)
 
 
 @post("/api/meta/entities/{entity:str}/fields/{name:str}/purge", tags=["custom fields"], status_code=200)
-async def purge_field(request: Request, entity: str, name: str) -> Response:
+async def purge_field(request: Request) -> Response:
     """Drop a removed custom field's column for good, after a backup."""
+    entity, name = request.path_params["entity"], request.path_params["name"]
     return _json({"backup": await _deployment(request).purge_custom_field(entity, name)})
 
 
@@ -264,15 +285,17 @@ async def _set_plugins(request: Request, plugins: list[str]) -> Response:
 
 
 @post("/api/meta/plugins/{name:str}/enable", tags=["plugins"], status_code=200)
-async def enable_plugin(request: Request, name: str) -> Response:
+async def enable_plugin(request: Request) -> Response:
     """Enable a plugin: requirements checked, its tables created."""
+    name = request.path_params["name"]
     plugins = _deployment(request).settings.plugins
     return await _set_plugins(request, plugins + [name] if name not in plugins else plugins)
 
 
 @post("/api/meta/plugins/{name:str}/disable", tags=["plugins"], status_code=200)
-async def disable_plugin(request: Request, name: str) -> Response:
+async def disable_plugin(request: Request) -> Response:
     """Disable a plugin: hidden, its data kept."""
+    name = request.path_params["name"]
     return await _set_plugins(request, [p for p in _deployment(request).settings.plugins if p != name])
 
 

@@ -260,6 +260,8 @@ def compile_list(
         compiler.params.extend(scope[1])
     if query.filter:
         where.append(compiler.node(query.filter))
+    if query.search and len(query.search) > 200:
+        raise _fail("q", "a search is at most 200 characters")
     if query.search:
         found = search_condition(entity, dialect, query.search)
         if found is not None:

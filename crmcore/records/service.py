@@ -137,8 +137,9 @@ class RecordsService:
             for field in entity.fields:
                 if field.name not in values and field.default is not None and not field.hidden:
                     values[field.name] = parse_value(field, field.default, region=settings.region, currency=settings.currency)
+        failed = {e.field for e in errors}
         for field in entity.fields:
-            if field.required and not field.hidden:
+            if field.required and not field.hidden and field.name not in failed:
                 missing = values.get(field.name) in (None, [], "") if (creating or field.name in values) else False
                 if missing:
                     errors.append(FieldError(field.name, "required", "this field is required"))
@@ -403,7 +404,7 @@ class RecordsService:
         if sql is None or not sql.startswith(f"SELECT {codec.select_list} "):
             deleted = '"deleted_at" IS NOT NULL' if trashed else '"deleted_at" IS NULL'
             sql = self._sql[key] = f'SELECT {codec.select_list} FROM "{entity.table}" WHERE "id" = ? AND {deleted}'
-        if isinstance(record_id, bool) or not isinstance(record_id, int):
+        if isinstance(record_id, bool) or not isinstance(record_id, int) or not 0 < record_id < 2**63:
             raise NotFound(entity.name, record_id)
         row = await self.db.fetchrow(sql, (record_id,))
         if row is None:
