@@ -242,3 +242,35 @@ def test_meta_describes_entities_and_pipelines(client):
     sales = next(p for p in meta["pipelines"] if p["name"] == "sales")
     assert [s["kind"] for s in sales["stages"]][-2:] == ["won", "lost"]
     problem(client.get("/api/nope"), 404)
+
+
+def test_bulk_update_all_or_nothing_with_versions(client):
+    ids = client.post("/api/contact/bulk", json=[{"last_name": f"L{i}"} for i in range(5)]).json()["ids"]
+    done = client.patch("/api/contact/bulk", json=[{"id": ids[0], "city": "Rize", "version": 1},
+                                                  {"id": ids[1], "city": "Rize"}])
+    assert done.status_code == 200 and done.json()["updated"] == ids[:2]
+    assert client.get("/api/contact?city=Rize&count=1").json()["total"] == 2
+    body = problem(client.patch("/api/contact/bulk", json=[{"id": ids[2], "city": "Van"},
+                                                         {"id": ids[0], "city": "Van", "version": 1},
+                                                         {"id": 99999, "city": "Van"},
+                                                         {"city": "Van"}]), 422)
+    assert {e["field"] for e in body["errors"]} == {"rows[3].id"}
+    body = problem(client.patch("/api/contact/bulk", json=[{"id": ids[2], "city": "Van"},
+                                                         {"id": ids[0], "city": "Van", "version": 1},
+                                                         {"id": 99999, "city": "Van"}]), 422)
+    assert {e["field"] for e in body["errors"]} == {"rows[1].version", "rows[2].id"}
+    assert client.get("/api/contact?city=Van&count=1").json()["total"] == 0
+    history = client.get(f"/api/contact/{ids[1]}/history").json()
+    assert history[0]["changes"] == {"city": [None, "Rize"]}
+
+
+def test_export_csv_follows_filter_and_includes_custom_fields(client):
+    client.post("/api/meta/entities/contact/fields", json={"name": "segment", "type": "text", "indexed": True})
+    rows = [{"last_name": f"E{i:04d}", "segment": "a" if i % 3 else "b", "phone": "+90 532 123 45 67"} for i in range(1200)]
+    client.post("/api/contact/bulk", json=rows)
+    response = client.get("/api/contact/export?segment=a")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
+    lines = list(__import__("csv").DictReader(response.text.splitlines()))
+    assert len(lines) == 800 and {line["segment"] for line in lines} == {"a"}
+    assert lines[0]["phone"] == "+905321234567" and lines[0]["phone_raw"] == "+90 532 123 45 67"
+    problem(client.get("/api/contact/export?nope=1"), 422)

@@ -7,11 +7,14 @@ encoded with msgspec directly: the record read path is one indexed query and one
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 from typing import Any
 
 import msgspec
 from litestar import Litestar, Request, Response, Router, delete, get, patch, post
+from litestar.response import Stream
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotFoundException
 from litestar.handlers import BaseRouteHandler
@@ -138,6 +141,73 @@ async def bulk_create(request: Request) -> Response:
     if len(rows) > 10_000:
         raise ValidationError([FieldError("body", "too_many", "at most 10000 records per request")])
     return _json({"ids": await records.bulk_create(entity, rows)}, 201)
+
+
+@patch("/api/{entity:str}/bulk", include_in_schema=False)
+async def bulk_update(request: Request) -> Response:
+    entity = request.path_params["entity"]
+    records = _deployment(request).records
+    records.entity(entity)
+    rows = await _body(request)
+    if not isinstance(rows, list):
+        raise ValidationError([FieldError("body", "invalid", "expected a JSON array of objects with an id")])
+    if len(rows) > 10_000:
+        raise ValidationError([FieldError("body", "too_many", "at most 10000 records per request")])
+    return _json({"updated": await records.bulk_update(entity, rows)})
+
+
+@get("/api/{entity:str}/export", include_in_schema=False)
+async def export_records(request: Request) -> Stream:
+    """Every record matching the list's filter and search, as CSV, streamed page by page."""
+    entity_name = request.path_params["entity"]
+    records = _deployment(request).records
+    entity = records.entity(entity_name)
+    query = _list_query(request)
+    query.limit, query.count = 500, False
+    fields = [f for f in entity.visible_fields if query.fields is None or f.name in query.fields]
+    await records.list(entity_name, msgspec.structs.replace(query, limit=1))  # errors before streaming
+
+    async def rows():
+        yield _csv_line(["id", *(c for f in fields for c in _export_columns(f))])
+        cursor = query.cursor
+        while True:
+            page = await records.list(entity_name, msgspec.structs.replace(query, cursor=cursor))
+            for record in page.items:
+                yield _csv_line([record["id"], *(v for f in fields for v in _export_values(f, record[f.name]))])
+            if not page.next_cursor:
+                return
+            cursor = page.next_cursor
+
+    return Stream(rows(), media_type="text/csv; charset=utf-8", headers={
+        "content-disposition": f'attachment; filename="{entity_name}.csv"'})
+
+
+def _csv_line(values: list[Any]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerow(["" if v is None else v for v in values])
+    return buffer.getvalue()
+
+
+def _export_columns(field: Field) -> list[str]:
+    if field.type.value == "money":
+        return [field.name, f"{field.name}_currency"]
+    if field.type.value == "phone":
+        return [field.name, f"{field.name}_raw"]
+    return [field.name]
+
+
+def _export_values(field: Field, value: Any) -> list[Any]:
+    if field.type.value == "money":
+        return [None, None] if value is None else [value.amount, value.currency]
+    if field.type.value == "phone":
+        return [None, None] if value is None else [value.e164, value.raw]
+    if isinstance(value, list):
+        return [", ".join(value)]
+    if isinstance(value, bool):
+        return ["true" if value else "false"]
+    if hasattr(value, "isoformat"):
+        return [value.isoformat()]
+    return [value]
 
 
 @get("/api/{entity:str}/{record_id:int}", include_in_schema=False)
@@ -363,7 +433,7 @@ def create_app(deployment_path: str | Path, *, database_url: str | None = None) 
         route_handlers=[
             health, meta, entity_meta, add_field, change_field, remove_field, purge_field,
             list_plugins, enable_plugin, disable_plugin, openapi_schema, openapi_json,
-            list_records, list_trash, create_record, bulk_create, get_record, update_record,
+            list_records, list_trash, export_records, create_record, bulk_create, bulk_update, get_record, update_record,
             delete_record, restore_record, record_history,
             *[_guarded(route, plugin) for plugin, route in plugin_routes],
         ],

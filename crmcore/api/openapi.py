@@ -151,6 +151,15 @@ def _entity_paths(entity: EntityType) -> dict[str, Any]:
             "post": {"operationId": f"bulk_create_{name}", "tags": tag, "summary": f"Create many {entity.label_plural} (all or nothing)",
                      "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "array", "items": ref("Create"), "maxItems": 10000}}}},
                      "responses": {"201": _json({"type": "object", "properties": {"ids": {"type": "array", "items": {"type": "integer"}}}}, "Created"), **bad}},
+            "patch": {"operationId": f"bulk_update_{name}", "tags": tag, "summary": f"Update many {entity.label_plural} (all or nothing)",
+                      "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "array", "maxItems": 10000, "items": {
+                          "allOf": [ref("Patch"), {"type": "object", "required": ["id"], "properties": {"id": {"type": "integer"}}}]}}}}},
+                      "responses": {"200": _json({"type": "object", "properties": {"updated": {"type": "array", "items": {"type": "integer"}}}}), **bad}},
+        },
+        f"/api/{name}/export": {
+            "get": {"operationId": f"export_{name}", "tags": tag, "summary": f"Export {entity.label_plural} as CSV",
+                    "parameters": list_params,
+                    "responses": {"200": {"description": "CSV, one row per record", "content": {"text/csv": {"schema": {"type": "string"}}}}, **bad}},
         },
         f"/api/{name}/trash": {
             "get": {"operationId": f"trash_{name}", "tags": tag, "summary": f"Deleted {entity.label_plural}",

@@ -340,6 +340,99 @@ class RecordsService:
                                      records=[after], changes=[diff], user_id=user_id))
         return after
 
+    async def bulk_update(
+        self, entity_name: str, updates: list[dict[str, Any]], *, user_id: int | None = None
+    ) -> list[int]:
+        """Update many records in one transaction: each item is ``{"id": ..., "version"?: ..., field: value}``.
+
+        All or nothing; errors name the row. Hooks run once for the batch, not per row.
+        """
+        entity = self.entity(entity_name)
+        errors: list[FieldError] = []
+        items: list[tuple[int, int | None, dict[str, Any]]] = []
+        for index, data in enumerate(updates):
+            if not isinstance(data, dict):
+                errors.append(FieldError(f"rows[{index}]", "invalid", "expected an object with id and fields"))
+                continue
+            data = dict(data)
+            rid, version = data.pop("id", None), data.pop("version", None)
+            if isinstance(rid, bool) or not isinstance(rid, int) or not 0 < rid < 2**63:
+                errors.append(FieldError(f"rows[{index}].id", "required", "each row needs the id of the record"))
+                continue
+            if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+                errors.append(FieldError(f"rows[{index}].version", "invalid", "version must be an integer"))
+                continue
+            try:
+                items.append((rid, version, self._parse(entity, data, creating=False)))
+            except ValidationError as exc:
+                errors.extend(FieldError(f"rows[{index}].{e.field}", e.code, e.message) for e in exc.errors)
+        if errors:
+            raise ValidationError(errors)
+        if not items:
+            return []
+        if len({rid for rid, _, _ in items}) != len(items):
+            raise ValidationError([FieldError("rows", "duplicate", "a record may appear once per bulk update")])
+        codec = self.codec(entity)
+        async with self.db.transaction():
+            befores: dict[int, dict[str, Any]] = {}
+            ids = [rid for rid, _, _ in items]
+            for start in range(0, len(ids), 900):
+                part = ids[start:start + 900]
+                rows = await self.db.fetch(
+                    f'SELECT {codec.select_list} FROM "{entity.table}" WHERE "deleted_at" IS NULL '
+                    f'AND "id" IN ({", ".join("?" for _ in part)})', part,
+                )
+                befores.update((row[0], codec.decode(row)) for row in rows)
+            for index, (rid, version, _) in enumerate(items):
+                before = befores.get(rid)
+                if before is None:
+                    errors.append(FieldError(f"rows[{index}].id", "not_found", f"no {entity.name} with id {rid}"))
+                elif version is not None and before["version"] != version:
+                    errors.append(FieldError(
+                        f"rows[{index}].version", "conflict",
+                        f"{entity.name} {rid} was changed by someone else (version {before['version']}, not {version})",
+                    ))
+            if errors:
+                raise ValidationError(errors)
+            await self._hooks_before(Change(entity=entity.name, action="update", user_id=user_id,
+                                            batch=[values for _, _, values in items]))
+            await self._check_relations(entity, [values for _, _, values in items])
+            now = _now()
+            stamp = db_time(now, self.db.dialect)
+            groups: dict[tuple[str, ...], list[list[Any]]] = {}
+            audit, diffs, changed_ids = [], [], []
+            for rid, _, values in items:
+                before = befores[rid]
+                diff = {k: [_jsonable(before.get(k)), _jsonable(v)] for k, v in values.items() if before.get(k) != v}
+                if not diff:
+                    continue
+                encoded = codec.encode({k: v for k, v in values.items() if k != "owner_id"})
+                if "owner_id" in values:
+                    encoded["owner_id"] = values["owner_id"]
+                groups.setdefault(tuple(encoded), []).append([*encoded.values(), stamp, user_id, rid])
+                audit.append((rid, "update", diff))
+                diffs.append(diff)
+                changed_ids.append(rid)
+            for columns, params in groups.items():
+                assignments = ", ".join(f'"{c}" = ?' for c in columns)
+                try:
+                    await self.db.executemany(
+                        f'UPDATE "{entity.table}" SET {assignments}, "version" = "version" + 1, "updated_at" = ?, '
+                        f'"updated_by" = ? WHERE "id" = ?',
+                        params,
+                    )
+                except IntegrityError as exc:
+                    raise self._integrity(entity, exc) from None
+            await self._write_search(entity, changed_ids)
+            await self._audit(entity, audit, user_id, now)
+        if changed_ids and self.deployment.pm.hook.crm_after_commit.get_hookimpls():
+            await self._emit(RecordEvent(
+                entity=entity.name, action="update", record_ids=changed_ids,
+                records=[{**befores[rid], **values} for rid, _, values in items if rid in set(changed_ids)],
+                changes=diffs, user_id=user_id,
+            ))
+        return changed_ids
+
     async def _changed_since(self, entity: EntityType, record_id: int, version: int) -> list[str]:
         """Field names changed by the updates after ``version`` (each update adds one version)."""
         rows = await self.db.fetch(
