@@ -21,7 +21,8 @@ from .contributions import Edition, Pipeline, UIItem
 from .entities import EntityType, Field, Registry, RegistryError, check_field
 from .plugins import PluginError, call_each, discover, get_plugin_manager
 from .records.service import RecordsService
-from .storage.database import Database, SQLiteDatabase, open_database
+from .fieldvalues import FieldValueError, parse_value
+from .storage.database import Database, IntegrityError, SQLiteDatabase, open_database
 from .storage.schema import PendingChange, SchemaManager
 
 __all__ = ["Deployment", "Settings", "init_deployment", "DeploymentError", "available_editions"]
@@ -266,6 +267,11 @@ class Deployment:
         check_field(entity, field)
         if field.type.value == "relation" and self.registry.get(field.target or "") is None:
             raise RegistryError(f"field {field.name!r}: relation target {field.target!r} is not a known entity")
+        if field.default is not None:
+            try:
+                parse_value(field, field.default, region=self.settings.region, currency=self.settings.currency)
+            except FieldValueError as exc:
+                raise RegistryError(f"field {field.name!r}: the default is not valid: {exc.message}") from None
         if field.required and field.default is None:
             raise RegistryError(f"field {field.name!r}: a required field added to existing records needs a default")
         await self.db.execute(
@@ -290,14 +296,34 @@ class Deployment:
         wrong = set(changes) - allowed
         if wrong:
             raise RegistryError(f"cannot change {', '.join(sorted(wrong))} of a field; changeable: {', '.join(sorted(allowed))}")
-        field = msgspec.json.decode(row[0], type=Field)
-        field = msgspec.convert({**msgspec.to_builtins(field), **changes}, Field)
-        await self.db.execute(
-            'UPDATE crm_custom_field SET "definition" = ? WHERE "entity" = ? AND "name" = ?',
-            (msgspec.json.encode(field).decode(), entity.name, name),
-        )
-        await self._schema_changed()
-        await self.schema.sync([self._entity(entity_name)])
+        old = msgspec.json.decode(row[0], type=Field)
+        try:
+            field = msgspec.convert({**msgspec.to_builtins(old), **changes}, Field)
+        except msgspec.ValidationError as exc:
+            raise RegistryError(f"field {name!r}: {exc}") from None
+        if field.type.value in ("choice", "multi_choice") and not field.choices:
+            raise RegistryError(f"field {name!r}: a {field.type.value} field needs choices")
+        if field.default is not None:
+            try:
+                parse_value(field, field.default, region=self.settings.region, currency=self.settings.currency)
+            except FieldValueError as exc:
+                raise RegistryError(f"field {name!r}: the default is not valid: {exc.message}") from None
+
+        async def store(definition: Field) -> None:
+            await self.db.execute(
+                'UPDATE crm_custom_field SET "definition" = ? WHERE "entity" = ? AND "name" = ?',
+                (msgspec.json.encode(definition).decode(), entity.name, name),
+            )
+            await self._schema_changed()
+
+        await store(field)
+        try:
+            await self.schema.sync([self._entity(entity_name)])
+        except IntegrityError:
+            await store(old)
+            raise RegistryError(
+                f"field {name!r} cannot be made unique: some {entity.name} records share a value"
+            ) from None
         return field
 
     async def remove_custom_field(self, entity_name: str, name: str) -> None:

@@ -274,3 +274,17 @@ def test_export_csv_follows_filter_and_includes_custom_fields(client):
     assert len(lines) == 800 and {line["segment"] for line in lines} == {"a"}
     assert lines[0]["phone"] == "+905321234567" and lines[0]["phone_raw"] == "+90 532 123 45 67"
     problem(client.get("/api/contact/export?nope=1"), 422)
+
+
+def test_custom_field_options_change_safely(client):
+    assert client.post("/api/meta/entities/company/fields", json={"name": "vat_id", "type": "text"}).status_code == 201
+    client.post("/api/company/bulk", json=[{"name": "A", "vat_id": "TR1"}, {"name": "B", "vat_id": "TR1"}])
+    body = problem(client.patch("/api/meta/entities/company/fields/vat_id", json={"unique": True}), 422)
+    assert "share a value" in body["detail"]
+    client.patch("/api/company/bulk", json=[{"id": 2, "vat_id": "TR2"}])
+    assert client.patch("/api/meta/entities/company/fields/vat_id", json={"unique": True}).status_code == 200
+    body = problem(client.post("/api/company", json={"name": "C", "vat_id": "TR2"}), 422)
+    assert body["errors"][0]["field"] == "vat_id" and "unique" in body["errors"][0]["message"]
+    problem(client.patch("/api/meta/entities/company/fields/vat_id", json={"type": "integer"}), 422)
+    problem(client.post("/api/meta/entities/company/fields", json={"name": "size", "type": "integer", "default": "big"}), 422)
+    problem(client.post("/api/contact", json={"last_name": "Owned", "owner_id": 424242}), 422)

@@ -29,6 +29,8 @@ __all__ = ["RecordsService", "Change", "RecordEvent", "Page"]
 
 log = logging.getLogger(__name__)
 UTC = dt.timezone.utc
+#: Every record's owner: set like a relation to a user, stored in a system column.
+OWNER_FIELD = Field(name="owner_id", type=FieldType.RELATION, target="user", label="Owner")
 READ_ONLY = {"id", "version", "created_at", "updated_at", "deleted_at", "created_by", "updated_by"}
 _to_builtins = msgspec.to_builtins
 
@@ -124,7 +126,7 @@ class RecordsService:
                     if name != "owner_id":
                         errors.append(FieldError(name, "read_only", f"{name} is set by the system"))
                         continue
-                    field = Field(name="owner_id", type=FieldType.RELATION, target="user")
+                    field = OWNER_FIELD
                 else:
                     known = ", ".join(f.name for f in entity.visible_fields)
                     errors.append(FieldError(name, "unknown_field", f"unknown field; {entity.name} fields are: {known}"))
@@ -149,7 +151,7 @@ class RecordsService:
 
     async def _check_relations(self, entity: EntityType, rows: list[dict[str, Any]]) -> None:
         errors = []
-        for field in entity.fields:
+        for field in [*entity.fields, OWNER_FIELD]:
             if field.type is not FieldType.RELATION:
                 continue
             ids = {row[field.name] for row in rows if row.get(field.name) is not None}
@@ -270,7 +272,7 @@ class RecordsService:
         writers = [(f.name, w) for f in entity.fields for w in codec.writers[f.name]]
         db_rows = []
         for values in parsed:
-            owner = values.pop("owner_id", None) or user_id
+            owner = values.get("owner_id") or user_id
             row = [1, stamp, stamp, user_id, user_id, owner]
             for name, (_, convert) in writers:
                 row.append(convert(values.get(name)))
