@@ -95,6 +95,20 @@ class EntityCodec:
         self.writers: dict[str, list[tuple[str, Callable[[Any], Any]]]] = {
             f.name: self._writer(f) for f in entity.fields
         }
+        #: Every field by name, hidden ones included; what is required or has a default.
+        self.by_name = {f.name: f for f in entity.fields}
+        self.required = [f for f in entity.fields if f.required and not f.hidden]
+        self.defaults = [f for f in entity.fields if f.default is not None and not f.hidden]
+        # INSERT: system columns first, then each field's columns; a row starts as all NULL
+        # and only the values given are converted into their slots.
+        self.insert_columns = ["version", "created_at", "updated_at", "created_by", "updated_by", "owner_id"]
+        self.insert_slots: dict[str, list[tuple[int, Callable[[Any], Any]]]] = {}
+        for field in entity.fields:
+            slots = self.insert_slots[field.name] = []
+            for column, convert in self.writers[field.name]:
+                slots.append((len(self.insert_columns), convert))
+                self.insert_columns.append(column)
+
 
     def _reader(self, field: Field) -> Callable[[tuple, int], Any]:
         if field.type is FieldType.MONEY:

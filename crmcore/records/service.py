@@ -116,34 +116,34 @@ class RecordsService:
     def _parse(self, entity: EntityType, data: dict[str, Any], *, creating: bool) -> dict[str, Any]:
         if not isinstance(data, dict):
             raise ValidationError([FieldError("body", "invalid", "expected a JSON object of field values")])
+        codec = self.codec(entity)
         settings = self.deployment.settings
+        region, currency = settings.region, settings.currency
         errors: list[FieldError] = []
         values: dict[str, Any] = {}
         for name, raw in data.items():
-            field = entity.field(name)
+            field = codec.by_name.get(name)
             if field is None or field.hidden:
-                if name in READ_ONLY or name == "owner_id":
-                    if name != "owner_id":
-                        errors.append(FieldError(name, "read_only", f"{name} is set by the system"))
-                        continue
+                if name == "owner_id":
                     field = OWNER_FIELD
+                elif name in READ_ONLY:
+                    errors.append(FieldError(name, "read_only", f"{name} is set by the system"))
+                    continue
                 else:
                     known = ", ".join(f.name for f in entity.visible_fields)
                     errors.append(FieldError(name, "unknown_field", f"unknown field; {entity.name} fields are: {known}"))
                     continue
             try:
-                values[name] = parse_value(field, raw, region=settings.region, currency=settings.currency)
+                values[name] = parse_value(field, raw, region=region, currency=currency)
             except FieldValueError as exc:
                 errors.append(FieldError(name, exc.code, exc.message))
         if creating:
-            for field in entity.fields:
-                if field.name not in values and field.default is not None and not field.hidden:
-                    values[field.name] = parse_value(field, field.default, region=settings.region, currency=settings.currency)
-        failed = {e.field for e in errors}
-        for field in entity.fields:
-            if field.required and not field.hidden and field.name not in failed:
-                missing = values.get(field.name) in (None, [], "") if (creating or field.name in values) else False
-                if missing:
+            for field in codec.defaults:
+                if field.name not in values:
+                    values[field.name] = parse_value(field, field.default, region=region, currency=currency)
+        for field in codec.required:
+            if (creating or field.name in values) and values.get(field.name) in (None, [], ""):
+                if not any(e.field == field.name for e in errors):
                     errors.append(FieldError(field.name, "required", "this field is required"))
         if errors:
             raise ValidationError(errors)
@@ -200,7 +200,7 @@ class RecordsService:
             field, "unique", f"another {entity.name} already has this {field}; values must be unique"
         )])
 
-    async def _write_search(self, entity: EntityType, ids: list[int]) -> None:
+    async def _write_search(self, entity: EntityType, ids: list[int], *, new: bool = False) -> None:
         from ..storage.schema import search_expression
 
         expression = search_expression(entity)
@@ -214,7 +214,8 @@ class RecordsService:
         else:
             where, params = f'"id" IN ({", ".join("?" for _ in ids)})', list(ids)
         if self.db.dialect == "sqlite":
-            await self.db.execute(f'DELETE FROM "{t}__search" WHERE rowid IN (SELECT "id" FROM "{t}" WHERE {where})', params)
+            if not new:  # new records have no index entry yet (purge removes a record's entry)
+                await self.db.execute(f'DELETE FROM "{t}__search" WHERE rowid IN (SELECT "id" FROM "{t}" WHERE {where})', params)
             await self.db.execute(
                 f'INSERT INTO "{t}__search" (rowid, body) SELECT "id", {expression} FROM "{t}" WHERE {where}', params
             )
@@ -262,31 +263,40 @@ class RecordsService:
         codec = self.codec(entity)
         now = _now()
         stamp = db_time(now, self.db.dialect)
-        columns = ["version", "created_at", "updated_at", "created_by", "updated_by", "owner_id"]
-        field_columns = [c for f in entity.fields for c in f.columns()]
-        columns += field_columns
-        sql = (
-            f'INSERT INTO "{entity.table}" ({", ".join(chr(34) + c + chr(34) for c in columns)}) '
-            f'VALUES ({", ".join("?" for _ in columns)})'
-        )
-        writers = [(f.name, w) for f in entity.fields for w in codec.writers[f.name]]
+        # Only the columns this batch sets are bound (fewer parameters per row than all of them).
+        given = {name for values in parsed for name in values if name in codec.insert_slots}
+        columns = codec.insert_columns[:6]
+        position: dict[str, list[tuple[int, Any]]] = {}
+        for field in entity.fields:
+            if field.name in given:
+                field_slots = codec.insert_slots[field.name]
+                position[field.name] = [(len(columns) + i, convert) for i, (_, convert) in enumerate(field_slots)]
+                columns = columns + [codec.insert_columns[index] for index, _ in field_slots]
         db_rows = []
         for values in parsed:
-            owner = values.get("owner_id") or user_id
-            row = [1, stamp, stamp, user_id, user_id, owner]
-            for name, (_, convert) in writers:
-                row.append(convert(values.get(name)))
+            row = [None] * len(columns)
+            row[:6] = (1, stamp, stamp, user_id, user_id, values.get("owner_id") or user_id)
+            for name, value in values.items():
+                for index, convert in position.get(name, ()):
+                    row[index] = convert(value)
             db_rows.append(row)
+        sql = (
+            f'INSERT INTO "{entity.table}" ({", ".join(f"{chr(34)}{c}{chr(34)}" for c in columns)}) '
+            f'VALUES ({", ".join("?" for _ in columns)})'
+        )
         async with self.db.transaction():
             await self._check_relations(entity, parsed)
             try:
                 ids = await self.db.insert_returning_ids(sql, db_rows)
             except IntegrityError as exc:
                 raise self._integrity(entity, exc) from None
-            await self._write_search(entity, ids)
-            changes = [{k: [None, _jsonable(v)] for k, v in values.items() if v is not None} for values in parsed]
-            await self._audit(entity, [(rid, "create", ch) for rid, ch in zip(ids, changes)], user_id, now)
+            await self._write_search(entity, ids, new=True)
+            # A create's audit entry holds the initial values ({field: value}); history() shows
+            # them as [None, value] like any change. Encoding the dict as is keeps bulk cheap.
+            await self._audit(entity, [(rid, "create", {k: v for k, v in values.items() if v is not None})
+                                       for rid, values in zip(ids, parsed)], user_id, now)
         if self.deployment.pm.hook.crm_after_commit.get_hookimpls():
+            changes = [{k: [None, _jsonable(v)] for k, v in values.items() if v is not None} for values in parsed]
             records = [await self.get(entity.name, ids[0])] if single else [
                 {"id": rid, **values} for rid, values in zip(ids, parsed)
             ]
@@ -552,8 +562,10 @@ class RecordsService:
             exists = await self.db.fetchval(f'SELECT 1 FROM "{entity.table}" WHERE "id" = ?', (record_id,))
             if not exists:
                 raise NotFound(entity.name, record_id)
-        return [
-            {"id": r[0], "action": r[1], "user_id": r[2], "at": r[3],
-             "changes": msgspec.json.decode(r[4]) if r[4] else {}}
-            for r in rows
-        ]
+        entries = []
+        for entry_id, action, user, at, changes in rows:
+            changes = msgspec.json.decode(changes) if changes else {}
+            if action == "create":
+                changes = {name: [None, value] for name, value in changes.items()}
+            entries.append({"id": entry_id, "action": action, "user_id": user, "at": at, "changes": changes})
+        return entries

@@ -139,7 +139,8 @@ def wanted_indexes(entity: EntityType) -> dict[str, str]:
     """Index name -> DDL for the indexes an entity's table should have."""
     t = entity.table
     indexes = {
-        f"{t}__live": f'CREATE INDEX IF NOT EXISTS "{t}__live" ON "{t}" ("deleted_at", "id")',
+        # Partial: only trashed rows, so live writes pay nothing for it.
+        f"{t}__trash": f'CREATE INDEX IF NOT EXISTS "{t}__trash" ON "{t}" ("id") WHERE "deleted_at" IS NOT NULL',
         f"{t}__owner": f'CREATE INDEX IF NOT EXISTS "{t}__owner" ON "{t}" ("owner_id", "id")',
     }
     for field in entity.fields:
