@@ -60,8 +60,12 @@ def test_create_read_update_delete_restore_history(client):
     assert updated.status_code == 200, updated.text
     assert updated.json()["city"] == "İzmir" and updated.json()["version"] == 2
 
+    client.post("/api/contact", json={"last_name": "Other"})
+    assert client.get("/api/contact?count=1").json()["total"] == 2
     assert client.delete(f"/api/contact/{rid}").status_code == 204
     problem(client.get(f"/api/contact/{rid}"), 404)
+    assert client.get("/api/contact?count=1").json()["total"] == 1  # the trash is not counted
+    assert client.get("/api/contact/trash?count=1").json()["total"] == 1
     trash = client.get("/api/contact/trash").json()["items"]
     assert [r["id"] for r in trash] == [rid]
     restored = client.post(f"/api/contact/{rid}/restore")
