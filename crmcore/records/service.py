@@ -337,13 +337,17 @@ class RecordsService:
             assignments = ", ".join(f'"{c}" = ?' for c in encoded)
             params = [*encoded.values(), db_time(now, self.db.dialect), user_id, record_id, before["version"]]
             try:
-                await self.db.execute(
+                written = await self.db.fetchrow(
                     f'UPDATE "{entity.table}" SET {assignments}, "version" = "version" + 1, "updated_at" = ?, '
-                    f'"updated_by" = ? WHERE "id" = ? AND "version" = ? AND "deleted_at" IS NULL',
+                    f'"updated_by" = ? WHERE "id" = ? AND "version" = ? AND "deleted_at" IS NULL RETURNING "version"',
                     params,
                 )
             except IntegrityError as exc:
                 raise self._integrity(entity, exc) from None
+            if written is None:  # another transaction committed a change since we read it
+                current = await self.get(entity_name, record_id)
+                raise Conflict(entity_name, record_id, before["version"], current,
+                               await self._changed_since(entity, record_id, before["version"]))
             if any(f.is_searchable for f in entity.fields if f.name in values):
                 await self._write_search(entity, [record_id])
             await self._audit(entity, [(record_id, "update", diff)], user_id, now)
@@ -478,13 +482,16 @@ class RecordsService:
             await self._hooks_before(Change(entity=entity.name, action=action, before=before, user_id=user_id))
             now = _now()
             try:
-                await self.db.execute(
+                written = await self.db.fetchrow(
                     f'UPDATE "{entity.table}" SET "deleted_at" = ?, "version" = "version" + 1, "updated_at" = ?, '
-                    f'"updated_by" = ? WHERE "id" = ?',
-                    (db_time(now, self.db.dialect) if deleted else None, db_time(now, self.db.dialect), user_id, record_id),
+                    f'"updated_by" = ? WHERE "id" = ? AND "version" = ? RETURNING "version"',
+                    (db_time(now, self.db.dialect) if deleted else None, db_time(now, self.db.dialect), user_id,
+                     record_id, before["version"]),
                 )
             except IntegrityError as exc:  # restoring a record whose unique value was taken meanwhile
                 raise self._integrity(entity, exc) from None
+            if written is None:
+                raise Conflict(entity_name, record_id, before["version"], before, [])
             await self._audit(entity, [(record_id, action, None)], user_id, now)
         await self._emit(RecordEvent(entity=entity.name, action=action, record_ids=[record_id],
                                      records=[before], changes=[{}], user_id=user_id))

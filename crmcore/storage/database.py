@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import msgspec
 
 __all__ = ["Database", "SQLiteDatabase", "PostgresDatabase", "open_database", "IntegrityError"]
@@ -130,10 +131,19 @@ class SQLiteDatabase(Database):
         return self._reader.execute("PRAGMA data_version").fetchone()[0]
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
-        return self._conn().execute(sql, params).fetchall()
+        try:
+            return self._conn().execute(sql, params).fetchall()
+        except sqlite3.IntegrityError as exc:  # a write with RETURNING
+            raise _sqlite_integrity(exc) from None
 
     async def fetchrow(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
-        return self._conn().execute(sql, params).fetchone()
+        try:
+            cursor = self._conn().execute(sql, params)
+            row = cursor.fetchone()
+        except sqlite3.IntegrityError as exc:
+            raise _sqlite_integrity(exc) from None
+        cursor.close()  # resets the statement, so a write with RETURNING is complete
+        return row
 
     def _write_conn(self) -> sqlite3.Connection:
         if not self._tx.get():
@@ -202,7 +212,6 @@ class PostgresDatabase(Database):
         self._conn: contextvars.ContextVar[Any] = contextvars.ContextVar(f"pg{id(self)}", default=None)
 
     async def connect(self) -> None:
-        import asyncpg
         from piccolo.engine.postgres import PostgresEngine
 
         async def init(conn):
@@ -233,24 +242,28 @@ class PostgresDatabase(Database):
         return _PLACEHOLDER.sub(lambda _: f"${next(counter)}", sql)
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
-        conn = self._conn.get()
-        if conn is not None:
-            return [tuple(r) for r in await conn.fetch(_pg_sql(sql), *params)]
-        async with self.pool.acquire() as conn:
-            return [tuple(r) for r in await conn.fetch(_pg_sql(sql), *params)]
+        try:
+            conn = self._conn.get()
+            if conn is not None:
+                return [tuple(r) for r in await conn.fetch(_pg_sql(sql), *params)]
+            async with self.pool.acquire() as conn:
+                return [tuple(r) for r in await conn.fetch(_pg_sql(sql), *params)]
+        except asyncpg.UniqueViolationError as exc:  # a write with RETURNING
+            raise _pg_integrity(exc) from None
 
     async def fetchrow(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
-        conn = self._conn.get()
-        if conn is not None:
-            row = await conn.fetchrow(_pg_sql(sql), *params)
-        else:
-            async with self.pool.acquire() as conn:
+        try:
+            conn = self._conn.get()
+            if conn is not None:
                 row = await conn.fetchrow(_pg_sql(sql), *params)
+            else:
+                async with self.pool.acquire() as conn:
+                    row = await conn.fetchrow(_pg_sql(sql), *params)
+        except asyncpg.UniqueViolationError as exc:
+            raise _pg_integrity(exc) from None
         return tuple(row) if row is not None else None
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        import asyncpg
-
         try:
             conn = self._conn.get()
             if conn is not None:
@@ -262,16 +275,12 @@ class PostgresDatabase(Database):
             raise _pg_integrity(exc) from None
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        import asyncpg
-
         try:
             await self._require_conn().executemany(_pg_sql(sql), list(rows))
         except asyncpg.UniqueViolationError as exc:
             raise _pg_integrity(exc) from None
 
     async def insert_returning_ids(self, sql: str, rows: list[Sequence[Any]]) -> list[int]:
-        import asyncpg
-
         conn = self._require_conn()
         try:
             if len(rows) == 1:
