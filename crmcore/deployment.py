@@ -114,17 +114,24 @@ class Deployment:
         self.schema_version = 0
         self.pending_changes: list[PendingChange] = []
         self._data_version: int | None = None
+        #: Plugin objects given to ``open(extra_plugins=...)``; kept across ``set_plugins_live``.
+        self.extra_plugins: tuple[Any, ...] = ()
 
     # -- opening -----------------------------------------------------------------------------
 
     @classmethod
-    async def open(cls, path: str | Path, *, database_url: str | None = None, sync: bool = True) -> Deployment:
+    async def open(
+        cls, path: str | Path, *, database_url: str | None = None, sync: bool = True, extra_plugins: Any = (),
+    ) -> Deployment:
+        """Open the deployment in ``path``. ``extra_plugins``: plugin objects registered besides the
+        enabled ones (tests, embedding); see :func:`crmcore.plugins.get_plugin_manager`."""
         path = Path(path)
+        extra_plugins = tuple(extra_plugins)
         settings = _load_settings(path)
         url = database_url or os.environ.get("CRM_DATABASE_URL") or settings.database_url
         if not url:
             url = f"sqlite:///{(path / DB_FILE).resolve()}"
-        pm = get_plugin_manager(settings.plugins)
+        pm = get_plugin_manager(settings.plugins, extra_plugins=extra_plugins)
         try:
             db = open_database(url)
         except ValueError as exc:
@@ -134,6 +141,7 @@ class Deployment:
         except Exception as exc:
             raise DeploymentError(f"cannot connect to the database {url.split('@')[-1]}: {exc}") from None
         deployment = cls(path, settings, db, pm)
+        deployment.extra_plugins = extra_plugins
         try:
             deployment.schema.engine = deployment._engine()
             await deployment.schema.ensure_system_tables()
@@ -390,7 +398,7 @@ class Deployment:
     async def set_plugins_live(self, plugins: list[str]) -> None:
         """Enable/disable plugins in this running deployment: tables of newly enabled plugins are
         created; a disabled plugin's entities disappear while its tables and data stay."""
-        pm = get_plugin_manager(plugins)
+        pm = get_plugin_manager(plugins, extra_plugins=self.extra_plugins)
         old_pm, old_plugins = self.pm, self.settings.plugins
         self.pm = pm
         try:

@@ -115,9 +115,15 @@ def _ordered(names: Iterable[str], available: dict[str, AvailablePlugin]) -> lis
 
 
 def get_plugin_manager(
-    enabled: Iterable[str] = (), available: dict[str, AvailablePlugin] | None = None
+    enabled: Iterable[str] = (), available: dict[str, AvailablePlugin] | None = None, *,
+    extra_plugins: Iterable[Any] = (),
 ) -> pluggy.PluginManager:
-    """A fresh plugin manager with the core and the ``enabled`` plugins, in ``requires`` order."""
+    """A fresh plugin manager with the core and the ``enabled`` plugins, in ``requires`` order.
+
+    ``extra_plugins`` are plugin objects (modules, classes or instances with hook implementations)
+    registered last, without discovery: for tests and embedding. One with a ``PLUGIN =
+    PluginInfo(...)`` attribute is registered under that name (its entities are namespaced by it).
+    """
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     for dotted in DEFAULT_PLUGINS:
@@ -128,6 +134,9 @@ def get_plugin_manager(
         available = discover() if available is None else available
         for plugin in _ordered(enabled, available):
             pm.register(plugin.module, name=plugin.name)
+    for extra in extra_plugins:
+        info = getattr(extra, "PLUGIN", None)
+        pm.register(extra, name=info.name if isinstance(info, PluginInfo) else None)
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:

@@ -1,0 +1,359 @@
+"""A pytest plugin for crmcore's tests and for plugin authors' (entry point ``pytest11: crmcore``).
+
+Fixtures:
+
+``crm_postgres`` (session)
+    A throw-away PostgreSQL server: ``initdb`` into a temporary folder, listening on a free
+    loopback port with its unix socket in that folder, ``fsync=off``; stopped at the end of the
+    session. When the binaries are missing the test is skipped with a message saying how to
+    install them, except when the ``CI`` environment variable is set: then it fails loudly.
+    ``CRM_TEST_POSTGRES_URL`` (``postgresql://user@host:port/db``) uses an existing server instead.
+
+``crm_backend``
+    Parametrised over ``sqlite`` and ``postgres``: every test that uses it (directly or through
+    ``make_deployment``) runs once on each. ``crm_backend.name`` is the backend's name,
+    ``crm_backend.database_url`` a fresh, empty database for the test (``None`` on SQLite: the
+    deployment's own file), ``crm_backend.new_database_url()`` another one. PostgreSQL databases
+    are created from ``template0`` and dropped after the test. Deselect a backend with
+    ``-m "not postgres"``.
+
+``crm_database_url``
+    ``crm_backend.database_url``, for code that takes a URL (``create_app(path, database_url=...)``).
+
+``make_deployment``
+    ``await make_deployment(plugins=[...], extra_plugins=[...], **settings)`` writes a deployment
+    into ``tmp_path`` with :func:`crmcore.init_deployment`, enables ``plugins``, applies
+    ``settings`` (``region="TR"``, ``currency="TRY"``...) and opens it on the test's backend; every
+    deployment it opened is closed after the test. ``path=`` re-opens an existing deployment
+    folder (on the same database) instead of making a new one.
+
+A plugin's own test::
+
+    async def test_my_entity(make_deployment):
+        dep = await make_deployment(plugins=["hello"])
+        record = await dep.records.create("hello_greeting", {"text": "hi"})
+        assert record["version"] == 1
+
+Async tests and fixtures need ``pytest-asyncio`` (``pip install 'crmcore[test]'``; set
+``asyncio_mode = "auto"`` or mark the tests ``@pytest.mark.asyncio``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import itertools
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+try:
+    import pytest_asyncio
+except ImportError:  # pragma: no cover - crmcore installed without its test extra
+    pytest_asyncio = None
+
+__all__ = ["PostgresServer", "Backend", "find_postgres_bin"]
+
+INSTALL_HINT = (
+    "PostgreSQL server binaries (initdb, pg_ctl) were not found; install them "
+    "(Debian/Ubuntu: apt-get install -y postgresql) or set CRM_TEST_PG_BIN to their folder, "
+    "or CRM_TEST_POSTGRES_URL to an existing server"
+)
+
+
+def find_postgres_bin() -> Path | None:
+    """The folder holding ``initdb`` and ``pg_ctl``, or ``None``."""
+    candidates: list[str] = []
+    if os.environ.get("CRM_TEST_PG_BIN"):
+        candidates.append(os.environ["CRM_TEST_PG_BIN"])
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        with contextlib.suppress(Exception):
+            candidates.append(subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=True).stdout.strip())
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]) if p.split("/")[-2].isdigit() else 0, reverse=True)
+    candidates += ["/usr/local/pgsql/bin", "/usr/local/bin", "/usr/bin"]
+    for folder in candidates:
+        if folder and (Path(folder) / "initdb").exists() and (Path(folder) / "pg_ctl").exists():
+            return Path(folder)
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _run_sync(coro: Any) -> Any:
+    """Run a coroutine to completion from sync code, even when an event loop is running here."""
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            result["value"] = asyncio.run(coro)
+        except BaseException as exc:  # re-raised in the caller's thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result.get("value")
+
+
+class PostgresServer:
+    """A PostgreSQL server owned by the test session (or an existing one given by URL)."""
+
+    def __init__(self, bindir: Path | None = None, *, url: str | None = None):
+        self.bindir = bindir
+        self.dir: Path | None = None
+        self.port: int | None = None
+        self.user = "postgres"
+        self.host = "127.0.0.1"
+        self._url = url
+        self._counter = itertools.count(1)
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def _as_owner(self, args: list[str]) -> list[str]:
+        """initdb and postgres refuse to run as root: run them as the ``postgres`` user."""
+        if os.geteuid() != 0:
+            return args
+        runuser = shutil.which("runuser")
+        if runuser:
+            return [runuser, "-u", "postgres", "--", *args]
+        return ["su", "postgres", "-s", "/bin/sh", "-c", " ".join(f"'{a}'" for a in args)]
+
+    def start(self) -> None:
+        if self._url:
+            return
+        assert self.bindir is not None
+        self.dir = Path(tempfile.mkdtemp(prefix="crm-pg-"))
+        if os.geteuid() == 0:
+            import pwd
+
+            entry = pwd.getpwnam("postgres")
+            os.chown(self.dir, entry.pw_uid, entry.pw_gid)
+            os.chmod(self.dir, 0o700)
+        data = self.dir / "data"
+        self._check(self._as_owner([
+            str(self.bindir / "initdb"), "-D", str(data), "-U", self.user, "--auth=trust",
+            "--encoding=UTF8", "--locale=C", "--no-sync",
+        ]), "initdb")
+        last_error = ""
+        for _ in range(5):  # the free port may be taken between choosing and binding it
+            self.port = _free_port()
+            options = " ".join([
+                f"-p {self.port}", "-c listen_addresses=127.0.0.1", f"-c unix_socket_directories={self.dir}",
+                "-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off",
+                "-c max_connections=300", "-c shared_buffers=64MB",
+            ])
+            proc = subprocess.run(self._as_owner([
+                str(self.bindir / "pg_ctl"), "-D", str(data), "-l", str(self.dir / "server.log"),
+                "-o", options, "-w", "-t", "60", "start",
+            ]), capture_output=True, text=True)
+            if proc.returncode == 0:
+                return
+            last_error = proc.stdout + proc.stderr + self.log_tail()
+        raise RuntimeError(f"PostgreSQL did not start: {last_error}")
+
+    def stop(self) -> None:
+        if self.dir is None:
+            return
+        if (self.dir / "data" / "postmaster.pid").exists():
+            subprocess.run(self._as_owner([
+                str(self.bindir / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate", "-w", "stop",
+            ]), capture_output=True, text=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir = None
+
+    def log_tail(self) -> str:
+        log = self.dir / "server.log" if self.dir else None
+        if log and log.exists():
+            return "\n" + "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+        return ""
+
+    @staticmethod
+    def _check(args: list[str], what: str) -> None:
+        proc = subprocess.run(args, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{what} failed ({proc.returncode}): {proc.stdout}{proc.stderr}")
+
+    # -- databases ----------------------------------------------------------------------------
+
+    def url(self, database: str = "postgres") -> str:
+        if self._url:
+            base, _, _ = self._url.rpartition("/")
+            return f"{base}/{database}"
+        return f"postgresql://{self.user}@{self.host}:{self.port}/{database}"
+
+    async def _admin(self, statement: str) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(self.url("postgres"))
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    def create_database(self) -> str:
+        """A fresh, empty database (from ``template0``); returns its URL."""
+        name = f"crm_test_{os.getpid()}_{next(self._counter)}_{uuid.uuid4().hex[:6]}"
+        _run_sync(self._admin(f'CREATE DATABASE "{name}" TEMPLATE template0 ENCODING \'UTF8\''))
+        return self.url(name)
+
+    def drop_database(self, url: str) -> None:
+        name = url.rpartition("/")[2]
+        _run_sync(self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+class Backend:
+    """The database a test runs on: ``name`` is ``sqlite`` or ``postgres``."""
+
+    def __init__(self, name: str, server: PostgresServer | None = None):
+        self.name = name
+        self.server = server
+        self._created: list[str] = []
+        self.database_url: str | None = self.new_database_url() if server is not None else None
+
+    def new_database_url(self) -> str | None:
+        """Another fresh database on this backend (``None`` on SQLite), dropped after the test."""
+        if self.server is None:
+            return None
+        url = self.server.create_database()
+        self._created.append(url)
+        return url
+
+    def close(self) -> None:
+        for url in self._created:
+            with contextlib.suppress(Exception):
+                self.server.drop_database(url)
+        self._created.clear()
+
+    def __repr__(self) -> str:
+        return f"Backend({self.name!r})"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "postgres: runs on the PostgreSQL server the test setup starts")
+    config.addinivalue_line("markers", "slow: long-running tests")
+
+
+def _missing(message: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"CI is set, so PostgreSQL tests must run: {message}", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def crm_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server for the whole test session."""
+    url = os.environ.get("CRM_TEST_POSTGRES_URL")
+    if url:
+        yield PostgresServer(url=url)
+        return
+    bindir = find_postgres_bin()
+    if bindir is None:
+        _missing(INSTALL_HINT)
+    if os.geteuid() == 0:
+        import pwd
+
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            _missing("running as root needs a 'postgres' system user to run the server as "
+                     "(the Debian postgresql package creates it)")
+    server = PostgresServer(bindir)
+    try:
+        server.start()
+    except Exception as exc:
+        server.stop()
+        pytest.fail(f"could not start PostgreSQL from {bindir}: {exc}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def crm_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
+    """The backend a test runs on; every test using it runs on SQLite and on PostgreSQL."""
+    monkeypatch.delenv("CRM_DATABASE_URL", raising=False)
+    server = request.getfixturevalue("crm_postgres") if request.param == "postgres" else None
+    backend = Backend(request.param, server)
+    try:
+        yield backend
+    finally:
+        backend.close()
+
+
+@pytest.fixture
+def crm_database_url(crm_backend: Backend) -> str | None:
+    """A fresh database URL on the test's backend (``None``: the deployment's SQLite file)."""
+    return crm_backend.database_url
+
+
+async def _make_deployment_fixture(tmp_path: Path, crm_backend: Backend):
+    import crmcore
+    from crmcore.deployment import DB_FILE, _load_settings, save_settings
+
+    opened: list[Any] = []
+    urls: dict[Path, str | None] = {}
+    counter = itertools.count(1)
+
+    async def make(
+        plugins: list[str] | tuple[str, ...] = (), *, path: str | Path | None = None,
+        extra_plugins: Any = (), edition: str = "standard", **settings: Any,
+    ) -> crmcore.Deployment:
+        if path is not None and (Path(path) / "crm.toml").exists():
+            path = Path(path)
+            if plugins or settings:
+                current = _load_settings(path)
+                for key, value in settings.items():
+                    setattr(current, key, value)
+                if plugins:
+                    current.plugins = list(plugins)
+                save_settings(path, current)
+        else:
+            path = Path(path) if path is not None else tmp_path / f"deployment{next(counter)}"
+            crmcore.init_deployment(path, edition=edition, **settings)
+            if plugins:
+                current = _load_settings(path)
+                current.plugins = list(dict.fromkeys([*current.plugins, *plugins]))
+                save_settings(path, current)
+        path = path.resolve()
+        if path not in urls:
+            if crm_backend.name == "sqlite":
+                urls[path] = f"sqlite:///{path / DB_FILE}"
+            else:
+                urls[path] = crm_backend.database_url if not urls else crm_backend.new_database_url()
+        deployment = await crmcore.Deployment.open(path, database_url=urls[path], extra_plugins=extra_plugins)
+        opened.append(deployment)
+        return deployment
+
+    try:
+        yield make
+    finally:
+        for deployment in reversed(opened):
+            with contextlib.suppress(Exception):
+                await deployment.close()
+
+
+if pytest_asyncio is not None:
+    make_deployment = pytest_asyncio.fixture(_make_deployment_fixture, name="make_deployment")
+else:  # pragma: no cover
+
+    @pytest.fixture
+    def make_deployment():
+        pytest.fail("crmcore's make_deployment fixture needs pytest-asyncio: pip install 'crmcore[test]'")

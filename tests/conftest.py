@@ -1,0 +1,70 @@
+"""Shared fixtures. The PostgreSQL server, ``crm_backend`` (sqlite + postgres) and
+``make_deployment`` come from crmcore's own pytest plugin, :mod:`crmcore.testing`."""
+
+from __future__ import annotations
+
+import pytest
+
+import crmcore
+from crmcore import EntityType, Field, FieldType, hookimpl
+
+T = FieldType
+
+
+class LabPlugin:
+    """An in-test plugin with one entity holding a field of every type (``lab_item``)."""
+
+    PLUGIN = crmcore.PluginInfo(name="lab", version="1.0", description="every field type")
+
+    @staticmethod
+    @hookimpl
+    def crm_register_entities(register):
+        register(EntityType(name="item", title_field="name", fields=[
+            Field(name="name", type=T.TEXT),
+            Field(name="notes", type=T.LONG_TEXT),
+            Field(name="qty", type=T.INTEGER),
+            Field(name="ratio", type=T.DECIMAL),
+            Field(name="price", type=T.MONEY),
+            Field(name="active", type=T.BOOLEAN),
+            Field(name="day", type=T.DATE),
+            Field(name="at", type=T.DATETIME),
+            Field(name="color", type=T.CHOICE, choices=["red", "green", "blue"]),
+            Field(name="sizes", type=T.MULTI_CHOICE, choices=["s", "m", "l"]),
+            Field(name="email", type=T.EMAIL),
+            Field(name="phone", type=T.PHONE),
+            Field(name="site", type=T.URL),
+            Field(name="company", type=T.RELATION, target="company"),
+            Field(name="tags", type=T.TAGS),
+            Field(name="code", type=T.TEXT, unique=True, max_length=12),
+        ]))
+
+
+#: Field name -> (an accepted value, a refused value) for every field type of ``lab_item``.
+VALUES = {
+    "name": ("Widget", "two\nlines"),
+    "notes": ("long\ntext", 12),
+    "qty": (42, "forty-two"),
+    "ratio": ("3.25", "abc"),
+    "price": ({"amount": "9.99", "currency": "EUR"}, {"amount": "1", "currency": "XXQ"}),
+    "active": (True, "maybe"),
+    "day": ("2026-05-01", "2026-13-01"),
+    "at": ("2026-05-01T15:00:00+02:00", "2026-05-01T15:00:00"),
+    "color": ("red", "purple"),
+    "sizes": (["s", "l"], ["xl"]),
+    "email": ("ayse@example.com", "not-an-email"),
+    "phone": ("+44 20 7946 0958", "12"),
+    "site": ("https://example.com", "ftp://example.com"),
+    "tags": (["vip", "b2b"], ["bad,tag"]),
+    "code": ("A-1", "X" * 13),
+}
+
+
+@pytest.fixture
+def lab_plugin():
+    return LabPlugin
+
+
+@pytest.fixture
+async def dep(make_deployment):
+    """A fresh standard deployment read in Turkey (phones), euros by default, plus ``lab_item``."""
+    return await make_deployment(region="TR", currency="EUR", extra_plugins=[LabPlugin])
