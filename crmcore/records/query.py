@@ -132,7 +132,9 @@ class _Compiler:
             parts = [self.node(item, f"{where}.{key}[{i}]") for i, item in enumerate(items)]
             return "(" + f" {key.upper()} ".join(parts) + ")"
         if "not" in node:
-            return f"NOT ({self.node(node['not'], where + '.not')})"
+            # The complement of the condition: a row whose value is NULL (where the inner
+            # condition is unknown) is "not" it too, as ``ne`` already treats NULL.
+            return f"NOT COALESCE(({self.node(node['not'], where + '.not')}), FALSE)"
         name, op = node.get("field"), node.get("op", "eq")
         if not isinstance(name, str):
             raise _fail(where, "a condition needs 'field' (a field name), 'op' and 'value'")
@@ -279,17 +281,17 @@ def compile_list(
             last = [_cursor_value(_SYSTEM_FIELDS.get(n) or fields[n], v) for (_, n, _), v in zip(keys, last)]
         ors = []
         for i, (expr, _, desc) in enumerate(keys):
-            ands = []
-            for (prev_expr, _, _), value in zip(keys[:i], last[:i]):
-                ands.append(f"{prev_expr} IS NULL" if value is None else f"{prev_expr} = {compiler.param(value)}")
             # NULL sorts as the largest value: last ascending, first descending (PostgreSQL's
             # default, made explicit on SQLite), so indexes serve both.
             value = last[i]
+            if value is None and not desc:
+                continue  # nothing sorts after NULL ascending (decided before binding parameters)
+            ands = []
+            for (prev_expr, _, _), prev in zip(keys[:i], last[:i]):
+                ands.append(f"{prev_expr} IS NULL" if prev is None else f"{prev_expr} = {compiler.param(prev)}")
             if desc:
                 after = f"{expr} IS NOT NULL" if value is None else f"{expr} < {compiler.param(value)}"
             else:
-                if value is None:
-                    continue
                 after = f"({expr} > {compiler.param(value)} OR {expr} IS NULL)"
             ors.append("(" + " AND ".join(ands + [after]) + ")")
         where.append("(" + " OR ".join(ors) + ")" if ors else "1 = 0")

@@ -201,7 +201,7 @@ class RecordsService:
         )])
 
     async def _write_search(self, entity: EntityType, ids: list[int], *, new: bool = False) -> None:
-        from ..storage.schema import search_expression
+        from ..storage.schema import pg_search_vector, search_expression
 
         expression = search_expression(entity)
         if expression is None or not ids:
@@ -221,7 +221,7 @@ class RecordsService:
             )
         else:
             await self.db.execute(
-                f"UPDATE \"{t}\" SET \"_search\" = to_tsvector('simple', {expression}) WHERE {where}", params
+                f'UPDATE "{t}" SET "_search" = {pg_search_vector(expression)} WHERE {where}', params
             )
 
     async def _audit(self, entity: EntityType, rows: list[tuple[int, str, dict | None]], user_id: int | None, at: dt.datetime) -> None:

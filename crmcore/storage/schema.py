@@ -21,7 +21,7 @@ from piccolo.table import Table, create_table_class
 from ..entities import EntityType, Field, FieldType
 from .database import Database
 
-__all__ = ["SchemaManager", "PendingChange", "table_class", "search_expression"]
+__all__ = ["SchemaManager", "PendingChange", "table_class", "search_expression", "pg_search_vector"]
 
 warnings.filterwarnings("ignore", message="We recommend giving your table a different name")
 
@@ -131,8 +131,17 @@ def search_expression(entity: EntityType, quote=lambda c: f'"{c}"') -> str | Non
     return " || ' ' || ".join(parts) if parts else None
 
 
+def pg_search_vector(expression: str) -> str:
+    """The tsvector of a search text on PostgreSQL. Its parser keeps ``ayse@example.com``,
+    ``example.com/x`` and ``+905321234567`` whole, so they are split the way SQLite's FTS5
+    tokenizer splits them: a search for a word of an address (``example``) or a number's digits
+    finds the record on both databases."""
+    return f"to_tsvector('simple', translate({expression}, '@.+/:', '     '))"
+
+
 def search_signature(entity: EntityType) -> str:
-    return ",".join(c for f in entity.fields if f.is_searchable for c in f.columns())
+    # "2;": the PostgreSQL vector splits addresses and numbers since version 2 (rebuilt once).
+    return "2;" + ",".join(c for f in entity.fields if f.is_searchable for c in f.columns())
 
 
 def wanted_indexes(entity: EntityType) -> dict[str, str]:
@@ -314,7 +323,7 @@ class SchemaManager:
                 await self.db.execute(f'DELETE FROM "{t}__search"')
                 await self.db.execute(f'INSERT INTO "{t}__search" (rowid, body) SELECT "id", {expression} FROM "{t}"')
         else:
-            await self.db.execute(f"UPDATE \"{t}\" SET \"_search\" = to_tsvector('simple', {expression})")
+            await self.db.execute(f'UPDATE "{t}" SET "_search" = {pg_search_vector(expression)}')
         await self._record("rebuild_search", t, expression)
 
     # -- explicit, destructive changes -------------------------------------------------------
