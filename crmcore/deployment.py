@@ -179,6 +179,7 @@ class Deployment:
 
     async def _build(self) -> None:
         """(Re)build entity types, pipelines and UI items from the plugins and stored custom fields."""
+        await self.db.schema_changed()
         registry = Registry()
         pipelines: dict[str, Pipeline] = {}
         ui_items: list[UIItem] = []

@@ -72,6 +72,9 @@ class Database:
     def in_transaction(self) -> bool:
         raise NotImplementedError
 
+    async def schema_changed(self) -> None:
+        """Forget what was prepared against the old schema (called after tables changed)."""
+
 
 # --- SQLite -------------------------------------------------------------------------------------
 
@@ -235,6 +238,13 @@ class PostgresDatabase(Database):
     @property
     def in_transaction(self) -> bool:
         return self._conn.get() is not None
+
+    async def schema_changed(self) -> None:
+        # asyncpg caches prepared statements per connection; one whose result types changed
+        # (a column dropped and re-added with another type under the same SELECT) fails with
+        # InvalidCachedStatementError inside a transaction. Fresh connections prepare anew.
+        if self.pool is not None:
+            await self.pool.expire_connections()
 
     @staticmethod
     def sql(sql: str) -> str:
