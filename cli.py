@@ -1,0 +1,777 @@
+"""The ``crm`` command: a thin click front over crmcore's services.
+
+Build it with :func:`create_cli` (a fresh group each time, nothing happens at import). Commands
+open the deployment, call one service and print the result; errors from the services are shown
+as ``Error: ...`` with exit code 1 (bad usage: 2), never as a traceback (``CRM_DEBUG=1`` shows it).
+Plugins add commands through the ``crm_register_commands`` hook.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+import crmcore
+from crmcore import (
+    Deployment, DeploymentError, Field, FieldType, ListQuery, NotFound, PluginError, RegistryError,
+    ValidationError,
+)
+
+__all__ = ["create_cli", "main"]
+
+T = TypeVar("T")
+#: Errors from the services whose message is meant for the user as it is.
+USER_ERRORS = (DeploymentError, PluginError, RegistryError, ValidationError, NotFound, crmcore.Conflict)
+DEMO_DEFAULTS = {"region": "TR", "currency": "TRY", "timezone": "Europe/Istanbul", "locale": "en"}
+
+
+# -- plumbing ----------------------------------------------------------------------------------
+
+class CrmGroup(click.Group):
+    """The root group: turns service errors into ``Error: ...`` and guards core command names."""
+
+    core_names: frozenset[str] = frozenset()
+    #: The plugin whose ``crm_register_commands`` is running (for messages).
+    adding_plugin: str | None = None
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        name = name or cmd.name
+        if name in self.core_names:
+            click.echo(
+                f"Warning: plugin {self.adding_plugin!r} tried to replace the core command {name!r}; ignored",
+                err=True,
+            )
+            return
+        super().add_command(cmd, name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except USER_ERRORS as exc:
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            raise click.Abort() from None
+        except Exception as exc:  # never a traceback for the user; CRM_DEBUG=1 shows it
+            if os.environ.get("CRM_DEBUG"):
+                traceback.print_exc()
+            raise click.ClickException(
+                f"unexpected {type(exc).__name__}: {exc} (set CRM_DEBUG=1 to see the traceback)"
+            ) from None
+
+
+class Obj:
+    def __init__(self, path: Path):
+        self.path = path
+
+
+def _run(coro: Awaitable[T]) -> T:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def with_deployment(path: Path, action: Callable[[Deployment], Awaitable[T]]) -> T:
+    """Open the deployment in ``path``, run ``action`` on it, close it."""
+    async def go() -> T:
+        async with await Deployment.open(path) as dep:
+            return await action(dep)
+    return _run(go())
+
+
+def _settings(path: Path) -> crmcore.Settings:
+    from crmcore.deployment import _load_settings
+
+    return _load_settings(path)
+
+
+def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
+    cells = [[str(h) for h in headers]] + [["" if v is None else str(v) for v in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for index, row in enumerate(cells):
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+        if index == 0:
+            click.echo("  ".join("-" * w for w in widths))
+
+
+def _enabled_for_commands(path: Path) -> list[str]:
+    """The deployment's plugins that load (for their commands); a broken one is left out here and
+    reported by the command that opens the deployment."""
+    try:
+        wanted = _settings(path).plugins
+    except Exception:
+        return []
+    ok: list[str] = []
+    changed = True
+    while changed:
+        changed = False
+        for name in wanted:
+            if name in ok:
+                continue
+            try:
+                crmcore.plugins.get_plugin_manager(ok + [name])
+            except Exception:
+                continue
+            ok.append(name)
+            changed = True
+    return ok
+
+
+def _add_plugin_commands(group: CrmGroup, path: Path) -> None:
+    from crmcore.plugins import get_plugin_manager
+
+    pm = get_plugin_manager(_enabled_for_commands(path))
+    for impl in pm.hook.crm_register_commands.get_hookimpls():
+        kwargs = {"cli": group}
+        group.adding_plugin = impl.plugin_name
+        try:
+            impl.function(**{a: kwargs[a] for a in impl.argnames})
+        except Exception as exc:
+            click.echo(f"Warning: plugin {impl.plugin_name!r} could not add its commands: {exc}", err=True)
+        finally:
+            group.adding_plugin = None
+
+
+# -- option checks (input parsing only; the services validate again) --------------------------
+
+def _check_region(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    import phonenumbers
+
+    if value is None:
+        return None
+    value = value.upper()
+    if value not in phonenumbers.SUPPORTED_REGIONS:
+        raise click.BadParameter(f"{value!r} is not a region code; use ISO 3166 alpha-2 such as TR, DE, US")
+    return value
+
+
+def _check_currency(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from babel.numbers import list_currencies
+
+    if value is None:
+        return None
+    value = value.upper()
+    if value not in list_currencies():
+        raise click.BadParameter(f"{value!r} is not an ISO 4217 currency code such as EUR, USD, TRY")
+    return value
+
+
+def _check_timezone(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    import zoneinfo
+
+    if value is None:
+        return None
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise click.BadParameter(f"{value!r} is not a time zone; use an IANA name such as Europe/Istanbul") from None
+    return value
+
+
+def _check_locale(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from babel import Locale, UnknownLocaleError
+
+    if value is None:
+        return None
+    try:
+        Locale.parse(value)
+    except (UnknownLocaleError, ValueError, TypeError):
+        raise click.BadParameter(f"{value!r} is not a locale; use e.g. en, tr, de_DE") from None
+    return value
+
+
+# -- the command groups ------------------------------------------------------------------------
+
+def _init_commands(cli: CrmGroup) -> None:
+    @cli.command()
+    @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+    @click.option("--edition", default="standard", show_default=True, help="The edition to set up (see crm plugins list).")
+    @click.option("--currency", callback=_check_currency, help="Default currency, ISO 4217 (EUR, TRY...).")
+    @click.option("--region", callback=_check_region, help="Region for phone numbers without a country code (TR, DE...).")
+    @click.option("--timezone", callback=_check_timezone, help="IANA time zone, e.g. Europe/Istanbul.")
+    @click.option("--locale", callback=_check_locale, help="Locale, e.g. en, tr.")
+    @click.option("--database-url", help="PostgreSQL URL; default: an SQLite file in the folder.")
+    def init(directory: Path, edition: str, currency: str | None, region: str | None, timezone: str | None,
+             locale: str | None, database_url: str | None) -> None:
+        """Create a deployment in DIRECTORY (crm.toml, database and tables)."""
+        settings = _init(directory, edition=edition, currency=currency, region=region, timezone=timezone,
+                         locale=locale, database_url=database_url)
+        click.echo(
+            f"Created deployment {settings.name!r} in {directory} (edition {settings.edition}, region "
+            f"{settings.region}, currency {settings.currency}, time zone {settings.timezone}, locale {settings.locale})"
+        )
+        click.echo("Next steps:")
+        click.echo(f"  cd {directory}")
+        click.echo("  crm demo             # load demo data (optional)")
+        click.echo("  crm plugins list     # see and enable plugins")
+        click.echo("  crm serve            # http://127.0.0.1:8000")
+
+
+def _init(directory: Path, **options: Any) -> crmcore.Settings:
+    """init_deployment, then open once so the database and its tables exist; undone on failure."""
+    existed = directory.exists()
+    settings = crmcore.init_deployment(directory, **options)
+
+    async def noop(dep: Deployment) -> None:
+        return None
+
+    try:
+        with_deployment(directory, noop)
+    except BaseException:
+        from crmcore.deployment import CONFIG_FILE
+
+        (directory / CONFIG_FILE).unlink(missing_ok=True)
+        if not existed:
+            try:
+                for leftover in directory.iterdir():
+                    if leftover.name.startswith("crm.db"):
+                        leftover.unlink()
+                directory.rmdir()
+            except OSError:
+                pass
+        raise
+    return settings
+
+
+def _serve_commands(cli: CrmGroup) -> None:
+    @cli.command()
+    @click.option("--host", default="127.0.0.1", show_default=True)
+    @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+    @click.option("--reload/--no-reload", default=False, show_default=True, help="Restart on code changes (development).")
+    @click.pass_obj
+    def serve(obj: Obj, host: str, port: int, reload: bool) -> None:
+        """Run the web app and API of the deployment."""
+        _serve(obj.path, host, port, reload)
+
+    @cli.command("run-demo")
+    @click.argument("directory", default="demo", required=False, type=click.Path(file_okay=False, path_type=Path))
+    @click.option("--host", default="127.0.0.1", show_default=True)
+    @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+    @click.option("--no-serve", is_flag=True, help="Set up the demo deployment and stop (no server).")
+    def run_demo(directory: Path, host: str, port: int, no_serve: bool) -> None:
+        """Set up a demo deployment in DIRECTORY (default ./demo) if needed, then serve it.
+
+        The first run creates the deployment (standard edition, region TR) and loads the demo
+        data; later runs just serve it.
+        """
+        from crmcore.deployment import CONFIG_FILE
+
+        if not (directory / CONFIG_FILE).exists():
+            _init(directory, edition="standard", **DEMO_DEFAULTS)
+            click.echo(f"Created the demo deployment in {directory}")
+
+        async def fill(dep: Deployment) -> dict[str, int] | None:
+            page = await dep.records.list("contact", ListQuery(limit=1))
+            if page.items:
+                return None
+            return await _load_edition_demo(dep, dep.settings.edition)
+
+        loaded = with_deployment(directory, fill)
+        if loaded is not None:
+            click.echo("Loaded demo data: " + ", ".join(f"{n} {e}" for e, n in loaded.items()))
+        else:
+            click.echo(f"{directory} already holds data; serving it as it is")
+        if not no_serve:
+            _serve(directory, host, port, False)
+
+
+def _serve(path: Path, host: str, port: int, reload: bool) -> None:
+    import uvicorn
+
+    async def check(dep: Deployment) -> None:  # a clean error before the server starts
+        return None
+
+    with_deployment(path, check)
+    click.echo(f"Serving {path.resolve()} at http://{host}:{port} (Ctrl+C to stop)")
+    if reload:
+        os.environ["CRM_DEPLOYMENT"] = str(path.resolve())
+        uvicorn.run("cli:app_from_env", factory=True, host=host, port=port, reload=True)
+    else:
+        from crmcore.api import create_app
+
+        uvicorn.run(create_app(path), host=host, port=port)
+
+
+def app_from_env() -> Any:
+    """The app of the deployment in ``CRM_DEPLOYMENT`` (for ``crm serve --reload``)."""
+    from crmcore.api import create_app
+
+    return create_app(os.environ.get("CRM_DEPLOYMENT", "."))
+
+
+async def _load_edition_demo(dep: Deployment, edition_name: str) -> dict[str, int]:
+    from crmcore.deployment import available_editions
+
+    editions = available_editions()
+    edition = editions.get(edition_name)
+    if edition is None:
+        raise DeploymentError(f"unknown edition {edition_name!r}; available: {', '.join(sorted(editions))}")
+    if edition.demo is None:
+        raise DeploymentError(f"edition {edition_name!r} has no demo data")
+    missing = [p for p in edition.plugins if p not in dep.settings.plugins]
+    if missing:
+        raise DeploymentError(
+            f"edition {edition_name!r} needs plugins this deployment has not enabled: {', '.join(missing)} "
+            f"(enable them with: crm plugins enable NAME)"
+        )
+    before = await _counts(dep)
+    await edition.demo(dep)
+    after = await _counts(dep)
+    return {name: after[name] - before.get(name, 0) for name in after if after[name] != before.get(name, 0)}
+
+
+async def _counts(dep: Deployment) -> dict[str, int]:
+    counts = {}
+    for entity in dep.registry:
+        page = await dep.records.list(entity.name, ListQuery(limit=1, count=True))
+        counts[entity.name] = page.total or 0
+    return counts
+
+
+def _demo_commands(cli: CrmGroup) -> None:
+    @cli.command()
+    @click.option("--edition", help="Whose demo data to load (default: the deployment's edition).")
+    @click.pass_obj
+    def demo(obj: Obj, edition: str | None) -> None:
+        """Load the edition's demo data into the deployment (only into one without contacts)."""
+        async def load(dep: Deployment) -> dict[str, int]:
+            return await _load_edition_demo(dep, edition or dep.settings.edition)
+
+        loaded = with_deployment(obj.path, load)
+        click.echo("Loaded demo data: " + (", ".join(f"{n} {e}" for e, n in loaded.items()) or "nothing"))
+
+
+def _plugin_module(name: str) -> crmcore.plugins.AvailablePlugin:
+    from crmcore.plugins import DEFAULT_PLUGINS, AvailablePlugin, discover
+
+    if name == "core":
+        import importlib
+
+        module = importlib.import_module(DEFAULT_PLUGINS[0])
+        return AvailablePlugin(name="core", source="crmcore (built in)", info=module.PLUGIN, module=module)
+    found = discover()
+    plugin = found.get(name)
+    if plugin is None:
+        raise PluginError(
+            f"plugin {name!r} is not installed (installed plugins: {', '.join(sorted(found)) or 'none'}); "
+            "install its package with pip first"
+        )
+    return plugin
+
+
+def _plugins_commands(cli: CrmGroup) -> None:
+    from crmcore.deployment import CONFIG_FILE
+
+    @cli.group()
+    def plugins() -> None:
+        """List, enable, disable and describe plugins."""
+
+    @plugins.command("list")
+    @click.pass_obj
+    def list_(obj: Obj) -> None:
+        """Every installed plugin: version, enabled state, source, and why a broken one fails."""
+        from crmcore.plugins import discover
+
+        enabled: list[str] | None = None
+        if (obj.path / CONFIG_FILE).exists():
+            enabled = _settings(obj.path).plugins
+        core = _plugin_module("core").info
+        rows = [("core", core.version, "yes (built in)", "crmcore", core.description)]
+        found = discover()
+        for name, plugin in sorted(found.items()):
+            state = "-" if enabled is None else "yes" if name in enabled else "no"
+            detail = f"BROKEN: {plugin.error}" if plugin.error else plugin.info.description
+            if plugin.info and plugin.info.requires:
+                detail += f" (requires {', '.join(plugin.info.requires)})"
+            rows.append((name, plugin.info.version if plugin.info else "?", state, plugin.source, detail))
+        if enabled is not None:
+            for name in enabled:
+                if name not in found:
+                    rows.append((name, "?", "yes", "-", "MISSING: enabled but not installed "
+                                 f"(crm plugins disable {name})"))
+        _table(rows, ["name", "version", "enabled", "source", "description"])
+        if enabled is None:
+            click.echo(f"(no deployment in {obj.path}: enabled state not shown; use -d PATH)")
+
+    @plugins.command()
+    @click.argument("name")
+    @click.pass_obj
+    def enable(obj: Obj, name: str) -> None:
+        """Enable plugin NAME in the deployment and create its tables."""
+        from crmcore.plugins import get_plugin_manager
+
+        settings = _settings(obj.path)
+        if name == "core":
+            raise click.ClickException("core is built in and always enabled")
+        if name in settings.plugins:
+            click.echo(f"{name} is already enabled")
+            return
+        plugin = _plugin_module(name)  # a clear error when it is not installed
+        if plugin.error:
+            raise PluginError(f"plugin {name!r} ({plugin.source}) {plugin.error}")
+        new = [*settings.plugins, name]
+        get_plugin_manager(new)  # names a missing plugin or an unmet requirement before anything changes
+
+        async def apply(dep: Deployment) -> list[str]:
+            before = set(dep.registry.entities)
+            await dep.set_plugins_live(new)  # writes crm.toml only once the tables exist
+            return sorted(set(dep.registry.entities) - before)
+
+        added = with_deployment(obj.path, apply)
+        click.echo(f"Enabled {name}" + (f"; new entities: {', '.join(added)}" if added else ""))
+
+    @plugins.command()
+    @click.argument("name")
+    @click.pass_obj
+    def disable(obj: Obj, name: str) -> None:
+        """Disable plugin NAME: hidden from the deployment, its tables and data kept."""
+        from crmcore.deployment import save_settings
+        from crmcore.plugins import discover, get_plugin_manager
+
+        settings = _settings(obj.path)
+        if name == "core":
+            raise click.ClickException("core is built in and cannot be disabled")
+        if name not in settings.plugins:
+            raise click.ClickException(
+                f"plugin {name!r} is not enabled (enabled: {', '.join(settings.plugins) or 'none'})"
+            )
+        remaining = [p for p in settings.plugins if p != name]
+        found = discover()
+        dependants = [p for p in remaining if found.get(p) and found[p].info and name in found[p].info.requires]
+        if dependants:
+            raise click.ClickException(
+                f"cannot disable {name}: {', '.join(dependants)} require(s) it (disable those first)"
+            )
+        get_plugin_manager(remaining)
+        settings.plugins = remaining
+        save_settings(obj.path, settings)  # no database change: its tables and data stay
+        click.echo(f"Disabled {name}; its tables and data are kept (enable it again to see them)")
+
+    @plugins.command()
+    @click.argument("name")
+    def info(name: str) -> None:
+        """Describe plugin NAME: version, requirements and what it declares."""
+        plugin = _plugin_module(name)
+        if plugin.error:
+            raise PluginError(f"plugin {name!r} ({plugin.source}) {plugin.error}")
+        pi = plugin.info
+        click.echo(f"{pi.name} {pi.version}  ({plugin.source})")
+        if pi.description:
+            click.echo(f"  {pi.description}")
+        click.echo(f"  requires: {', '.join(pi.requires) or 'nothing'}")
+        entities, extra_fields, pipelines = _declared_by(plugin)
+        click.echo("  entities:" + ("" if entities else " none"))
+        for entity in entities:
+            fields = ", ".join(f"{f.name} ({f.type.value})" for f in entity.fields)
+            click.echo(f"    {entity.name}: {fields}")
+        if extra_fields:
+            click.echo("  fields added to other entities:")
+            for entity_name, field in extra_fields:
+                click.echo(f"    {entity_name}.{field.name} ({field.type.value})")
+        if pipelines:
+            click.echo("  pipelines:")
+            for pipeline in pipelines:
+                click.echo(f"    {pipeline.name} ({pipeline.entity}): {', '.join(s.name for s in pipeline.stages)}")
+
+
+def _declared_by(plugin: Any) -> tuple[list[crmcore.EntityType], list[tuple[str, Field]], list[crmcore.Pipeline]]:
+    """What a plugin's register hooks declare, called on the plugin alone (no deployment)."""
+    from crmcore.entities import Registry
+
+    module = plugin.module
+    registry = Registry()
+    entities: list[crmcore.EntityType] = []
+    extra: list[tuple[str, Field]] = []
+    pipelines: list[crmcore.Pipeline] = []
+
+    def call(hook: str, **kwargs: Any) -> None:
+        function = getattr(module, hook, None)
+        if function is None:
+            return
+        import inspect
+
+        names = inspect.signature(function).parameters
+        try:
+            function(**{k: v for k, v in kwargs.items() if k in names})
+        except Exception as exc:
+            raise PluginError(f"plugin {plugin.name!r} failed in {hook}: {exc}") from None
+
+    def register_entity(entity: crmcore.EntityType) -> None:
+        import msgspec
+
+        entities.append(msgspec.structs.replace(entity, name=registry.qualified(plugin.name, entity.name)))
+
+    call("crm_register_entities", register=register_entity, deployment=None)
+    call("crm_extend_entities", add_field=lambda entity, field: extra.append((entity, field)), deployment=None)
+    call("crm_register_pipelines", register=pipelines.append, deployment=None)
+    return entities, extra, pipelines
+
+
+def _plugin_new_commands(cli: CrmGroup) -> None:
+    @cli.group()
+    def plugin() -> None:
+        """Write plugins."""
+
+    @plugin.command()
+    @click.argument("name")
+    @click.option("--dir", "directory", default=".", show_default=True,
+                  type=click.Path(file_okay=False, path_type=Path), help="Where to create crm-NAME/.")
+    @click.option("--description", default="", help="One line saying what the plugin does.")
+    def new(name: str, directory: Path, description: str) -> None:
+        """Create a plugin package crm-NAME/ (entry point, one entity, a test)."""
+        from crmcore.scaffold import ScaffoldError, create_plugin
+
+        try:
+            target = create_plugin(name, directory, description=description)
+        except ScaffoldError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"Created {target}")
+        click.echo("Next steps:")
+        click.echo(f"  pip install -e {target}")
+        click.echo(f"  cd {target} && pytest")
+        click.echo(f"  crm plugins enable {name}    # in a deployment")
+
+
+def _fields_commands(cli: CrmGroup) -> None:
+    @cli.group()
+    def fields() -> None:
+        """Custom fields: add, list, hide, relabel, remove, purge."""
+
+    types = [t.value for t in FieldType]
+
+    @fields.command("add")
+    @click.argument("entity")
+    @click.argument("name")
+    @click.option("--type", "type_", required=True, type=click.Choice(types), help="The field type.")
+    @click.option("--label", help="Shown in forms and lists (default: from the name).")
+    @click.option("--required", is_flag=True, help="A value is required (needs --default).")
+    @click.option("--unique", is_flag=True, help="No two records share a value.")
+    @click.option("--indexed", is_flag=True, help="Index the column (fast filters and sorts).")
+    @click.option("--choices", help="For choice / multi_choice: comma-separated values.")
+    @click.option("--default", "default", help="Value for records that do not give one.")
+    @click.option("--target", help="For relation: the entity it points to.")
+    @click.option("--in-list", is_flag=True, help="Show as a column in lists.")
+    @click.option("--help-text", default="", help="A hint shown with the field.")
+    @click.option("--max-length", type=click.IntRange(1, 10_000), help="For text: the longest value accepted.")
+    @click.pass_obj
+    def add(obj: Obj, entity: str, name: str, type_: str, label: str | None, required: bool, unique: bool,
+            indexed: bool, choices: str | None, default: str | None, target: str | None, in_list: bool,
+            help_text: str, max_length: int | None) -> None:
+        """Add a custom field NAME to ENTITY: a real column, live at once."""
+        kind = FieldType(type_)
+        choice_list = [c.strip() for c in (choices or "").split(",") if c.strip()]
+        if choice_list and kind not in (FieldType.CHOICE, FieldType.MULTI_CHOICE):
+            raise click.UsageError("--choices applies to choice and multi_choice fields only")
+        if target and kind is not FieldType.RELATION:
+            raise click.UsageError("--target applies to relation fields only")
+        if kind is FieldType.RELATION and not target:
+            raise click.UsageError("a relation field needs --target ENTITY")
+        field = Field(
+            name=name, type=kind, label=label or "", required=required, unique=unique, indexed=indexed,
+            choices=choice_list, default=default, target=target, in_list=in_list, help_text=help_text,
+            max_length=max_length,
+        )
+
+        async def apply(dep: Deployment) -> Field:
+            return await dep.add_custom_field(entity, field)
+
+        added = with_deployment(obj.path, apply)
+        click.echo(f"Added {entity}.{added.name} ({added.type.value}, label {added.label!r})")
+
+    @fields.command("list")
+    @click.argument("entity")
+    @click.pass_obj
+    def list_(obj: Obj, entity: str) -> None:
+        """The fields of ENTITY, with their type and flags (custom, hidden...)."""
+        async def get(dep: Deployment) -> crmcore.EntityType:
+            found = dep.registry.get(entity)
+            if found is None:
+                raise RegistryError(f"unknown entity {entity!r}; known: {', '.join(sorted(dep.registry.entities))}")
+            return found
+
+        found = with_deployment(obj.path, get)
+        rows = []
+        for f in found.fields:
+            flags = [flag for flag, on in (
+                ("required", f.required), ("unique", f.unique), ("indexed", f.indexed), ("in-list", f.in_list),
+                ("custom", f.custom), ("hidden", f.hidden),
+            ) if on]
+            extra = f"-> {f.target}" if f.target else ", ".join(f.choices)
+            rows.append((f.name, f.type.value, f.label, " ".join(flags), extra))
+        click.echo(f"{found.label_plural} ({found.name}, plugin {found.plugin}, table {found.table})")
+        _table(rows, ["name", "type", "label", "flags", "target/choices"])
+
+    def _update(obj: Obj, entity: str, name: str, **changes: Any) -> Field:
+        async def apply(dep: Deployment) -> Field:
+            return await dep.update_custom_field(entity, name, **changes)
+        return with_deployment(obj.path, apply)
+
+    @fields.command()
+    @click.argument("entity")
+    @click.argument("name")
+    @click.pass_obj
+    def hide(obj: Obj, entity: str, name: str) -> None:
+        """Hide custom field NAME of ENTITY from the API, lists and forms (data kept)."""
+        _update(obj, entity, name, hidden=True)
+        click.echo(f"{entity}.{name} is hidden; its data is kept (crm fields show {entity} {name})")
+
+    @fields.command()
+    @click.argument("entity")
+    @click.argument("name")
+    @click.pass_obj
+    def show(obj: Obj, entity: str, name: str) -> None:
+        """Show a hidden custom field NAME of ENTITY again."""
+        async def apply(dep: Deployment) -> bool:
+            await dep.update_custom_field(entity, name, hidden=False)
+            field = dep.registry.get(entity).field(name)
+            return field is not None and not field.hidden
+
+        if not with_deployment(obj.path, apply):
+            raise click.ClickException(
+                f"{entity}.{name} was removed, not just hidden; a removed field cannot be shown again "
+                f"(purge it with: crm fields purge {entity} {name} --yes)"
+            )
+        click.echo(f"{entity}.{name} is shown again")
+
+    @fields.command()
+    @click.argument("entity")
+    @click.argument("name")
+    @click.argument("label")
+    @click.pass_obj
+    def relabel(obj: Obj, entity: str, name: str, label: str) -> None:
+        """Give custom field NAME of ENTITY a new LABEL."""
+        if not label.strip():
+            raise click.BadParameter("the label must not be empty", param_hint="LABEL")
+        field = _update(obj, entity, name, label=label)
+        click.echo(f"{entity}.{name} is now labelled {field.label!r}")
+
+    @fields.command()
+    @click.argument("entity")
+    @click.argument("name")
+    @click.pass_obj
+    def remove(obj: Obj, entity: str, name: str) -> None:
+        """Remove custom field NAME of ENTITY: hidden everywhere, its column and data kept."""
+        async def apply(dep: Deployment) -> None:
+            await dep.remove_custom_field(entity, name)
+
+        with_deployment(obj.path, apply)
+        click.echo(f"Removed {entity}.{name}; its column and data are kept. "
+                   f"Drop them for good with: crm fields purge {entity} {name} --yes")
+
+    @fields.command()
+    @click.argument("entity")
+    @click.argument("name")
+    @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+    @click.pass_obj
+    def purge(obj: Obj, entity: str, name: str, yes: bool) -> None:
+        """Drop a removed custom field's column for good (after a backup table copy)."""
+        if not yes:
+            click.confirm(f"Drop the column of {entity}.{name} and its data (a backup table is kept)?", abort=True)
+
+        async def apply(dep: Deployment) -> str:
+            return await dep.purge_custom_field(entity, name)
+
+        backup = with_deployment(obj.path, apply)
+        click.echo(f"Purged {entity}.{name}; the old values are in the backup table {backup}")
+
+
+def _schema_commands(cli: CrmGroup) -> None:
+    @cli.group()
+    def schema() -> None:
+        """Schema status, history and destructive migrations."""
+
+    @schema.command()
+    @click.option("--limit", default=20, show_default=True, type=click.IntRange(0, 1000), help="History entries shown.")
+    @click.pass_obj
+    def status(obj: Obj, limit: int) -> None:
+        """Pending destructive changes and recent schema history."""
+        async def get(dep: Deployment) -> tuple[list[Any], list[Any]]:
+            return list(dep.pending_changes), list(await dep.schema.history(limit)) if limit else []
+
+        pending, history = with_deployment(obj.path, get)
+        if pending:
+            click.echo(f"{len(pending)} pending change(s) that could lose data (apply with: crm schema migrate --yes):")
+            _table([(p.kind, f"{p.table}.{p.column}", p.detail) for p in pending], ["kind", "column", "detail"])
+        else:
+            click.echo("No pending changes: the schema matches the plugins and custom fields.")
+        if history:
+            click.echo("")
+            click.echo("Recent schema history:")
+            _table([(h[0], h[1], h[2], h[3]) for h in history], ["id", "applied at", "kind", "target"])
+
+    @schema.command()
+    @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+    @click.pass_obj
+    def migrate(obj: Obj, yes: bool) -> None:
+        """Apply the pending destructive changes, each after a backup copy."""
+        async def pending(dep: Deployment) -> list[Any]:
+            return list(dep.pending_changes)
+
+        if not with_deployment(obj.path, pending):
+            click.echo("Nothing to migrate.")
+            return
+        if not yes:
+            click.confirm("Apply the pending changes (backups are kept)?", abort=True)
+
+        async def apply(dep: Deployment) -> list[str]:
+            return await dep.apply_pending()
+
+        for line in with_deployment(obj.path, apply):
+            click.echo(line)
+
+
+# -- the factory -------------------------------------------------------------------------------
+
+def create_cli(deployment: str | Path | None = None) -> click.Group:
+    """A fresh ``crm`` command group.
+
+    ``deployment``: the folder whose enabled plugins may add commands (default: ``CRM_DEPLOYMENT``
+    or the current directory); commands themselves use ``--deployment``.
+    """
+
+    @click.group(name="crm", cls=CrmGroup, context_settings={"help_option_names": ["-h", "--help"]})
+    @click.version_option(crmcore.__version__, prog_name="crm")
+    @click.option("--deployment", "-d", envvar="CRM_DEPLOYMENT", default=".", show_default=True,
+                  type=click.Path(file_okay=False, path_type=Path), help="The deployment folder (env CRM_DEPLOYMENT).")
+    @click.pass_context
+    def cli(ctx: click.Context, deployment: Path) -> None:
+        """crmcore: a plugin-based CRM. Commands work on the deployment in --deployment."""
+        ctx.obj = Obj(deployment)
+
+    for add in (_init_commands, _serve_commands, _demo_commands, _plugins_commands, _plugin_new_commands,
+                _fields_commands, _schema_commands):
+        add(cli)
+    cli.core_names = frozenset(cli.commands)
+    path = Path(deployment if deployment is not None else os.environ.get("CRM_DEPLOYMENT") or ".")
+    _add_plugin_commands(cli, path)
+    return cli
+
+
+def _deployment_from_argv(argv: Sequence[str]) -> str | None:
+    """The ``--deployment`` given before the command (plugin commands depend on it)."""
+    args = list(argv)
+    for index, arg in enumerate(args):
+        if arg in ("-d", "--deployment"):
+            return args[index + 1] if index + 1 < len(args) else None
+        if arg.startswith("--deployment="):
+            return arg.split("=", 1)[1]
+        if arg.startswith("-d") and len(arg) > 2:
+            return arg[2:]
+        if not arg.startswith("-"):
+            return None
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    create_cli(_deployment_from_argv(args))(args=args, prog_name="crm")
+
+
+if __name__ == "__main__":
+    main()
