@@ -68,3 +68,7 @@ def lab_plugin():
 async def dep(make_deployment):
     """A fresh standard deployment read in Turkey (phones), euros by default, plus ``lab_item``."""
     return await make_deployment(region="TR", currency="EUR", extra_plugins=[LabPlugin])
+
+
+# tests/fixtures/ holds packages the tests install (a plugin and its own tests): not ours to collect.
+collect_ignore_glob = ["fixtures/*"]
