@@ -288,6 +288,7 @@ def _serve(path: Path, host: str, port: int, reload: bool) -> None:
         return None
 
     with_deployment(path, check)
+    _check_port_free(host, port)
     click.echo(f"Serving {path.resolve()} at http://{host}:{port} (Ctrl+C to stop)")
     if reload:
         os.environ["CRM_DEPLOYMENT"] = str(path.resolve())
@@ -296,6 +297,24 @@ def _serve(path: Path, host: str, port: int, reload: bool) -> None:
         from crmcore.api import create_app
 
         uvicorn.run(create_app(path), host=host, port=port)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise click.ClickException(f"cannot serve on host {host!r}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot listen on {host}:{port}: {exc.strerror} (is another server running? use --port)"
+            ) from None
 
 
 def app_from_env() -> Any:

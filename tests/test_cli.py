@@ -479,3 +479,61 @@ def test_console_script(tmp_path, install_plugin):
     assert "Error: unknown entity 'nope'" in sh("-d", "site-dep", "fields", "list", "nope", code=1).stderr
     assert "Error:" in sh("plugins", "enable", "nope", code=1).stderr
     assert "Usage:" in sh("--help").stdout
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.timeout(180)
+def test_run_demo_serves_the_api(tmp_path):
+    """``crm run-demo DIR --port P`` through the console script: set up, load, serve; the port
+    in use then gives a clean error."""
+    import time
+
+    import httpx
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("CRM_DATABASE_URL", "CRM_DEPLOYMENT")}
+    server = subprocess.Popen([str(VENV_BIN / "crm"), "run-demo", str(tmp_path / "demo"), "--port", str(port)],
+                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert server.poll() is None, server.stdout.read()
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/api/contact", params={"count": "true", "limit": 1})
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the server did not come up"
+                time.sleep(0.2)
+        assert response.status_code == 200 and response.json()["total"] == 240
+        busy = subprocess.run([str(VENV_BIN / "crm"), "-d", str(tmp_path / "demo"), "serve", "--port", str(port)],
+                              env=env, capture_output=True, text=True, timeout=60)
+        assert busy.returncode == 1 and "Address already in use" in busy.stderr and "Traceback" not in busy.stderr
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=30)[0]
+    assert "Loaded demo data" in output and "Traceback" not in output
+
+
+@pytest.mark.parametrize("args", [
+    ["serve"], ["demo"], ["schema", "status"], ["schema", "migrate", "--yes"], ["plugins", "enable", "x"],
+    ["plugins", "disable", "x"], ["fields", "list", "contact"], ["fields", "remove", "contact", "x"],
+])
+def test_commands_outside_a_deployment_say_so(tmp_path, args):
+    out = crm(*args, deployment=tmp_path / "none", ok=False).output
+    assert "is not a deployment" in out
+
+
+def test_plugins_list_without_a_deployment(tmp_path):
+    out = crm("plugins", "list", deployment=tmp_path).output
+    assert out.splitlines()[2].startswith("core") and "no deployment" in out
+
+
+def test_serve_refuses_a_bad_port(dep_path):
+    assert crm("serve", "--port", "70000", deployment=dep_path, ok=False).exit_code == 2
