@@ -1,0 +1,334 @@
+"""Every hook of the contract, exercised by an in-test plugin: one ``test_hook_<name>`` per hook.
+
+``test_every_hook_has_a_test`` and ``test_every_hook_documented`` keep the contract honest: a new
+hook without a test or without a documented, runnable-looking example fails the suite.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import logging
+import re
+import textwrap
+
+import click
+import pytest
+from click.testing import CliRunner
+
+import crmcore
+from crmcore import (
+    Edition, EntityType, Field, FieldError, FieldType, Pipeline, PluginError, PluginInfo, Stage, UIItem,
+    ValidationError, hookimpl,
+)
+from crmcore import hookspecs
+from crmcore.deployment import available_editions
+from crmcore.plugins import get_plugin_manager
+
+T = FieldType
+
+
+def spec_names() -> list[str]:
+    return sorted(
+        name for name, value in vars(hookspecs).items()
+        if name.startswith("crm_") and callable(value) and hasattr(value, f"{hookspecs.PROJECT}_spec")
+    )
+
+
+def named(name: str, **members):
+    """A plugin class named ``name`` with the given hook implementations."""
+    attrs = {"PLUGIN": PluginInfo(name=name, version="1")}
+    for key, function in members.items():
+        attrs[key] = staticmethod(hookimpl(function))
+    return type(f"{name.capitalize()}Plugin", (), attrs)
+
+
+# -- the contract's own checks ------------------------------------------------------------------
+
+
+def test_every_hook_has_a_test():
+    missing = [name for name in spec_names() if f"test_hook_{name}" not in globals()]
+    assert spec_names(), "no hookspecs found"
+    assert not missing, f"hooks without a test_hook_<name> in tests/test_hooks.py: {missing}"
+
+
+def test_every_hook_documented():
+    problems = []
+    for name in spec_names():
+        spec = getattr(hookspecs, name)
+        params = list(inspect.signature(spec).parameters)
+        doc = inspect.getdoc(spec) or ""
+        if not doc.strip():
+            problems.append(f"{name}: no docstring")
+            continue
+        if "Example::" not in doc:
+            problems.append(f"{name}: no 'Example::' block")
+            continue
+        example = textwrap.dedent(doc.split("Example::", 1)[1]).strip("\n")
+        try:
+            tree = ast.parse(example)
+        except SyntaxError as exc:
+            problems.append(f"{name}: the example is not valid Python ({exc})")
+            continue
+        impls = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == name]
+        if not impls:
+            problems.append(f"{name}: the example does not implement {name}")
+            continue
+        impl = impls[0]
+        if not any(isinstance(d, ast.Name) and d.id == "hookimpl" for d in impl.decorator_list):
+            problems.append(f"{name}: the example's {name} is not decorated with @hookimpl")
+        extra = [a.arg for a in impl.args.args if a.arg not in params]
+        if extra:
+            problems.append(f"{name}: the example takes {extra}, which the hook does not pass ({params})")
+        for param in params:
+            if param != "deployment" and not re.search(rf":param {param}:|``{param}``|\b{param}\b", doc.split("Example::")[0]):
+                problems.append(f"{name}: parameter {param!r} is not described")
+    assert not problems, "\n".join(problems)
+
+
+# -- one test per hook --------------------------------------------------------------------------
+
+
+async def test_hook_crm_register_entities(make_deployment):
+    seen = {}
+
+    def crm_register_entities(register, deployment):
+        seen["deployment"] = deployment
+        register(EntityType(name="call", label="Call", fields=[
+            Field(name="number", type=T.PHONE, required=True),
+            Field(name="duration", type=T.INTEGER, help_text="seconds"),
+        ]))
+
+    dep = await make_deployment(region="TR", extra_plugins=[named("telephony", crm_register_entities=crm_register_entities)])
+    assert seen["deployment"] is dep
+    call = dep.registry.get("telephony_call")
+    assert call.plugin == "telephony" and call.table == "telephony_call" and call.label == "Call"
+    assert "telephony_call" in await dep.schema.tables()
+    record = await dep.records.create("telephony_call", {"number": "0532 123 45 67", "duration": 30})
+    assert record["number"].e164 == "+905321234567"
+
+
+async def test_hook_crm_extend_entities(make_deployment):
+    def crm_extend_entities(add_field):
+        add_field("contact", Field(name="loyalty_card", type=T.TEXT, unique=True))
+
+    dep = await make_deployment(extra_plugins=[named("loyalty", crm_extend_entities=crm_extend_entities)])
+    assert "loyalty_card" in await dep.schema.columns("crm_contact")
+    await dep.records.create("contact", {"last_name": "A", "loyalty_card": "L1"})
+    with pytest.raises(ValidationError) as exc:
+        await dep.records.create("contact", {"last_name": "B", "loyalty_card": "L1"})
+    assert exc.value.errors[0].field == "loyalty_card"
+
+    def bad(add_field):
+        add_field("no_such_entity", Field(name="x", type=T.TEXT))
+
+    with pytest.raises(PluginError) as exc:
+        await make_deployment(extra_plugins=[named("broken", crm_extend_entities=bad)])
+    assert "'broken'" in str(exc.value) and "no_such_entity" in str(exc.value)
+
+
+async def test_hook_crm_register_pipelines(make_deployment):
+    def crm_register_pipelines(register):
+        register(Pipeline(name="rent", entity="deal", stages=[
+            Stage(name="inquiry", probability=10),
+            Stage(name="lease_signed", kind="won", probability=100),
+            Stage(name="lost", kind="lost"),
+        ]))
+
+    dep = await make_deployment(extra_plugins=[named("estate", crm_register_pipelines=crm_register_pipelines)])
+    assert set(dep.pipelines) == {"sales", "rent"}
+    rent = dep.pipelines["rent"]
+    assert rent.plugin == "estate" and [s.kind for s in rent.stages] == ["open", "won", "lost"]
+    assert dep.pipelines["sales"].plugin == "core"
+
+    def unknown_entity(register):
+        register(Pipeline(name="x", entity="no_such_entity"))
+
+    with pytest.raises(PluginError) as exc:
+        await make_deployment(extra_plugins=[named("bad", crm_register_pipelines=unknown_entity)])
+    assert "no_such_entity" in str(exc.value) and "'bad'" in str(exc.value)
+
+    def duplicate(register):
+        register(Pipeline(name="sales", entity="deal"))
+
+    with pytest.raises(PluginError) as exc:
+        await make_deployment(extra_plugins=[named("dup", crm_register_pipelines=duplicate)])
+    assert "'sales'" in str(exc.value) and "already declared" in str(exc.value)
+    with pytest.raises(ValueError):
+        Stage(name="x", kind="maybe")
+
+
+def test_hook_crm_register_editions():
+    async def demo(deployment):
+        await deployment.records.create("contact", {"last_name": "Demo"})
+
+    def crm_register_editions(register):
+        register(Edition(name="salon", label="Salon CRM", plugins=["beauty_salon"],
+                         settings={"currency": "EUR"}, demo=demo))
+
+    pm = get_plugin_manager(extra_plugins=[named("salon", crm_register_editions=crm_register_editions)])
+    editions = available_editions(pm)
+    assert {"standard", "salon"} <= set(editions)
+    salon = editions["salon"]
+    assert salon.plugin == "salon" and salon.plugins == ["beauty_salon"] and salon.demo is demo
+    assert editions["standard"].plugin == "core"
+
+    pm = get_plugin_manager(extra_plugins=[named("again", crm_register_editions=lambda register: register(Edition(name="standard")))])
+    with pytest.raises(PluginError) as exc:
+        available_editions(pm)
+    assert "'standard'" in str(exc.value)
+
+
+async def test_hook_crm_register_routes(make_deployment):
+    from litestar import get
+
+    @get("/api/hello/ping")
+    async def ping() -> dict:
+        return {"pong": True}
+
+    seen = []
+
+    def crm_register_routes(register, deployment):
+        seen.append(deployment)
+        register(ping)
+
+    dep = await make_deployment(extra_plugins=[named("hello", crm_register_routes=crm_register_routes)])
+    assert seen == [dep]
+    assert ping in dep.routes
+    assert dep.route_plugins[id(ping)] == "hello"
+
+
+def test_hook_crm_register_commands():
+    def crm_register_commands(cli):
+        @cli.group()
+        def calls():
+            "Telephony commands."
+
+        @calls.command()
+        @click.argument("number")
+        def dial(number):
+            click.echo(f"dialling {number}")
+
+    @click.group()
+    def root():
+        "The crm command line (a stand-in for cli.py's group)."
+
+    pm = get_plugin_manager(extra_plugins=[named("telephony", crm_register_commands=crm_register_commands)])
+    pm.hook.crm_register_commands(cli=root)
+    result = CliRunner().invoke(root, ["calls", "dial", "+905321234567"])
+    assert result.exit_code == 0, result.output
+    assert result.output == "dialling +905321234567\n"
+    assert "Telephony commands." in CliRunner().invoke(root, ["--help"]).output
+
+
+async def test_hook_crm_ui_items(make_deployment):
+    def crm_ui_items(register):
+        register(UIItem(slot="record.panel", entity="contact", name="calls", label="Calls",
+                        template="telephony/calls_panel.html"))
+        register(UIItem(slot="menu", name="calls_menu", url="/telephony/", order=5))
+
+    dep = await make_deployment(extra_plugins=[named("telephony", crm_ui_items=crm_ui_items)])
+    mine = [i for i in dep.ui_items if i.plugin == "telephony"]
+    assert [(i.slot, i.name) for i in mine] == [("record.panel", "calls"), ("menu", "calls_menu")]
+    with pytest.raises(ValueError) as exc:
+        UIItem(slot="sidebar", name="x")
+    assert "record.panel" in str(exc.value)
+
+
+async def test_hook_crm_before_save(make_deployment):
+    seen = []
+
+    def crm_before_save(change, deployment):
+        seen.append((change.entity, change.action, change.before is not None, change.batch is not None))
+        if change.entity != "deal":
+            return
+        if change.action in ("create", "update") and change.batch is None:
+            if change.values.get("name") == "forbidden":
+                raise ValidationError([FieldError("name", "forbidden", "this name is not allowed")])
+            if "name" in change.values:
+                change.values["name"] = change.values["name"].strip().title()
+        if change.batch is not None and any(row.get("name") == "forbidden" for row in change.batch):
+            raise ValidationError([FieldError("name", "forbidden", "this name is not allowed")])
+
+    dep = await make_deployment(extra_plugins=[named("rules", crm_before_save=crm_before_save)])
+    deal = await dep.records.create("deal", {"name": "  big deal "})
+    assert deal["name"] == "Big Deal"  # the hook changed what was written
+    updated = await dep.records.update("deal", deal["id"], {"name": "bigger deal"})
+    assert updated["name"] == "Bigger Deal"
+    with pytest.raises(ValidationError) as exc:
+        await dep.records.create("deal", {"name": "forbidden"})
+    assert exc.value.errors[0].field == "name"
+    with pytest.raises(ValidationError):
+        await dep.records.update("deal", deal["id"], {"name": "forbidden"})
+    assert (await dep.records.get("deal", deal["id"]))["name"] == "Bigger Deal"  # nothing written
+    with pytest.raises(ValidationError):
+        await dep.records.bulk_create("deal", [{"name": "ok"}, {"name": "forbidden"}])
+    assert (await dep.records.list("deal", crmcore.ListQuery(count=True))).total == 1
+    await dep.records.delete("deal", deal["id"])
+    await dep.records.restore("deal", deal["id"])
+    deal_calls = [s for s in seen if s[0] == "deal"]
+    assert ("deal", "create", False, False) in deal_calls
+    assert ("deal", "update", True, False) in deal_calls
+    assert ("deal", "create", False, True) in deal_calls  # once per batch
+    assert ("deal", "delete", True, False) in deal_calls and ("deal", "restore", True, False) in deal_calls
+
+    async def async_refusal(change):
+        if change.entity == "contact":
+            raise ValidationError([FieldError("last_name", "blocked", "no contacts today")])
+
+    dep2 = await make_deployment(extra_plugins=[named("async_rules", crm_before_save=async_refusal)])
+    with pytest.raises(ValidationError):
+        await dep2.records.create("contact", {"last_name": "A"})
+
+
+async def test_hook_crm_after_commit(make_deployment, caplog):
+    events = []
+
+    async def crm_after_commit(event, deployment):
+        # after commit: the record is readable from the database
+        if event.action == "create":
+            assert (await deployment.records.get(event.entity, event.record_id))["id"] == event.record_id
+        events.append(event)
+
+    def failing(event):
+        raise RuntimeError("webhook down")
+
+    dep = await make_deployment(extra_plugins=[
+        named("audit_listener", crm_after_commit=crm_after_commit), named("flaky", crm_after_commit=failing),
+    ])
+    with caplog.at_level(logging.ERROR):
+        contact = await dep.records.create("contact", {"last_name": "Kaya"}, user_id=None)
+    assert "flaky" in caplog.text  # logged, the write stays
+    assert (await dep.records.get("contact", contact["id"]))["last_name"] == "Kaya"
+    await dep.records.update("contact", contact["id"], {"city": "Izmir"})
+    ids = await dep.records.bulk_create("contact", [{"last_name": "A"}, {"last_name": "B"}])
+    await dep.records.delete("contact", contact["id"])
+    with pytest.raises(ValidationError):
+        await dep.records.create("contact", {})  # refused: no event
+    assert [(e.entity, e.action) for e in events] == [
+        ("contact", "create"), ("contact", "update"), ("contact", "create"), ("contact", "delete"),
+    ]
+    create, update, bulk, delete = events
+    assert create.record["last_name"] == "Kaya" and create.changes[0]["last_name"] == [None, "Kaya"]
+    assert update.changes == [{"city": [None, "Izmir"]}] and update.record["city"] == "Izmir"
+    assert bulk.record_ids == ids and [r["last_name"] for r in bulk.records] == ["A", "B"]
+    assert delete.record_id == contact["id"]
+
+
+async def test_hook_crm_startup(make_deployment):
+    calls = []
+
+    def crm_startup(deployment):
+        calls.append(("sync", deployment))
+
+    async def async_startup(deployment):
+        # the deployment is fully open: records can be written
+        await deployment.records.create("contact", {"last_name": "Seeded"})
+        calls.append(("async", deployment))
+
+    dep = await make_deployment(extra_plugins=[
+        named("hello", crm_startup=crm_startup), named("seed", crm_startup=async_startup),
+    ])
+    assert sorted(kind for kind, _ in calls) == ["async", "sync"]
+    assert all(d is dep for _, d in calls)
+    assert (await dep.records.list("contact", crmcore.ListQuery(count=True))).total == 1
