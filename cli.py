@@ -732,9 +732,12 @@ def _schema_commands(cli: CrmGroup) -> None:
         async def pending(dep: Deployment) -> list[Any]:
             return list(dep.pending_changes)
 
-        if not with_deployment(obj.path, pending):
+        changes = with_deployment(obj.path, pending)
+        if not changes:
             click.echo("Nothing to migrate.")
             return
+        click.echo("Pending changes (each column is copied to a backup table first):")
+        _table([(p.kind, f"{p.table}.{p.column}", p.detail) for p in changes], ["kind", "column", "detail"])
         if not yes:
             click.confirm("Apply the pending changes (backups are kept)?", abort=True)
 

@@ -537,3 +537,30 @@ def test_plugins_list_without_a_deployment(tmp_path):
 
 def test_serve_refuses_a_bad_port(dep_path):
     assert crm("serve", "--port", "70000", deployment=dep_path, ok=False).exit_code == 2
+
+
+def test_plugin_edition_init_and_demo(tmp_path, install_plugin):
+    install_plugin("salon", """
+from crmcore import Edition
+
+@hookimpl
+def crm_register_entities(register):
+    register(EntityType(name="chair", fields=[Field(name="label", type=FieldType.TEXT, required=True)]))
+
+async def demo(deployment):
+    await deployment.records.bulk_create("salon_chair", [{"label": "Window"}, {"label": "Back"}])
+
+@hookimpl
+def crm_register_editions(register):
+    register(Edition(name="salon", label="Salon CRM", plugins=["salon"], settings={"currency": "EUR"}, demo=demo))
+    register(Edition(name="bare", label="No demo"))
+""")
+    plain = tmp_path / "plain"
+    crm("init", plain)
+    out = crm("demo", "--edition", "salon", deployment=plain, ok=False).output
+    assert "needs plugins this deployment has not enabled: salon" in out
+    assert "has no demo data" in crm("demo", "--edition", "bare", deployment=plain, ok=False).output
+    salon = tmp_path / "salon"
+    assert "edition salon" in crm("init", salon, "--edition", "salon").output
+    assert tomllib.loads((salon / "crm.toml").read_text())["plugins"] == ["salon"]
+    assert "2 salon_chair" in crm("demo", deployment=salon).output
