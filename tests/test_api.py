@@ -18,11 +18,6 @@ from crmcore.api import create_app
 
 
 @pytest.fixture
-def crm_database_url():
-    return None  # TODO: replaced by the backend fixture of crmcore.testing
-
-
-@pytest.fixture
 def deployment_dir(tmp_path, crm_database_url):
     path = tmp_path / "dep"
     crmcore.init_deployment(path, region="TR", currency="EUR")

@@ -212,7 +212,7 @@ def search_condition(entity: EntityType, dialect: str, text: str) -> tuple[str, 
     if dialect == "sqlite":
         match = " AND ".join(f'"{w}"*' for w in words)
         return f'"id" IN (SELECT rowid FROM "{entity.table}__search" WHERE "{entity.table}__search" MATCH ?)', match
-    return "\"_search\" @@ to_tsquery('simple', ?)", " & ".join(f"{w}:*" for w in words)
+    return "\"_search\" @@ to_tsquery('simple', crm_fold(?))", " & ".join(f"{w}:*" for w in words)
 
 
 def parse_sort(entity_fields: dict[str, Field], sort: list[str]) -> list[tuple[str, bool]]:

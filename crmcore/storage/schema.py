@@ -136,12 +136,12 @@ def pg_search_vector(expression: str) -> str:
     ``example.com/x`` and ``+905321234567`` whole, so they are split the way SQLite's FTS5
     tokenizer splits them: a search for a word of an address (``example``) or a number's digits
     finds the record on both databases."""
-    return f"to_tsvector('simple', translate({expression}, '@.+/:', '     '))"
+    return f"to_tsvector('simple', crm_fold(translate({expression}, '@.+/:', '     ')))"
 
 
 def search_signature(entity: EntityType) -> str:
-    # "2;": the PostgreSQL vector splits addresses and numbers since version 2 (rebuilt once).
-    return "2;" + ",".join(c for f in entity.fields if f.is_searchable for c in f.columns())
+    # "3;": the PostgreSQL vector splits addresses and numbers (2) and drops diacritics (3).
+    return "3;" + ",".join(c for f in entity.fields if f.is_searchable for c in f.columns())
 
 
 def wanted_indexes(entity: EntityType) -> dict[str, str]:
@@ -241,6 +241,22 @@ class SchemaManager:
     async def ensure_system_tables(self) -> None:
         for statement in SYSTEM_TABLES:
             await self.db.execute(self._fmt(statement))
+        if self.db.dialect == "postgres":
+            await self._ensure_fold()
+
+    async def _ensure_fold(self) -> None:
+        """``crm_fold(text)``: search text without diacritics (``Şahin`` is found by ``sahin``),
+        as SQLite's FTS5 tokenizer does. Uses the ``unaccent`` extension (trusted, so a database
+        owner may install it); without it, text is left as it is."""
+        try:
+            await self.db.execute("CREATE EXTENSION IF NOT EXISTS unaccent")
+            body = "SELECT unaccent('unaccent'::regdictionary, t)"
+        except Exception:
+            body = "SELECT t"
+        await self.db.execute(
+            f"CREATE OR REPLACE FUNCTION crm_fold(t text) RETURNS text AS $$ {body} $$ "
+            "LANGUAGE sql IMMUTABLE PARALLEL SAFE"
+        )
 
     async def sync(self, entities: list[EntityType]) -> list[PendingChange]:
         """Create what is missing; return the destructive changes left for an explicit migration."""
