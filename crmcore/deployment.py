@@ -147,7 +147,7 @@ class Deployment:
             await deployment.schema.ensure_system_tables()
             await deployment._build()
             if sync:
-                deployment.pending_changes = await deployment.schema.sync(list(deployment.registry))
+                deployment.pending_changes = await deployment._sync()
             await deployment._run_startup()
         except BaseException:
             await db.close()
@@ -242,6 +242,10 @@ class Deployment:
         self.schema_version = int(await self.schema.meta("schema_version") or 0)
         self.records.invalidate()
 
+    async def _sync(self, entities: list[EntityType] | None = None) -> list[PendingChange]:
+        active = {name for name, _ in self.pm.list_name_plugin()} | {"custom"}
+        return await self.schema.sync(list(self.registry) if entities is None else entities, active)
+
     async def refresh(self) -> bool:
         """Pick up schema changes made by another process (a CLI, another server). Cheap."""
         if isinstance(self.db, SQLiteDatabase):
@@ -264,7 +268,7 @@ class Deployment:
     async def add_custom_field(self, entity_name: str, field: Field) -> Field:
         """Add a typed field at run time: a real column (indexed when asked), live at once."""
         entity = self._entity(entity_name)
-        field = msgspec.structs.replace(field, custom=True)
+        field = msgspec.structs.replace(field, custom=True, plugin="custom")
         existing = await self.db.fetchrow(
             'SELECT "removed" FROM crm_custom_field WHERE "entity" = ? AND "name" = ?', (entity.name, field.name)
         )
@@ -289,7 +293,7 @@ class Deployment:
              dt.datetime.now(dt.timezone.utc).isoformat()),
         )
         entity.fields.append(field)
-        await self.schema.sync([entity])
+        await self._sync([entity])
         await self._schema_changed()
         return field
 
@@ -327,7 +331,7 @@ class Deployment:
 
         await store(field)
         try:
-            await self.schema.sync([self._entity(entity_name)])
+            await self._sync([self._entity(entity_name)])
         except IntegrityError:
             await store(old)
             raise RegistryError(
@@ -378,7 +382,7 @@ class Deployment:
                 backup = await self.schema.drop_column(change.table, change.column)
                 done.append(f"re-created {change.table}.{change.column} as {change.detail} (old values in {backup})")
         if done:
-            self.pending_changes = await self.schema.sync(list(self.registry))
+            self.pending_changes = await self._sync()
             await self._schema_changed()
         return done
 
@@ -404,7 +408,7 @@ class Deployment:
         self.pm = pm
         try:
             await self._build()
-            self.pending_changes = await self.schema.sync(list(self.registry))
+            self.pending_changes = await self._sync()
         except BaseException:
             self.pm = old_pm
             await self._build()

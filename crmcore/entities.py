@@ -74,6 +74,8 @@ class Field(msgspec.Struct, kw_only=True, omit_defaults=True):
     searchable: bool | None = None
     #: Added at run time by a consultant rather than declared by code.
     custom: bool = False
+    #: Set by the registry: the plugin that declared it ("custom" for custom fields).
+    plugin: str = ""
 
     def __post_init__(self) -> None:
         if not self.label:
@@ -183,6 +185,7 @@ class Registry:
         check_field(entity, field)
         if field.type is FieldType.RELATION and not field.target:
             raise RegistryError(f"field {field.name!r}: a relation needs a target entity")
+        field = msgspec.structs.replace(field, plugin=plugin)
         entity.fields.append(field)
         return field
 

@@ -264,11 +264,6 @@ async def test_disabling_keeps_the_table_and_data(sample_plugin, make_deployment
     assert (await again.records.get("contact", contact["id"]))["sample_support_level"] == "gold"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known gap: schema sync proposes dropping a column a disabled plugin added to a core entity "
-    "(crm_schema_column does not record the owning plugin), so apply_pending() would move that "
-    "plugin's data to a backup table"
-))
 async def test_disabling_proposes_no_drop_of_plugin_columns(sample_plugin, make_deployment):
     dep = await make_deployment(plugins=["sample"])
     await dep.set_plugins_live([])

@@ -32,7 +32,7 @@ SYSTEM_TABLES = [
         "target" TEXT NOT NULL, "statement" TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS crm_schema_column (
         "tablename" TEXT NOT NULL, "columnname" TEXT NOT NULL, "field_type" TEXT NOT NULL,
-        PRIMARY KEY ("tablename", "columnname"))""",
+        "plugin" TEXT NOT NULL DEFAULT '', PRIMARY KEY ("tablename", "columnname"))""",
     """CREATE TABLE IF NOT EXISTS crm_custom_field (
         "entity" TEXT NOT NULL, "name" TEXT NOT NULL, "definition" TEXT NOT NULL,
         "removed" {bool} NOT NULL DEFAULT {false}, "created_at" TEXT NOT NULL,
@@ -258,14 +258,18 @@ class SchemaManager:
             "LANGUAGE sql IMMUTABLE PARALLEL SAFE"
         )
 
-    async def sync(self, entities: list[EntityType]) -> list[PendingChange]:
-        """Create what is missing; return the destructive changes left for an explicit migration."""
+    async def sync(self, entities: list[EntityType], active_plugins: set[str] | None = None) -> list[PendingChange]:
+        """Create what is missing; return the destructive changes left for an explicit migration.
+
+        A column whose plugin is not active (disabled, uninstalled) is never proposed for a drop:
+        disabling a plugin keeps its data, also in columns it added to other entities.
+        """
         pending: list[PendingChange] = []
         existing_tables = await self.tables()
         existing_indexes = await self.indexes()
         recorded = {
-            (t, c): ft for t, c, ft in await self.db.fetch(
-                'SELECT "tablename", "columnname", "field_type" FROM crm_schema_column'
+            (t, c): (ft, plugin) for t, c, ft, plugin in await self.db.fetch(
+                'SELECT "tablename", "columnname", "field_type", "plugin" FROM crm_schema_column'
             )
         }
         for entity in entities:
@@ -284,19 +288,21 @@ class SchemaManager:
                         ddl = table.alter().add_column(column, col).ddl
                         for statement in ddl if isinstance(ddl, list) else [ddl]:
                             await self._apply("add_column", f"{entity.table}.{column}", statement)
-                    was = recorded.get((entity.table, column))
+                    was, _ = recorded.get((entity.table, column), (None, None))
                     if was is None:
                         await self.db.execute(
-                            'INSERT INTO crm_schema_column ("tablename", "columnname", "field_type") '
-                            "VALUES (?, ?, ?)",
-                            (entity.table, column, field.type.value),
+                            'INSERT INTO crm_schema_column ("tablename", "columnname", "field_type", "plugin") '
+                            "VALUES (?, ?, ?, ?)",
+                            (entity.table, column, field.type.value, field.plugin),
                         )
                     elif was != field.type.value and not _compatible(was, field.type.value):
                         pending.append(PendingChange(
                             "type_change", entity.table, column,
                             f"declared {field.type.value}, stored as {was}",
                         ))
-            for (t, column), was in recorded.items():
+            for (t, column), (was, plugin) in recorded.items():
+                if active_plugins is not None and plugin not in active_plugins:
+                    continue
                 if t == entity.table and column not in declared and column in have:
                     pending.append(PendingChange("drop_column", t, column, f"no longer declared (was {was})"))
             for name, statement in wanted_indexes(entity).items():
