@@ -86,9 +86,9 @@ def with_deployment(path: Path, action: Callable[[Deployment], Awaitable[T]]) ->
 
 
 def _settings(path: Path) -> crmcore.Settings:
-    from crmcore.deployment import _load_settings
+    from crmcore.deployment import load_settings
 
-    return _load_settings(path)
+    return load_settings(path)
 
 
 def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
@@ -140,50 +140,18 @@ def _add_plugin_commands(group: CrmGroup, path: Path) -> None:
 
 # -- option checks (input parsing only; the services validate again) --------------------------
 
-def _check_region(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    import phonenumbers
+def _check(name: str) -> Callable[[click.Context, click.Parameter, str | None], str | None]:
+    """An option callback checking a deployment setting the way the core does."""
+    def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        from crmcore.deployment import check_setting
 
-    if value is None:
-        return None
-    value = value.upper()
-    if value not in phonenumbers.SUPPORTED_REGIONS:
-        raise click.BadParameter(f"{value!r} is not a region code; use ISO 3166 alpha-2 such as TR, DE, US")
-    return value
-
-
-def _check_currency(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    from babel.numbers import list_currencies
-
-    if value is None:
-        return None
-    value = value.upper()
-    if value not in list_currencies():
-        raise click.BadParameter(f"{value!r} is not an ISO 4217 currency code such as EUR, USD, TRY")
-    return value
-
-
-def _check_timezone(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    import zoneinfo
-
-    if value is None:
-        return None
-    try:
-        zoneinfo.ZoneInfo(value)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise click.BadParameter(f"{value!r} is not a time zone; use an IANA name such as Europe/Istanbul") from None
-    return value
-
-
-def _check_locale(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    from babel import Locale, UnknownLocaleError
-
-    if value is None:
-        return None
-    try:
-        Locale.parse(value)
-    except (UnknownLocaleError, ValueError, TypeError):
-        raise click.BadParameter(f"{value!r} is not a locale; use e.g. en, tr, de_DE") from None
-    return value
+        if value is None:
+            return None
+        try:
+            return check_setting(name, value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return callback
 
 
 # -- the command groups ------------------------------------------------------------------------
@@ -192,10 +160,10 @@ def _init_commands(cli: CrmGroup) -> None:
     @cli.command()
     @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
     @click.option("--edition", default="standard", show_default=True, help="The edition to set up (see crm plugins list).")
-    @click.option("--currency", callback=_check_currency, help="Default currency, ISO 4217 (EUR, TRY...).")
-    @click.option("--region", callback=_check_region, help="Region for phone numbers without a country code (TR, DE...).")
-    @click.option("--timezone", callback=_check_timezone, help="IANA time zone, e.g. Europe/Istanbul.")
-    @click.option("--locale", callback=_check_locale, help="Locale, e.g. en, tr.")
+    @click.option("--currency", callback=_check("currency"), help="Default currency, ISO 4217 (EUR, TRY...).")
+    @click.option("--region", callback=_check("region"), help="Region for phone numbers without a country code (TR, DE...).")
+    @click.option("--timezone", callback=_check("timezone"), help="IANA time zone, e.g. Europe/Istanbul.")
+    @click.option("--locale", callback=_check("locale"), help="Locale, e.g. en, tr.")
     @click.option("--database-url", help="PostgreSQL URL; default: an SQLite file in the folder.")
     def init(directory: Path, edition: str, currency: str | None, region: str | None, timezone: str | None,
              locale: str | None, database_url: str | None) -> None:

@@ -25,7 +25,10 @@ from .fieldvalues import FieldValueError, parse_value
 from .storage.database import Database, IntegrityError, SQLiteDatabase, open_database
 from .storage.schema import PendingChange, SchemaManager
 
-__all__ = ["Deployment", "Settings", "init_deployment", "DeploymentError", "available_editions"]
+__all__ = [
+    "Deployment", "Settings", "init_deployment", "DeploymentError", "available_editions", "load_settings",
+    "save_settings", "check_setting",
+]
 
 CONFIG_FILE = "crm.toml"
 DB_FILE = "crm.db"
@@ -47,14 +50,61 @@ class Settings(msgspec.Struct, kw_only=True):
     database_url: str | None = None
 
 
-def _load_settings(path: Path) -> Settings:
-    config = path / CONFIG_FILE
+def check_setting(name: str, value: str) -> str:
+    """A deployment setting checked and normalised; ValueError says what is accepted."""
+    if name == "region":
+        import phonenumbers
+
+        if not isinstance(value, str) or value.upper() not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"{value!r} is not a region code; use ISO 3166 alpha-2 such as TR, DE, US")
+        return value.upper()
+    if name == "currency":
+        from babel.numbers import list_currencies
+
+        if not isinstance(value, str) or value.upper() not in list_currencies():
+            raise ValueError(f"{value!r} is not an ISO 4217 currency code such as EUR, USD, TRY")
+        return value.upper()
+    if name == "timezone":
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
+            raise ValueError(f"{value!r} is not a time zone; use an IANA name such as Europe/Istanbul") from None
+        return value
+    if name == "locale":
+        from babel import Locale, UnknownLocaleError
+
+        try:
+            Locale.parse(value)
+        except (UnknownLocaleError, ValueError, TypeError):
+            raise ValueError(f"{value!r} is not a locale; use e.g. en, tr, de_DE") from None
+        return value
+    return value
+
+
+CHECKED_SETTINGS = ("region", "currency", "timezone", "locale")
+
+
+def _checked(settings: Settings, where: str) -> Settings:
+    try:
+        for name in CHECKED_SETTINGS:
+            setattr(settings, name, check_setting(name, getattr(settings, name)))
+    except ValueError as exc:
+        raise DeploymentError(f"{where}: {name}: {exc}") from None
+    return settings
+
+
+def load_settings(path: Path) -> Settings:
+    """The settings in a deployment folder's ``crm.toml``, checked."""
+    config = Path(path) / CONFIG_FILE
     if not config.exists():
         raise DeploymentError(f"{path} is not a deployment: {CONFIG_FILE} is missing (create one with: crm init {path})")
     try:
-        return msgspec.convert(tomllib.loads(config.read_text()), Settings)
+        settings = msgspec.convert(tomllib.loads(config.read_text()), Settings)
     except (tomllib.TOMLDecodeError, msgspec.ValidationError) as exc:
         raise DeploymentError(f"{config}: {exc}") from None
+    return _checked(settings, str(config))
 
 
 def save_settings(path: Path, settings: Settings) -> None:
@@ -89,7 +139,11 @@ def init_deployment(path: Path, *, edition: str = "standard", **overrides: Any) 
     if chosen is None:
         raise DeploymentError(f"unknown edition {edition!r}; available: {', '.join(sorted(editions))}")
     values = {"name": path.resolve().name, **chosen.settings, **{k: v for k, v in overrides.items() if v is not None}}
-    settings = msgspec.convert({**values, "edition": edition, "plugins": list(chosen.plugins)}, Settings)
+    try:
+        settings = msgspec.convert({**values, "edition": edition, "plugins": list(chosen.plugins)}, Settings)
+    except msgspec.ValidationError as exc:
+        raise DeploymentError(str(exc)) from None
+    settings = _checked(settings, "settings")
     path.mkdir(parents=True, exist_ok=True)
     save_settings(path, settings)
     return settings
@@ -127,7 +181,7 @@ class Deployment:
         enabled ones (tests, embedding); see :func:`crmcore.plugins.get_plugin_manager`."""
         path = Path(path)
         extra_plugins = tuple(extra_plugins)
-        settings = _load_settings(path)
+        settings = load_settings(path)
         url = database_url or os.environ.get("CRM_DATABASE_URL") or settings.database_url
         if not url:
             url = f"sqlite:///{(path / DB_FILE).resolve()}"

@@ -306,7 +306,7 @@ def crm_database_url(crm_backend: Backend) -> str | None:
 
 async def _make_deployment_fixture(tmp_path: Path, crm_backend: Backend):
     import crmcore
-    from crmcore.deployment import DB_FILE, _load_settings, save_settings
+    from crmcore.deployment import DB_FILE, load_settings, save_settings
 
     opened: list[Any] = []
     urls: dict[Path, str | None] = {}
@@ -319,7 +319,7 @@ async def _make_deployment_fixture(tmp_path: Path, crm_backend: Backend):
         if path is not None and (Path(path) / "crm.toml").exists():
             path = Path(path)
             if plugins or settings:
-                current = _load_settings(path)
+                current = load_settings(path)
                 for key, value in settings.items():
                     setattr(current, key, value)
                 if plugins:
@@ -329,7 +329,7 @@ async def _make_deployment_fixture(tmp_path: Path, crm_backend: Backend):
             path = Path(path) if path is not None else tmp_path / f"deployment{next(counter)}"
             crmcore.init_deployment(path, edition=edition, **settings)
             if plugins:
-                current = _load_settings(path)
+                current = load_settings(path)
                 current.plugins = list(dict.fromkeys([*current.plugins, *plugins]))
                 save_settings(path, current)
         path = path.resolve()

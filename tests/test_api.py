@@ -287,3 +287,12 @@ def test_custom_field_options_change_safely(client):
     problem(client.patch("/api/meta/entities/company/fields/vat_id", json={"type": "integer"}), 422)
     problem(client.post("/api/meta/entities/company/fields", json={"name": "size", "type": "integer", "default": "big"}), 422)
     problem(client.post("/api/contact", json={"last_name": "Owned", "owner_id": 424242}), 422)
+
+
+def test_init_refuses_unusable_settings(tmp_path):
+    for setting, value in [("region", "XX"), ("currency", "EURO"), ("timezone", "Mars/Base"), ("locale", "zz_ZZ")]:
+        with pytest.raises(crmcore.DeploymentError, match=setting):
+            crmcore.init_deployment(tmp_path / setting, **{setting: value})
+        assert not (tmp_path / setting / "crm.toml").exists()
+    settings = crmcore.init_deployment(tmp_path / "ok", region="tr", currency="try")
+    assert (settings.region, settings.currency) == ("TR", "TRY")

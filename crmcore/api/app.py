@@ -20,7 +20,7 @@ from litestar.exceptions import NotFoundException
 from litestar.handlers import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 
-from ..deployment import Deployment, _load_settings
+from ..deployment import Deployment, load_settings
 from ..entities import Field
 from ..plugins import call_each, discover, get_plugin_manager
 from ..records.errors import FieldError, ValidationError
@@ -402,7 +402,7 @@ def _guarded(route: Any, plugin: str) -> Router:
 
 def _plugin_routes(path: Path) -> list[tuple[str, Any]]:
     """Routes of the deployment's enabled plugins, read before the database is opened."""
-    settings = _load_settings(path)
+    settings = load_settings(path)
     pm = get_plugin_manager(settings.plugins)
     routes: list[tuple[str, Any]] = []
     call_each(pm, "crm_register_routes", lambda plugin: {
