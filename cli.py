@@ -576,18 +576,18 @@ def _fields_commands(cli: CrmGroup) -> None:
     @click.pass_obj
     def list_(obj: Obj, entity: str) -> None:
         """The fields of ENTITY, with their type and flags (custom, hidden...)."""
-        async def get(dep: Deployment) -> crmcore.EntityType:
+        async def get(dep: Deployment) -> tuple[crmcore.EntityType, set[str]]:
             found = dep.registry.get(entity)
             if found is None:
                 raise RegistryError(f"unknown entity {entity!r}; known: {', '.join(sorted(dep.registry.entities))}")
-            return found
+            return found, {f.name for f, removed in await dep.custom_fields(entity) if removed}
 
-        found = with_deployment(obj.path, get)
+        found, removed = with_deployment(obj.path, get)
         rows = []
         for f in found.fields:
             flags = [flag for flag, on in (
                 ("required", f.required), ("unique", f.unique), ("indexed", f.indexed), ("in-list", f.in_list),
-                ("custom", f.custom), ("hidden", f.hidden),
+                ("custom", f.custom), ("removed", f.name in removed), ("hidden", f.hidden and f.name not in removed),
             ) if on]
             extra = f"-> {f.target}" if f.target else ", ".join(f.choices)
             rows.append((f.name, f.type.value, f.label, " ".join(flags), extra))
@@ -614,17 +614,20 @@ def _fields_commands(cli: CrmGroup) -> None:
     @click.pass_obj
     def show(obj: Obj, entity: str, name: str) -> None:
         """Show a hidden custom field NAME of ENTITY again."""
-        async def apply(dep: Deployment) -> bool:
-            await dep.update_custom_field(entity, name, hidden=False)
-            field = dep.registry.get(entity).field(name)
-            return field is not None and not field.hidden
-
-        if not with_deployment(obj.path, apply):
-            raise click.ClickException(
-                f"{entity}.{name} was removed, not just hidden; a removed field cannot be shown again "
-                f"(purge it with: crm fields purge {entity} {name} --yes)"
-            )
+        _update(obj, entity, name, hidden=False)
         click.echo(f"{entity}.{name} is shown again")
+
+    @fields.command()
+    @click.argument("entity")
+    @click.argument("name")
+    @click.pass_obj
+    def restore(obj: Obj, entity: str, name: str) -> None:
+        """Bring back removed custom field NAME of ENTITY, with its data."""
+        async def apply(dep: Deployment) -> None:
+            await dep.restore_custom_field(entity, name)
+
+        with_deployment(obj.path, apply)
+        click.echo(f"Restored {entity}.{name} with its data")
 
     @fields.command()
     @click.argument("entity")

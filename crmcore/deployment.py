@@ -355,10 +355,12 @@ class Deployment:
         """Relabel, change options, hide or show a custom field (never its type: see migrations)."""
         entity = self._entity(entity_name)
         row = await self.db.fetchrow(
-            'SELECT "definition" FROM crm_custom_field WHERE "entity" = ? AND "name" = ?', (entity.name, name)
+            'SELECT "definition", "removed" FROM crm_custom_field WHERE "entity" = ? AND "name" = ?', (entity.name, name)
         )
         if row is None:
             raise RegistryError(f"{entity.name} has no custom field {name!r}")
+        if row[1]:
+            raise RegistryError(f"custom field {name!r} was removed; restore it first (crm fields restore)")
         allowed = {"label", "help_text", "required", "default", "indexed", "choices", "in_list", "hidden", "searchable", "max_length", "unique"}
         wrong = set(changes) - allowed
         if wrong:
@@ -393,16 +395,32 @@ class Deployment:
             ) from None
         return field
 
+    async def custom_fields(self, entity_name: str) -> list[tuple[Field, bool]]:
+        """The entity's custom fields with whether each was removed (hidden, data kept)."""
+        entity = self._entity(entity_name)
+        rows = await self.db.fetch(
+            'SELECT "definition", "removed" FROM crm_custom_field WHERE "entity" = ? ORDER BY "created_at", "name"',
+            (entity.name,),
+        )
+        return [(msgspec.json.decode(definition, type=Field), bool(removed)) for definition, removed in rows]
+
     async def remove_custom_field(self, entity_name: str, name: str) -> None:
         """Soft removal: hidden everywhere, the column and its data kept (``purge`` drops it)."""
+        await self._set_removed(entity_name, name, True)
+
+    async def restore_custom_field(self, entity_name: str, name: str) -> None:
+        """Bring a removed custom field back, with the data it had."""
+        await self._set_removed(entity_name, name, False)
+
+    async def _set_removed(self, entity_name: str, name: str, removed: bool) -> None:
         entity = self._entity(entity_name)
-        done = await self.db.fetchrow(
+        row = await self.db.fetchrow(
             'SELECT "removed" FROM crm_custom_field WHERE "entity" = ? AND "name" = ?', (entity.name, name)
         )
-        if done is None:
+        if row is None:
             raise RegistryError(f"{entity.name} has no custom field {name!r}")
         await self.db.execute(
-            'UPDATE crm_custom_field SET "removed" = ? WHERE "entity" = ? AND "name" = ?', (True, entity.name, name)
+            'UPDATE crm_custom_field SET "removed" = ? WHERE "entity" = ? AND "name" = ?', (removed, entity.name, name)
         )
         await self._schema_changed()
 

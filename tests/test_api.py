@@ -193,6 +193,12 @@ def test_custom_field_by_api_is_live_in_filters_and_schema(client):
     assert client.delete("/api/meta/entities/contact/fields/loyalty").status_code == 204
     problem(client.get("/api/contact?loyalty=gold"), 422)  # hidden everywhere ...
     assert "loyalty" not in client.get("/api/contact").json()["items"][0]
+    listed = client.get("/api/meta/entities/contact/fields").json()
+    assert [(f["name"], f["removed"], f["label"]) for f in listed] == [("loyalty", True, "Loyalty tier")]
+    problem(client.patch("/api/meta/entities/contact/fields/loyalty", json={"hidden": False}), 422)
+    assert client.post("/api/meta/entities/contact/fields/loyalty/restore").status_code == 200
+    assert [r["last_name"] for r in client.get("/api/contact?loyalty=gold").json()["items"]] == ["A"]  # ... data kept
+    assert client.delete("/api/meta/entities/contact/fields/loyalty").status_code == 204
     purged = client.post("/api/meta/entities/contact/fields/loyalty/purge")
     assert purged.status_code == 200 and purged.json()["backup"].startswith("crm_backup_")
 

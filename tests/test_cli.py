@@ -268,8 +268,13 @@ def test_fields_remove_and_purge_errors(dep_path):
     assert "must be removed before" in crm("fields", "purge", "contact", "nick", "--yes", deployment=dep_path, ok=False).output
     assert "no custom field" in crm("fields", "remove", "contact", "email", deployment=dep_path, ok=False).output
     crm("fields", "remove", "contact", "nick", deployment=dep_path)
-    assert "cannot be shown again" in crm("fields", "show", "contact", "nick", deployment=dep_path, ok=False).output
+    assert "restore it first" in crm("fields", "show", "contact", "nick", deployment=dep_path, ok=False).output
     assert "purge it first" in crm("fields", "add", "contact", "nick", "--type", "text", deployment=dep_path, ok=False).output
+    listing = crm("fields", "list", "contact", deployment=dep_path).output
+    assert "removed" in next(line for line in listing.splitlines() if line.startswith("nick"))
+    crm("fields", "restore", "contact", "nick", deployment=dep_path)
+    listing = crm("fields", "list", "contact", deployment=dep_path).output
+    assert "removed" not in next(line for line in listing.splitlines() if line.startswith("nick"))
 
 
 # -- plugins ------------------------------------------------------------------------------------

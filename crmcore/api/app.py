@@ -298,6 +298,22 @@ def _field_from(data: Any) -> Field:
         raise ValidationError([FieldError(name, "invalid", str(exc))]) from None
 
 
+@get("/api/meta/entities/{entity:str}/fields", tags=["custom fields"])
+async def list_custom_fields(request: Request) -> Response:
+    """The entity's custom fields, removed ones included (``removed``: hidden, data kept)."""
+    entity = request.path_params["entity"]
+    fields = await _deployment(request).custom_fields(entity)
+    return _json([msgspec.to_builtins(f) | {"type": f.type.value, "removed": removed} for f, removed in fields])
+
+
+@post("/api/meta/entities/{entity:str}/fields/{name:str}/restore", tags=["custom fields"], status_code=200)
+async def restore_field(request: Request) -> Response:
+    """Bring a removed custom field back, with its data."""
+    entity, name = request.path_params["entity"], request.path_params["name"]
+    await _deployment(request).restore_custom_field(entity, name)
+    return _json({"restored": name})
+
+
 @post("/api/meta/entities/{entity:str}/fields", tags=["custom fields"], status_code=201)
 async def add_field(request: Request) -> Response:
     """Add a custom field: a real column, filterable, sortable and searchable at once."""
@@ -431,7 +447,7 @@ def create_app(deployment_path: str | Path, *, database_url: str | None = None) 
 
     app = Litestar(
         route_handlers=[
-            health, meta, entity_meta, add_field, change_field, remove_field, purge_field,
+            health, meta, entity_meta, list_custom_fields, restore_field, add_field, change_field, remove_field, purge_field,
             list_plugins, enable_plugin, disable_plugin, openapi_schema, openapi_json,
             list_records, list_trash, export_records, create_record, bulk_create, bulk_update, get_record, update_record,
             delete_record, restore_record, record_history,
