@@ -105,8 +105,12 @@ async def test_remove_hides_but_keeps_data(dep):
     with pytest.raises(RegistryError) as exc:
         await dep.add_custom_field("contact", Field(name="shoe", type=T.INTEGER))
     assert "purge" in str(exc.value)
-    # showing it again brings the data back
-    await dep.update_custom_field("contact", "shoe", hidden=False)
+    # a removed field is not merely hidden: showing it is refused, restoring brings the data back
+    with pytest.raises(RegistryError, match="restore"):
+        await dep.update_custom_field("contact", "shoe", hidden=False)
+    assert [(f.name, removed) for f, removed in await dep.custom_fields("contact")] == [("shoe", True)]
+    await dep.restore_custom_field("contact", "shoe")
+    assert (await dep.records.get("contact", rid))["shoe"] == 42
 
 
 async def test_purge_backs_up_then_drops(dep):

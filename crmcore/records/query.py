@@ -40,6 +40,8 @@ _SYSTEM_FIELDS = {
     "created_at": Field(name="created_at", type=FieldType.DATETIME),
     "updated_at": Field(name="updated_at", type=FieldType.DATETIME),
 }
+#: System columns that are never NULL.
+NOT_NULL = {"id", "version", "created_at", "updated_at"}
 _COMPARABLE = {"lt", "lte", "gt", "gte", "between"}
 _SQL_OP = {"eq": "=", "ne": "<>", "lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
 
@@ -280,7 +282,7 @@ def compile_list(
         if dialect == "postgres":
             last = [_cursor_value(_SYSTEM_FIELDS.get(n) or fields[n], v) for (_, n, _), v in zip(keys, last)]
         ors = []
-        for i, (expr, _, desc) in enumerate(keys):
+        for i, (expr, name, desc) in enumerate(keys):
             # NULL sorts as the largest value: last ascending, first descending (PostgreSQL's
             # default, made explicit on SQLite), so indexes serve both.
             value = last[i]
@@ -291,13 +293,17 @@ def compile_list(
                 ands.append(f"{prev_expr} IS NULL" if prev is None else f"{prev_expr} = {compiler.param(prev)}")
             if desc:
                 after = f"{expr} IS NOT NULL" if value is None else f"{expr} < {compiler.param(value)}"
+            elif name in NOT_NULL:  # a plain range lets the index start at the cursor
+                after = f"{expr} > {compiler.param(value)}"
             else:
                 after = f"({expr} > {compiler.param(value)} OR {expr} IS NULL)"
             ors.append("(" + " AND ".join(ands + [after]) + ")")
         where.append("(" + " OR ".join(ors) + ")" if ors else "1 = 0")
+    # NULLS placement only where NULLs can occur: on SQLite a NULLS clause on "id" turns an
+    # index walk that stops after one page into a sort of every match.
     order = ", ".join(
-        f"{expr} {'DESC NULLS FIRST' if desc else 'ASC NULLS LAST'}" if dialect == "sqlite" or name != "id"
-        else f"{expr} {'DESC' if desc else 'ASC'}"
+        f"{expr} {'DESC' if desc else 'ASC'}" if name in NOT_NULL
+        else f"{expr} {'DESC NULLS FIRST' if desc else 'ASC NULLS LAST'}"
         for expr, name, desc in keys
     )
     sort_select = "".join(f", {expr}" for expr, name, _ in keys[:-1])
