@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any
 
 import msgspec
@@ -27,6 +28,10 @@ _json_decode = msgspec.json.decode
 
 def _sqlite_time_out(value: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value) if value is not None else None
+
+
+def _time_reader(row: tuple, i: int) -> dt.datetime | None:
+    return _sqlite_time_out(row[i])
 
 
 def db_time(value: dt.datetime, dialect: str) -> Any:
@@ -81,16 +86,25 @@ class EntityCodec:
         fields = entity.visible_fields if fields is None else fields
         self.fields = fields
         self.columns: list[str] = list(SYSTEM_READ)
-        self._readers: list[tuple[str, Callable[[tuple, int], Any], int]] = []
-        time_out = _sqlite_time_out if dialect == "sqlite" else _identity
-        self._system_out = [
-            (name, time_out if name in ("created_at", "updated_at", "deleted_at") else _identity)
-            for name in SYSTEM_READ
-        ]
+        # Decoding a row: columns stored as they are shown are copied in one step; only the
+        # others (times on SQLite, money, phones, lists...) go through a converter.
+        plain: list[tuple[str, int]] = []
+        self._special: list[tuple[str, Callable[[tuple, int], Any], int]] = []
+        for position, name in enumerate(SYSTEM_READ):
+            if dialect == "sqlite" and name in ("created_at", "updated_at", "deleted_at"):
+                self._special.append((name, _time_reader, position))
+            else:
+                plain.append((name, position))
         for field in fields:
             position = len(self.columns)
             self.columns.extend(field.columns())
-            self._readers.append((field.name, self._reader(field), position))
+            reader = self._reader(field)
+            if reader is None:
+                plain.append((field.name, position))
+            else:
+                self._special.append((field.name, reader, position))
+        self._plain_names = [name for name, _ in plain]
+        self._plain_get = itemgetter(*(position for _, position in plain))
         self.select_list = ", ".join(f'"{c}"' for c in self.columns)
         self.writers: dict[str, list[tuple[str, Callable[[Any], Any]]]] = {
             f.name: self._writer(f) for f in entity.fields
@@ -110,7 +124,8 @@ class EntityCodec:
                 self.insert_columns.append(column)
 
 
-    def _reader(self, field: Field) -> Callable[[tuple, int], Any]:
+    def _reader(self, field: Field) -> Callable[[tuple, int], Any] | None:
+        """How to read a field from a row, or None when its column holds the value as shown."""
         if field.type is FieldType.MONEY:
             def money(row: tuple, i: int) -> Money | None:
                 amount = row[i]
@@ -119,6 +134,8 @@ class EntityCodec:
         if field.type is FieldType.PHONE:
             return lambda row, i: None if row[i] is None else Phone(row[i], row[i + 1])
         convert = _scalar_from_db(field.type, self.dialect)
+        if convert is _identity:
+            return None
         return lambda row, i: convert(row[i])
 
     def _writer(self, field: Field) -> list[tuple[str, Callable[[Any], Any]]]:
@@ -136,8 +153,8 @@ class EntityCodec:
         return [(field.name, main)]
 
     def decode(self, row: tuple) -> dict[str, Any]:
-        record = {name: convert(row[i]) for i, (name, convert) in enumerate(self._system_out)}
-        for name, read, position in self._readers:
+        record = dict(zip(self._plain_names, self._plain_get(row)))
+        for name, read, position in self._special:
             record[name] = read(row, position)
         return record
 
