@@ -31,6 +31,8 @@ __all__ = [
 ]
 
 CONFIG_FILE = "crm.toml"
+#: Announced after every schema change, so other processes pick it up at once.
+SCHEMA_CHANNEL = "crm_schema"
 DB_FILE = "crm.db"
 
 
@@ -168,6 +170,8 @@ class Deployment:
         self.schema_version = 0
         self.pending_changes: list[PendingChange] = []
         self._data_version: int | None = None
+        self._watched = False
+        self._schema_stale = False
         #: Plugin objects given to ``open(extra_plugins=...)``; kept across ``set_plugins_live``.
         self.extra_plugins: tuple[Any, ...] = ()
 
@@ -300,13 +304,19 @@ class Deployment:
         active = {name for name, _ in self.pm.list_name_plugin()} | {"custom"}
         return await self.schema.sync(list(self.registry) if entities is None else entities, active)
 
-    async def refresh(self) -> bool:
-        """Pick up schema changes made by another process (a CLI, another server). Cheap."""
-        if isinstance(self.db, SQLiteDatabase):
-            version = self.db.data_version()
-            if version == self._data_version:
+    async def refresh(self, *, force: bool = False) -> bool:
+        """Pick up schema changes made by another process (a CLI, another server). Cheap: on
+        SQLite a look at the file's change counter, on PostgreSQL a flag set by a notification;
+        ``force`` reads the stored schema version regardless."""
+        if not force:
+            if isinstance(self.db, SQLiteDatabase):
+                version = self.db.data_version()
+                if version == self._data_version:
+                    return False
+                self._data_version = version
+            elif self._watched and not self._schema_stale:
                 return False
-            self._data_version = version
+        self._schema_stale = False
         stored = int(await self.schema.meta("schema_version") or 0)
         if stored == self.schema_version:
             return False
@@ -315,7 +325,16 @@ class Deployment:
 
     async def _schema_changed(self) -> None:
         await self.schema.set_meta("schema_version", str(self.schema_version + 1))
+        await self.db.announce(SCHEMA_CHANNEL)
         await self._build()
+
+    async def watch_schema(self) -> None:
+        """For long-running processes (the server): be told of schema changes by notification
+        where the database can (PostgreSQL), so ``refresh()`` costs no query per request."""
+        self._watched = await self.db.watch(SCHEMA_CHANNEL, self._mark_stale)
+
+    def _mark_stale(self) -> None:
+        self._schema_stale = True
 
     # -- custom fields -----------------------------------------------------------------------
 

@@ -3,6 +3,8 @@ removal, backed-up purge, search, and other processes picking the change up."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 import crmcore
@@ -199,3 +201,29 @@ async def test_schema_sync_is_idempotent(make_deployment):
     again = await make_deployment(path=dep.path)
     assert len(await history(again)) == count  # re-opening changes nothing
     assert again.pending_changes == []
+
+
+async def test_a_watching_instance_is_told_of_changes(make_deployment):
+    """A server watches for schema changes: on PostgreSQL by notification (no query per request)."""
+    first = await make_deployment()
+    server = await make_deployment(path=first.path)
+    await server.watch_schema()
+    assert await server.refresh() is False
+    await first.add_custom_field("contact", Field(name="tier", type=T.TEXT))
+    for _ in range(200):  # the notification arrives asynchronously
+        if await server.refresh():
+            break
+        await asyncio.sleep(0.01)
+    assert server.registry.get("contact").field("tier") is not None
+
+
+async def test_unknown_field_rechecks_the_schema_before_refusing(make_deployment):
+    first = await make_deployment()
+    server = await make_deployment(path=first.path)
+    await server.watch_schema()
+    await first.add_custom_field("contact", Field(name="tier", type=T.TEXT))
+    # no refresh() call: the write itself notices the name and re-reads the schema once
+    created = await server.records.create("contact", {"last_name": "A", "tier": "gold"})
+    assert created["tier"] == "gold"
+    page = await server.records.list("contact", ListQuery(filter={"field": "tier", "op": "eq", "value": "gold"}))
+    assert [r["id"] for r in page.items] == [created["id"]]

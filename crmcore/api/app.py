@@ -434,6 +434,7 @@ def create_app(deployment_path: str | Path, *, database_url: str | None = None) 
 
     async def startup(app: Litestar) -> None:
         dep = await Deployment.open(path, database_url=database_url)
+        await dep.watch_schema()
         app.state.deployment = dep
 
     async def shutdown(app: Litestar) -> None:

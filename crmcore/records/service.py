@@ -9,6 +9,7 @@ receives the event. Bulk writes take the same path once per batch, not once per 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import inspect
 import logging
 from typing import TYPE_CHECKING, Any
@@ -74,6 +75,24 @@ class Page(msgspec.Struct):
     items: list[dict[str, Any]]
     next_cursor: str | None = None
     total: int | None = None
+
+
+def _fresh_schema(method):
+    """Names unknown here may be fields another process just added: re-read the schema once
+    and retry before refusing them (notifications of schema changes arrive asynchronously)."""
+
+    @functools.wraps(method)
+    async def wrapper(self: RecordsService, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(self, *args, **kwargs)
+        except ValidationError as exc:
+            if not any(e.code == "unknown_field" for e in exc.errors):
+                raise
+            if not await self.deployment.refresh(force=True):
+                raise
+        return await method(self, *args, **kwargs)
+
+    return wrapper
 
 
 def _now() -> dt.datetime:
@@ -234,10 +253,12 @@ class RecordsService:
 
     # -- writes ------------------------------------------------------------------------------
 
+    @_fresh_schema
     async def create(self, entity_name: str, data: dict[str, Any], *, user_id: int | None = None) -> dict[str, Any]:
         ids = await self._create(self.entity(entity_name), [data], user_id=user_id, single=True)
         return await self.get(entity_name, ids[0])
 
+    @_fresh_schema
     async def bulk_create(self, entity_name: str, rows: list[dict[str, Any]], *, user_id: int | None = None) -> list[int]:
         """Create many records in one transaction: all or nothing; errors name the row."""
         return await self._create(self.entity(entity_name), rows, user_id=user_id, single=False)
@@ -308,6 +329,7 @@ class RecordsService:
         """Hooks may have changed values; validate what they set the same way."""
         return self._parse(entity, {k: v for k, v in values.items()}, creating=False) if values else values
 
+    @_fresh_schema
     async def update(
         self, entity_name: str, record_id: int, data: dict[str, Any], *, version: int | None = None,
         user_id: int | None = None,
@@ -356,6 +378,7 @@ class RecordsService:
                                      records=[after], changes=[diff], user_id=user_id))
         return after
 
+    @_fresh_schema
     async def bulk_update(
         self, entity_name: str, updates: list[dict[str, Any]], *, user_id: int | None = None
     ) -> list[int]:
@@ -523,6 +546,7 @@ class RecordsService:
             raise NotFound(entity.name, record_id)
         return codec.decode(row)
 
+    @_fresh_schema
     async def list(self, entity_name: str, query: ListQuery) -> Page:
         entity = self.entity(entity_name)
         codec = self.codec(entity)

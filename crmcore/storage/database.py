@@ -75,6 +75,14 @@ class Database:
     async def schema_changed(self) -> None:
         """Forget what was prepared against the old schema (called after tables changed)."""
 
+    async def watch(self, channel: str, callback: Any) -> bool:
+        """Call ``callback()`` when another connection announces ``channel``; False if the
+        database cannot tell (then callers poll)."""
+        return False
+
+    async def announce(self, channel: str) -> None:
+        """Tell every watcher of ``channel`` (after the announcing write committed)."""
+
 
 # --- SQLite -------------------------------------------------------------------------------------
 
@@ -212,6 +220,7 @@ class PostgresDatabase(Database):
         self._min, self._max = min_size, max_size
         self.engine = None
         self.pool = None
+        self._listener = None
         self._conn: contextvars.ContextVar[Any] = contextvars.ContextVar(f"pg{id(self)}", default=None)
 
     async def connect(self) -> None:
@@ -231,9 +240,23 @@ class PostgresDatabase(Database):
         self.engine.pool = self.pool
 
     async def close(self) -> None:
+        if self._listener is not None:
+            await self._listener.close()
+            self._listener = None
         if self.pool is not None:
             await self.pool.close()
             self.pool = None
+
+    async def watch(self, channel: str, callback: Any) -> bool:
+        if self._listener is None:
+            self._listener = await asyncpg.connect(self.url)
+            # A lost listener means changes could go unseen: report one, so callers re-check.
+            self._listener.add_termination_listener(lambda _conn: callback())
+        await self._listener.add_listener(channel, lambda *_: callback())
+        return True
+
+    async def announce(self, channel: str) -> None:
+        await self.execute("SELECT pg_notify(?, '')", (channel,))
 
     @property
     def in_transaction(self) -> bool:
