@@ -104,15 +104,19 @@ def crm_register_routes(register, deployment):
     """Add HTTP routes to the REST API or the web app.
 
     :param register: ``register(handler)`` takes litestar route handlers, controllers or routers.
-        Paths should start with ``/api/<plugin>/`` or ``/<plugin>/``.
+        Paths should start with ``/api/<plugin>/`` or ``/<plugin>/``. A handler may take
+        ``deployment: crmcore.api.CurrentDeployment`` to reach the records service. A disabled plugin's
+        routes answer 404.
 
     Example::
 
         from litestar import get
+        from crmcore.api import CurrentDeployment
 
-        @get("/api/hello/ping")
-        async def ping() -> dict:
-            return {"pong": True}
+        @get("/api/hello/count")
+        async def count(deployment: CurrentDeployment) -> dict:
+            page = await deployment.records.list("hello_greeting", ListQuery(limit=1, count=True))
+            return {"greetings": page.total}
 
         @hookimpl
         def crm_register_routes(register):

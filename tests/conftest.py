@@ -3,6 +3,13 @@
 
 from __future__ import annotations
 
+import importlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 import crmcore
@@ -72,3 +79,31 @@ async def dep(make_deployment):
 
 # tests/fixtures/ holds packages the tests install (a plugin and its own tests): not ours to collect.
 collect_ignore_glob = ["fixtures/*"]
+
+
+FIXTURE = Path(__file__).parent / "fixtures" / "sample_plugin"
+
+
+def _pip(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    return subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, env=env)
+
+
+@pytest.fixture(scope="session")
+def sample_plugin(tmp_path_factory):
+    """``crm-sample-plugin`` pip-installed into this environment for the session, like a plugin
+    from PyPI (built from a copy, so the source tree stays clean); uninstalled afterwards."""
+    source = tmp_path_factory.mktemp("plugin") / "sample_plugin"
+    shutil.copytree(FIXTURE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    done = _pip("install", "-q", "--no-deps", "--no-build-isolation", str(source))
+    if done.returncode != 0:
+        pytest.fail(f"could not pip install the sample plugin (needs setuptools>=70.1 in the venv):\n"
+                    f"{done.stdout}{done.stderr}", pytrace=False)
+    importlib.invalidate_caches()
+    try:
+        yield source
+    finally:
+        _pip("uninstall", "-y", "-q", "crm-sample-plugin")
+        for name in [m for m in sys.modules if m.startswith("crm_sample_plugin")]:
+            del sys.modules[name]
+        importlib.invalidate_caches()

@@ -302,3 +302,40 @@ def test_init_refuses_unusable_settings(tmp_path):
         assert not (tmp_path / setting / "crm.toml").exists()
     settings = crmcore.init_deployment(tmp_path / "ok", region="tr", currency="try")
     assert (settings.region, settings.currency) == ("TR", "TRY")
+
+
+def test_pip_installed_plugin_adds_an_entity_with_working_routes(sample_plugin, tmp_path, crm_database_url):
+    path = tmp_path / "with-plugin"
+    crmcore.init_deployment(path)
+    settings = crmcore.deployment.load_settings(path)
+    settings.plugins = ["sample"]
+    crmcore.deployment.save_settings(path, settings)
+    with TestClient(create_app(path, database_url=crm_database_url)) as client:
+        contact = client.post("/api/contact", json={"last_name": "Öz", "sample_support_level": "gold"}).json()
+        ticket = client.post("/api/sample_ticket", json={"subject": "Printer", "contact": contact["id"]})
+        assert ticket.status_code == 201, ticket.text
+        assert ticket.json()["priority"] == "normal"
+        assert client.get("/api/sample_ticket?priority=normal&count=1").json()["total"] == 1
+        problem(client.post("/api/sample_ticket", json={"subject": "x", "priority": "urgent"}), 422)
+        assert client.get("/api/sample/open-tickets").json() == {"open": 1}
+        doc = client.get("/schema").json()
+        assert "/api/sample_ticket/{record_id}" in doc["paths"] and "/api/sample/open-tickets" in doc["paths"]
+
+        assert client.post("/api/meta/plugins/sample/disable").json()["plugins"] == []
+        problem(client.get("/api/sample_ticket"), 404)
+        problem(client.get("/api/sample/open-tickets"), 404)
+        assert "sample_support_level" not in client.get(f"/api/contact/{contact['id']}").json()
+
+        assert client.post("/api/meta/plugins/sample/enable").json()["plugins"] == ["sample"]
+        assert client.get("/api/sample/open-tickets").json() == {"open": 1}  # data kept
+        assert client.get(f"/api/contact/{contact['id']}").json()["sample_support_level"] == "gold"
+        problem(client.post("/api/meta/plugins/nope/enable"), 422)
+        listed = {p["name"]: p for p in client.get("/api/meta/plugins").json()}
+        assert listed["sample"]["enabled"] and listed["sample"]["version"] == "0.1.0"
+
+
+def test_plugin_enabled_at_run_time_gets_its_routes(sample_plugin, client):
+    problem(client.get("/api/sample/open-tickets"), 404)
+    assert client.post("/api/meta/plugins/sample/enable").status_code == 200
+    client.post("/api/sample_ticket", json={"subject": "A"})
+    assert client.get("/api/sample/open-tickets").json() == {"open": 1}

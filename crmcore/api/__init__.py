@@ -1,5 +1,12 @@
 """The REST API (litestar + msgspec)."""
 
+from litestar.di import NamedDependency
+
+from ..deployment import Deployment
 from .app import create_app
 
-__all__ = ["create_app"]
+#: Annotate a plugin route handler's parameter with it to receive the deployment:
+#: ``async def handler(deployment: CurrentDeployment) -> dict``.
+CurrentDeployment = NamedDependency[Deployment]
+
+__all__ = ["create_app", "CurrentDeployment"]

@@ -18,6 +18,7 @@ from litestar.response import Stream
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotFoundException
 from litestar.handlers import BaseRouteHandler
+from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
 from ..deployment import Deployment, load_settings
@@ -41,6 +42,10 @@ def _json(data: Any, status: int = 200) -> Response:
 
 
 def _deployment(request: Request | ASGIConnection) -> Deployment:
+    return request.app.state.deployment
+
+
+def _provide_deployment(request: Request) -> Deployment:
     return request.app.state.deployment
 
 
@@ -458,6 +463,8 @@ def create_app(deployment_path: str | Path, *, database_url: str | None = None) 
         on_shutdown=[shutdown],
         before_request=refresh,
         exception_handlers=exception_handlers,
+        # Plugin route handlers may take ``deployment: crmcore.Deployment``.
+        dependencies={"deployment": Provide(_provide_deployment, sync_to_thread=False)},
         openapi_config=OpenAPIConfig(title="crmcore API", version="0.1.0", path="/_litestar_schema"),
         request_max_body_size=MAX_BODY,
         debug=False,
