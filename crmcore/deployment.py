@@ -271,7 +271,11 @@ class Deployment:
             }
 
         def renamed(key: str):
-            return lambda plugin: {**for_plugin(plugin), "register": for_plugin(plugin)[key]}
+            """Each register_* hook calls its callback ``register``."""
+            def make(plugin: str) -> dict[str, Any]:
+                callbacks = for_plugin(plugin)
+                return {**callbacks, "register": callbacks[key]}
+            return make
 
         call_each(self.pm, "crm_register_entities", for_plugin)
         call_each(self.pm, "crm_extend_entities", for_plugin)

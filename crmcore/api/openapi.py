@@ -57,11 +57,14 @@ def field_output_schema(field: Field) -> dict[str, Any]:
         schema = {"$ref": "#/components/schemas/Phone"}
     else:
         schema = {"type": "string", "format": "uri"}
-    out = {**schema}
+    if "$ref" in schema:
+        schema = {"anyOf": [schema, {"type": "null"}]}
+    else:
+        schema["type"] = [schema["type"], "null"]
     if field.help_text:
-        out["description"] = field.help_text
-    out["title"] = field.label
-    return {"anyOf": [out, {"type": "null"}]} if "$ref" in out else {**out, "type": [out["type"], "null"]} if "type" in out else out
+        schema["description"] = field.help_text
+    schema["title"] = field.label
+    return schema
 
 
 def field_input_schema(field: Field) -> dict[str, Any]:
@@ -73,13 +76,9 @@ def field_input_schema(field: Field) -> dict[str, Any]:
                   "description": "an amount (in the deployment's currency) or {amount, currency}"}
     elif t is FieldType.PHONE:
         schema = {"type": "string", "description": "as typed; stored normalised to E.164", "maxLength": 64}
-    elif t in (FieldType.MULTI_CHOICE, FieldType.TAGS):
+    else:  # as output, without the null (added below)
         schema = field_output_schema(field)
-        schema = {k: v for k, v in schema.items()}
-        schema["type"] = "array"
-    else:
-        schema = field_output_schema(field)
-        schema = {**schema, "type": schema["type"][0]} if isinstance(schema.get("type"), list) else schema
+        schema["type"] = schema["type"][0]
     return {"anyOf": [schema, {"type": "null"}], "title": field.label}
 
 
