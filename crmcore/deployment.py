@@ -467,19 +467,50 @@ class Deployment:
         return ", ".join(backups)
 
     async def apply_pending(self) -> list[str]:
-        """Apply the destructive schema changes sync left pending, each after a backup."""
-        done = []
+        """Apply the destructive schema changes sync left pending, each after a backup. A column
+        whose type changed is re-created and the old values the new type accepts are copied in."""
+        done: list[str] = []
+        converted: list[tuple[PendingChange, str]] = []
         for change in self.pending_changes:
             if change.kind == "drop_column":
                 backup = await self.schema.drop_column(change.table, change.column)
                 done.append(f"dropped {change.table}.{change.column} (backup: {backup})")
             elif change.kind == "type_change":
                 backup = await self.schema.drop_column(change.table, change.column)
-                done.append(f"re-created {change.table}.{change.column} as {change.detail} (old values in {backup})")
-        if done:
+                converted.append((change, backup))
+        if done or converted:
             self.pending_changes = await self._sync()
             await self._schema_changed()
+        for change, backup in converted:
+            moved, total = await self._convert_from_backup(change.table, change.column, backup)
+            done.append(
+                f"re-created {change.table}.{change.column} ({change.detail}): {moved} of {total} values "
+                f"converted; all old values are kept in {backup}"
+            )
         return done
+
+    async def _convert_from_backup(self, table: str, column: str, backup: str) -> tuple[int, int]:
+        """Copy the old values that the new type accepts back into the re-created column."""
+        entity = next((e for e in self.registry if e.table == table), None)
+        field = entity.field(column) if entity else None
+        rows = await self.db.fetch(f'SELECT "id", "{column}" FROM "{backup}"')
+        if field is None or len(field.columns()) != 1:
+            return 0, len(rows)
+        convert = self.records.codec(entity).writers[field.name][0][1]
+        updates = []
+        for record_id, old in rows:
+            for candidate in (old, str(old)):
+                try:
+                    value = parse_value(field, candidate, region=self.settings.region, currency=self.settings.currency)
+                except FieldValueError:
+                    continue
+                updates.append((convert(value), record_id))
+                break
+        async with self.db.transaction():
+            await self.db.executemany(f'UPDATE "{table}" SET "{column}" = ? WHERE "id" = ?', updates)
+        if field.is_searchable:
+            await self.schema.rebuild_search(entity)
+        return len(updates), len(rows)
 
     def _entity(self, name: str) -> EntityType:
         entity = self.registry.get(name)

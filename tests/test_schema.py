@@ -227,3 +227,37 @@ async def test_unknown_field_rechecks_the_schema_before_refusing(make_deployment
     assert created["tier"] == "gold"
     page = await server.records.list("contact", ListQuery(filter={"field": "tier", "op": "eq", "value": "gold"}))
     assert [r["id"] for r in page.items] == [created["id"]]
+
+
+def _declaring(field_type):
+    class Shop:
+        PLUGIN = crmcore.PluginInfo(name="shop", version="1")
+
+        @staticmethod
+        @crmcore.hookimpl
+        def crm_register_entities(register):
+            register(crmcore.EntityType(name="item", fields=[
+                Field(name="title", type=T.TEXT), Field(name="size", type=field_type, searchable=False),
+            ]))
+    return Shop
+
+
+async def test_type_change_waits_for_an_explicit_migration_that_keeps_old_values(make_deployment):
+    dep = await make_deployment(extra_plugins=[_declaring(T.TEXT)])
+    ids = await dep.records.bulk_create("shop_item", [{"title": "a", "size": "42"}, {"title": "b", "size": "big"}])
+    await dep.close()
+
+    changed = await make_deployment(path=dep.path, extra_plugins=[_declaring(T.INTEGER)])
+    assert [(c.kind, c.column) for c in changed.pending_changes] == [("type_change", "size")]
+    assert await changed.db.fetchval('SELECT "size" FROM shop_item WHERE "id" = ?', (ids[1],)) == "big"  # untouched
+
+    report = await changed.apply_pending()
+    assert "1 of 2 values converted" in report[0]
+    backup = report[0].rsplit(" ", 1)[-1]
+    assert changed.pending_changes == []
+    assert (await changed.records.get("shop_item", ids[0]))["size"] == 42
+    assert (await changed.records.get("shop_item", ids[1]))["size"] is None
+    kept = sorted(tuple(r) for r in await changed.db.fetch(f'SELECT "id", "size" FROM "{backup}"'))
+    assert kept == [(ids[0], "42"), (ids[1], "big")]
+    page = await changed.records.list("shop_item", ListQuery(filter={"field": "size", "op": "gt", "value": 40}))
+    assert [r["id"] for r in page.items] == [ids[0]]
