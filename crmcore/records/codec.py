@@ -109,6 +109,8 @@ class EntityCodec:
         self.writers: dict[str, list[tuple[str, Callable[[Any], Any]]]] = {
             f.name: self._writer(f) for f in entity.fields
         }
+        #: The columns whose text goes into the full-text index.
+        self.searchable_columns = {c for f in entity.fields if f.is_searchable for c in f.columns()}
         #: Every field by name, hidden ones included; what is required or has a default.
         self.by_name = {f.name: f for f in entity.fields}
         self.required = [f for f in entity.fields if f.required and not f.hidden]

@@ -19,6 +19,7 @@ import msgspec
 from ..entities import EntityType, Field, FieldType
 from ..fieldvalues import FieldValueError, parse_value
 from ..storage.database import IntegrityError
+from ..storage.schema import pg_search_vector, search_expression
 from .codec import EntityCodec, db_time
 from .errors import Conflict, FieldError, NotFound, ValidationError
 from .query import ListQuery, compile_list, row_sort_values, encode_cursor
@@ -220,8 +221,6 @@ class RecordsService:
         )])
 
     async def _write_search(self, entity: EntityType, ids: list[int], *, new: bool = False) -> None:
-        from ..storage.schema import pg_search_vector, search_expression
-
         expression = search_expression(entity)
         if expression is None or not ids:
             return
@@ -301,9 +300,19 @@ class RecordsService:
                 for index, convert in position.get(name, ()):
                     row[index] = convert(value)
             db_rows.append(row)
+        placeholders = ["?" for _ in columns]
+        search_inline = self.db.dialect == "postgres"
+        if search_inline:
+            # The row's search vector goes in with the row: filling it by a second UPDATE would
+            # write every new row and its indexes twice. Same words as search_expression().
+            searchable = [i for i, c in enumerate(columns) if c in codec.searchable_columns]
+            for row in db_rows:
+                row.append(" ".join("" if row[i] is None else str(row[i]) for i in searchable))
+            columns = columns + ["_search"]
+            placeholders.append(pg_search_vector("?"))
         sql = (
             f'INSERT INTO "{entity.table}" ({", ".join(f"{chr(34)}{c}{chr(34)}" for c in columns)}) '
-            f'VALUES ({", ".join("?" for _ in columns)})'
+            f'VALUES ({", ".join(placeholders)})'
         )
         async with self.db.transaction():
             await self._check_relations(entity, parsed)
@@ -311,7 +320,8 @@ class RecordsService:
                 ids = await self.db.insert_returning_ids(sql, db_rows)
             except IntegrityError as exc:
                 raise self._integrity(entity, exc) from None
-            await self._write_search(entity, ids, new=True)
+            if not search_inline:
+                await self._write_search(entity, ids, new=True)
             # A create's audit entry holds the initial values ({field: value}); history() shows
             # them as [None, value] like any change. Encoding the dict as is keeps bulk cheap.
             await self._audit(entity, [(rid, "create", {k: v for k, v in values.items() if v is not None})
