@@ -37,7 +37,7 @@ from crmcore.storage.schema import search_expression  # noqa: E402
 
 import datagen  # noqa: E402
 import loadgen  # noqa: E402
-from pgserver import PostgresServer, free_port  # noqa: E402
+from crmcore.testing import PostgresServer, find_postgres_bin, free_port  # noqa: E402
 
 RAW_INSERT_COLUMNS = ["version", "created_at", "updated_at", "created_by", "updated_by", "owner_id",
                       "first_name", "last_name", "email", "city", "segment", "score"]
@@ -376,7 +376,10 @@ async def run_backend(backend: str, args: argparse.Namespace) -> dict:
         if backend == "postgres":
             import asyncpg
 
-            pg = PostgresServer()
+            bindir = find_postgres_bin()
+            if bindir is None:
+                raise SystemExit("PostgreSQL binaries (initdb, pg_ctl) not found: apt-get install postgresql")
+            pg = PostgresServer(bindir, settings={"shared_buffers": "512MB", "max_wal_size": "4GB"})
             pg.start()
             admin = await asyncpg.connect(pg.url())
             await admin.execute('CREATE DATABASE crm_bench')

@@ -88,7 +88,7 @@ def find_postgres_bin() -> Path | None:
     return None
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -115,8 +115,10 @@ def _run_sync(coro: Any) -> Any:
 class PostgresServer:
     """A PostgreSQL server owned by the test session (or an existing one given by URL)."""
 
-    def __init__(self, bindir: Path | None = None, *, url: str | None = None):
+    def __init__(self, bindir: Path | None = None, *, url: str | None = None, settings: dict[str, str] | None = None):
         self.bindir = bindir
+        #: Server settings (``-c name=value``) beyond the test defaults, e.g. for a benchmark.
+        self.settings = {"max_connections": "300", "shared_buffers": "64MB", **(settings or {})}
         self.dir: Path | None = None
         self.port: int | None = None
         self.user = "postgres"
@@ -153,11 +155,11 @@ class PostgresServer:
         ]), "initdb")
         last_error = ""
         for _ in range(5):  # the free port may be taken between choosing and binding it
-            self.port = _free_port()
+            self.port = free_port()
             options = " ".join([
                 f"-p {self.port}", "-c listen_addresses=127.0.0.1", f"-c unix_socket_directories={self.dir}",
                 "-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off",
-                "-c max_connections=300", "-c shared_buffers=64MB",
+                *(f"-c {name}={value}" for name, value in self.settings.items()),
             ])
             proc = subprocess.run(self._as_owner([
                 str(self.bindir / "pg_ctl"), "-D", str(data), "-l", str(self.dir / "server.log"),

@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 import crmcore
+from crmcore.testing import free_port
 from cli import _deployment_from_argv, create_cli
 
 VENV_BIN = Path(sys.executable).parent
@@ -486,13 +487,6 @@ def test_console_script(tmp_path, install_plugin):
     assert "Usage:" in sh("--help").stdout
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
 
 @pytest.mark.timeout(180)
 def test_run_demo_serves_the_api(tmp_path):
@@ -502,7 +496,7 @@ def test_run_demo_serves_the_api(tmp_path):
 
     import httpx
 
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("CRM_DATABASE_URL", "CRM_DEPLOYMENT")}
     server = subprocess.Popen([str(VENV_BIN / "crm"), "run-demo", str(tmp_path / "demo"), "--port", str(port)],
                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
