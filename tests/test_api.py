@@ -339,3 +339,8 @@ def test_plugin_enabled_at_run_time_gets_its_routes(sample_plugin, client):
     assert client.post("/api/meta/plugins/sample/enable").status_code == 200
     client.post("/api/sample_ticket", json={"subject": "A"})
     assert client.get("/api/sample/open-tickets").json() == {"open": 1}
+
+
+def test_index_points_at_the_api(client):
+    index = client.get("/").json()
+    assert index["api"]["openapi"] == "/schema" and index["api"]["entities"]["contact"] == "/api/contact"

@@ -274,6 +274,17 @@ async def health(request: Request) -> dict[str, Any]:
     return {"status": "ok"}
 
 
+@get("/", include_in_schema=False)
+async def index(request: Request) -> Response:
+    """Where to start: the deployment and the API's entry points (the web UI comes later)."""
+    dep = _deployment(request)
+    return _json({
+        "name": dep.settings.name, "edition": dep.settings.edition,
+        "api": {"meta": "/api/meta", "openapi": "/schema", "health": "/api/health",
+                "entities": {e.name: f"/api/{e.name}" for e in dep.registry}},
+    })
+
+
 @get("/api/meta", tags=["meta"])
 async def meta(request: Request) -> Response:
     """Entities with their fields, pipelines, UI items and the deployment's settings."""
@@ -453,7 +464,7 @@ def create_app(deployment_path: str | Path, *, database_url: str | None = None) 
 
     app = Litestar(
         route_handlers=[
-            health, meta, entity_meta, list_custom_fields, restore_field, add_field, change_field, remove_field, purge_field,
+            index, health, meta, entity_meta, list_custom_fields, restore_field, add_field, change_field, remove_field, purge_field,
             list_plugins, enable_plugin, disable_plugin, openapi_schema, openapi_json,
             list_records, list_trash, export_records, create_record, bulk_create, bulk_update, get_record, update_record,
             delete_record, restore_record, record_history,

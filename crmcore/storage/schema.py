@@ -10,6 +10,7 @@ an explicit migration, which first copies the data to a backup table.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import warnings
 from typing import Any
 
@@ -24,6 +25,8 @@ from .database import Database
 __all__ = ["SchemaManager", "PendingChange", "table_class", "search_expression", "pg_search_vector"]
 
 warnings.filterwarnings("ignore", message="We recommend giving your table a different name")
+# Piccolo's engines announce the database version at INFO each time one is made: noise here.
+logging.getLogger("piccolo").setLevel(logging.WARNING)
 
 SYSTEM_TABLES = [
     """CREATE TABLE IF NOT EXISTS crm_meta ("key" TEXT PRIMARY KEY, "value" TEXT NOT NULL)""",
