@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["FieldError", "ValidationError", "NotFound", "Conflict", "PermissionDenied"]
+__all__ = ["FieldError", "ValidationError", "NotFound", "Conflict"]
 
 
 class FieldError(msgspec.Struct):
@@ -45,7 +45,3 @@ class Conflict(Exception):
         self.expected = expected
         self.current = current
         self.changed = changed
-
-
-class PermissionDenied(Exception):
-    pass

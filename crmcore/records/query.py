@@ -324,15 +324,6 @@ def compile_list(
     return CompiledQuery(sql, compiler.params, count_sql, count_params, [(n, d) for _, n, d in keys], query.limit)
 
 
-def compile_filter(
-    entity: EntityType, node: dict, *, dialect: str, fields: dict[str, Field], region: str = "US",
-    currency: str = "EUR",
-) -> tuple[str, list[Any]]:
-    """A WHERE fragment for a filter (used by automation conditions and reports)."""
-    compiler = _Compiler(entity, dialect, region, currency, fields)
-    return compiler.node(node), compiler.params
-
-
 def parse_filter_params(params: dict[str, str]) -> dict | None:
     """``?city=Izmir&score__gte=50`` -> the filter language (all conditions ANDed)."""
     conditions = []
