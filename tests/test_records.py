@@ -5,6 +5,7 @@ Every test runs on SQLite and on PostgreSQL (the ``dep`` fixture uses ``crm_back
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from decimal import Decimal
 
@@ -347,3 +348,20 @@ async def test_bulk_update(dep):
         ])
     assert set(errors_of(exc)) == {"rows[1].version", "rows[2].id"}
     assert (await dep.records.get("contact", ids[2]))["city"] is None
+
+
+async def test_concurrent_updates_of_one_version_leave_exactly_one_winner(dep):
+    rid = (await dep.records.create("contact", {"last_name": "Race"}))["id"]
+
+    async def edit(city):
+        try:
+            return await dep.records.update("contact", rid, {"city": city}, version=1)
+        except Conflict:
+            return None
+
+    results = await asyncio.gather(*(edit(f"City {i}") for i in range(8)))
+    winners = [r for r in results if r is not None]
+    assert len(winners) == 1
+    final = await dep.records.get("contact", rid)
+    assert final["version"] == 2 and final["city"] == winners[0]["city"]
+    assert [h["action"] for h in await dep.records.history("contact", rid)] == ["update", "create"]
