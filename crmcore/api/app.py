@@ -135,30 +135,31 @@ async def create_record(request: Request) -> Response:
     return _json(await records.create(entity, await _body(request)), 201)
 
 
-@post("/api/{entity:str}/bulk", include_in_schema=False)
-async def bulk_create(request: Request) -> Response:
+MAX_BULK = 10_000
+
+
+async def _bulk_rows(request: Request) -> tuple[str, list[Any]]:
     entity = request.path_params["entity"]
-    records = _deployment(request).records
-    records.entity(entity)
+    _deployment(request).records.entity(entity)  # 404 for an unknown entity type first
     rows = await _body(request)
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise ValidationError([FieldError("body", "invalid", "expected a JSON array of objects")])
-    if len(rows) > 10_000:
-        raise ValidationError([FieldError("body", "too_many", "at most 10000 records per request")])
-    return _json({"ids": await records.bulk_create(entity, rows)}, 201)
+    if len(rows) > MAX_BULK:
+        raise ValidationError([FieldError("body", "too_many", f"at most {MAX_BULK} records per request")])
+    return entity, rows
+
+
+@post("/api/{entity:str}/bulk", include_in_schema=False)
+async def bulk_create(request: Request) -> Response:
+    entity, rows = await _bulk_rows(request)
+    return _json({"ids": await _deployment(request).records.bulk_create(entity, rows)}, 201)
 
 
 @patch("/api/{entity:str}/bulk", include_in_schema=False)
 async def bulk_update(request: Request) -> Response:
-    entity = request.path_params["entity"]
-    records = _deployment(request).records
-    records.entity(entity)
-    rows = await _body(request)
-    if not isinstance(rows, list):
-        raise ValidationError([FieldError("body", "invalid", "expected a JSON array of objects with an id")])
-    if len(rows) > 10_000:
-        raise ValidationError([FieldError("body", "too_many", "at most 10000 records per request")])
-    return _json({"updated": await records.bulk_update(entity, rows)})
+    """Each object names the record by ``id`` (and may give the ``version`` read)."""
+    entity, rows = await _bulk_rows(request)
+    return _json({"updated": await _deployment(request).records.bulk_update(entity, rows)})
 
 
 @get("/api/{entity:str}/export", include_in_schema=False)
