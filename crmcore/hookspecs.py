@@ -161,8 +161,9 @@ def crm_before_save(change, deployment):
     """Validate or change a record before it is written, inside the write's transaction.
 
     Called once per ``records.create/update/delete`` (and once per batch for bulk writes, with
-    ``change.batch`` holding every row). Raise :class:`crmcore.ValidationError` to refuse the
-    write with field errors; assign to ``change.values`` to adjust what is written.
+    ``change.batch`` holding every row's values). Raise :class:`crmcore.ValidationError` to refuse
+    the write with field errors; change ``change.values`` (or the dicts in ``change.batch``) to
+    adjust what is written: what a hook sets is validated like user input.
 
     :param change: a :class:`crmcore.Change` (``entity``, ``action``, ``values``, ``before``, ``user``).
 

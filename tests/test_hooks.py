@@ -249,6 +249,11 @@ async def test_hook_crm_before_save(make_deployment):
                 change.values["name"] = change.values["name"].strip().title()
         if change.batch is not None and any(row.get("name") == "forbidden" for row in change.batch):
             raise ValidationError([FieldError("name", "forbidden", "this name is not allowed")])
+        for row in change.batch or ():
+            if row.get("name") == "tag me":
+                row["pipeline"] = "partners"
+            if row.get("name") == "bad amount":
+                row["amount"] = "not money"  # validated like user input
 
     dep = await make_deployment(extra_plugins=[named("rules", crm_before_save=crm_before_save)])
     deal = await dep.records.create("deal", {"name": "  big deal "})
@@ -264,6 +269,13 @@ async def test_hook_crm_before_save(make_deployment):
     with pytest.raises(ValidationError):
         await dep.records.bulk_create("deal", [{"name": "ok"}, {"name": "forbidden"}])
     assert (await dep.records.list("deal", crmcore.ListQuery(count=True))).total == 1
+    tagged = await dep.records.bulk_create("deal", [{"name": "tag me"}, {"name": "plain"}])
+    assert [(await dep.records.get("deal", i))["pipeline"] for i in tagged] == ["partners", "sales"]
+    with pytest.raises(ValidationError) as exc:
+        await dep.records.bulk_create("deal", [{"name": "bad amount"}])
+    assert exc.value.errors[0].field == "rows[0].amount"
+    await dep.records.bulk_update("deal", [{"id": tagged[1], "name": "tag me"}])
+    assert (await dep.records.get("deal", tagged[1]))["pipeline"] == "partners"
     await dep.records.delete("deal", deal["id"])
     await dep.records.restore("deal", deal["id"])
     deal_calls = [s for s in seen if s[0] == "deal"]

@@ -194,11 +194,15 @@ class RecordsService:
         if errors:
             raise ValidationError(errors)
 
-    async def _hooks_before(self, change: Change) -> None:
-        results = self.deployment.pm.hook.crm_before_save(change=change, deployment=self.deployment)
-        for result in results:
+    async def _hooks_before(self, change: Change) -> bool:
+        """Run ``crm_before_save``; True when any plugin implements it (values may have changed)."""
+        hook = self.deployment.pm.hook.crm_before_save
+        if not hook.get_hookimpls():
+            return False
+        for result in hook(change=change, deployment=self.deployment):
             if inspect.isawaitable(result):
                 await result
+        return True
 
     async def _emit(self, event: RecordEvent) -> None:
         """After commit: a failing listener is logged and never undoes the write."""
@@ -265,21 +269,25 @@ class RecordsService:
     async def _create(self, entity: EntityType, rows: list[dict[str, Any]], *, user_id: int | None, single: bool) -> list[int]:
         if not rows:
             return []
-        parsed, errors = [], []
-        for index, data in enumerate(rows):
-            try:
-                parsed.append(self._parse(entity, data, creating=True))
-            except ValidationError as exc:
-                if single:
-                    raise
-                errors.extend(FieldError(f"rows[{index}].{e.field}", e.code, e.message) for e in exc.errors)
-        if errors:
-            raise ValidationError(errors)
-        change = Change(entity=entity.name, action="create", user_id=user_id,
-                        values=parsed[0] if single else {}, batch=None if single else parsed)
-        await self._hooks_before(change)
-        if single:
-            parsed = [self._parse_again(entity, change.values)]
+        parsed = [self._parse(entity, rows[0], creating=True)] if single else self._parse_rows(entity, rows, creating=True)
+        async with self.db.transaction():
+            change = Change(entity=entity.name, action="create", user_id=user_id,
+                            values=parsed[0] if single else {}, batch=None if single else parsed)
+            if await self._hooks_before(change):  # what hooks set is validated like the input
+                parsed = [self._parse_again(entity, change.values)] if single else self._parse_rows(
+                    entity, change.batch, creating=False)
+            ids = await self._insert(entity, parsed, user_id=user_id)
+        if self.deployment.pm.hook.crm_after_commit.get_hookimpls():
+            changes = [{k: [None, _jsonable(v)] for k, v in values.items() if v is not None} for values in parsed]
+            records = [await self.get(entity.name, ids[0])] if single else [
+                {"id": rid, **values} for rid, values in zip(ids, parsed)
+            ]
+            await self._emit(RecordEvent(entity=entity.name, action="create", record_ids=ids,
+                                         records=records, changes=changes, user_id=user_id))
+        return ids
+
+    async def _insert(self, entity: EntityType, parsed: list[dict[str, Any]], *, user_id: int | None) -> list[int]:
+        """Rows, search index and audit entries of validated new records (inside a transaction)."""
         codec = self.codec(entity)
         now = _now()
         stamp = db_time(now, self.db.dialect)
@@ -314,26 +322,30 @@ class RecordsService:
             f'INSERT INTO "{entity.table}" ({", ".join(f"{chr(34)}{c}{chr(34)}" for c in columns)}) '
             f'VALUES ({", ".join(placeholders)})'
         )
-        async with self.db.transaction():
-            await self._check_relations(entity, parsed)
-            try:
-                ids = await self.db.insert_returning_ids(sql, db_rows)
-            except IntegrityError as exc:
-                raise self._integrity(entity, exc) from None
-            if not search_inline:
-                await self._write_search(entity, ids, new=True)
-            # A create's audit entry holds the initial values ({field: value}); history() shows
-            # them as [None, value] like any change. Encoding the dict as is keeps bulk cheap.
-            await self._audit(entity, [(rid, "create", {k: v for k, v in values.items() if v is not None})
-                                       for rid, values in zip(ids, parsed)], user_id, now)
-        if self.deployment.pm.hook.crm_after_commit.get_hookimpls():
-            changes = [{k: [None, _jsonable(v)] for k, v in values.items() if v is not None} for values in parsed]
-            records = [await self.get(entity.name, ids[0])] if single else [
-                {"id": rid, **values} for rid, values in zip(ids, parsed)
-            ]
-            await self._emit(RecordEvent(entity=entity.name, action="create", record_ids=ids,
-                                         records=records, changes=changes, user_id=user_id))
+        await self._check_relations(entity, parsed)
+        try:
+            ids = await self.db.insert_returning_ids(sql, db_rows)
+        except IntegrityError as exc:
+            raise self._integrity(entity, exc) from None
+        if not search_inline:
+            await self._write_search(entity, ids, new=True)
+        # A create's audit entry holds the initial values ({field: value}); history() shows
+        # them as [None, value] like any change. Encoding the dict as is keeps bulk cheap.
+        await self._audit(entity, [(rid, "create", {k: v for k, v in values.items() if v is not None})
+                                   for rid, values in zip(ids, parsed)], user_id, now)
         return ids
+
+    def _parse_rows(self, entity: EntityType, rows: list[Any], *, creating: bool) -> list[dict[str, Any]]:
+        """Validate many rows; all errors at once, each named ``rows[i].field``."""
+        parsed, errors = [], []
+        for index, data in enumerate(rows):
+            try:
+                parsed.append(self._parse(entity, data, creating=creating))
+            except ValidationError as exc:
+                errors.extend(FieldError(f"rows[{index}].{e.field}", e.code, e.message) for e in exc.errors)
+        if errors:
+            raise ValidationError(errors)
+        return parsed
 
     def _parse_again(self, entity: EntityType, values: dict[str, Any]) -> dict[str, Any]:
         """Hooks may have changed values; validate what they set the same way."""
@@ -356,8 +368,8 @@ class RecordsService:
             if version is not None and before["version"] != version:
                 raise Conflict(entity_name, record_id, version, before, await self._changed_since(entity, record_id, version))
             change = Change(entity=entity.name, action="update", values=values, before=before, user_id=user_id)
-            await self._hooks_before(change)
-            values = self._parse_again(entity, change.values)
+            if await self._hooks_before(change):
+                values = self._parse_again(entity, change.values)
             diff = {k: [_jsonable(before.get(k)), _jsonable(v)] for k, v in values.items() if before.get(k) != v}
             if not diff:
                 return before
@@ -443,8 +455,11 @@ class RecordsService:
                     ))
             if errors:
                 raise ValidationError(errors)
-            await self._hooks_before(Change(entity=entity.name, action="update", user_id=user_id,
-                                            batch=[values for _, _, values in items]))
+            change = Change(entity=entity.name, action="update", user_id=user_id,
+                            batch=[values for _, _, values in items])
+            if await self._hooks_before(change):  # what hooks set is validated like the input
+                reparsed = self._parse_rows(entity, change.batch, creating=False)
+                items = [(rid, version, values) for (rid, version, _), values in zip(items, reparsed)]
             await self._check_relations(entity, [values for _, _, values in items])
             now = _now()
             stamp = db_time(now, self.db.dialect)
