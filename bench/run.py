@@ -172,9 +172,12 @@ def seed_raw_sqlite(crm_db: str, target: str, rows: int, batch: int, owners: lis
     ddl = [sql for (sql,) in src.execute(
         f"SELECT sql FROM sqlite_master WHERE tbl_name IN ({', '.join('?' for _ in wanted)}) AND sql IS NOT NULL "
         "ORDER BY type = 'index'", wanted)]
+    page_size = src.execute("PRAGMA page_size").fetchone()[0]
     src.close()
     conn = sqlite3.connect(target, isolation_level=None)
-    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "cache_size=-65536", "temp_store=MEMORY"):
+    # The same physical settings as crmcore's writer (page size, cache), so only the work differs.
+    for pragma in (f"page_size={page_size}", "journal_mode=WAL", "synchronous=NORMAL", "cache_size=-524288",
+                   "temp_store=MEMORY"):
         conn.execute(f"PRAGMA {pragma}")
     for statement in ddl:
         conn.execute(statement)
