@@ -18,7 +18,7 @@ import pluggy
 import tomli_w
 
 from .contributions import Edition, Pipeline, UIItem
-from .entities import EntityType, Field, Registry, RegistryError, check_field
+from .entities import EntityType, Field, FieldType, Registry, RegistryError, check_field
 from .plugins import PluginError, call_each, discover, get_plugin_manager
 from .records.service import RecordsService
 from .fieldvalues import FieldValueError, parse_value
@@ -355,24 +355,36 @@ class Deployment:
                 + (" (removed; purge it first to reuse the name)" if existing[0] else "")
             )
         check_field(entity, field)
-        if field.type.value == "relation" and self.registry.get(field.target or "") is None:
+        if field.type is FieldType.RELATION and self.registry.get(field.target or "") is None:
             raise RegistryError(f"field {field.name!r}: relation target {field.target!r} is not a known entity")
+        self._check_options(field)
+        await self.db.execute(
+            'INSERT INTO crm_custom_field ("entity", "name", "definition", "removed", "created_at") VALUES (?, ?, ?, ?, ?)',
+            (entity.name, field.name, msgspec.json.encode(field).decode(), False,
+             dt.datetime.now(dt.timezone.utc).isoformat()),
+        )
+        try:
+            await self._schema_changed()  # the registry now holds the field ...
+            await self._sync([self._entity(entity_name)])  # ... and the table its column
+        except BaseException:  # no definition without its column
+            await self.db.execute(
+                'DELETE FROM crm_custom_field WHERE "entity" = ? AND "name" = ?', (entity.name, field.name)
+            )
+            await self._schema_changed()
+            raise
+        return field
+
+    def _check_options(self, field: Field) -> None:
+        """Options a custom field must satisfy whenever it is added or changed."""
+        if field.type in (FieldType.CHOICE, FieldType.MULTI_CHOICE) and not field.choices:
+            raise RegistryError(f"field {field.name!r}: a {field.type.value} field needs choices")
         if field.default is not None:
             try:
                 parse_value(field, field.default, region=self.settings.region, currency=self.settings.currency)
             except FieldValueError as exc:
                 raise RegistryError(f"field {field.name!r}: the default is not valid: {exc.message}") from None
         if field.required and field.default is None:
-            raise RegistryError(f"field {field.name!r}: a required field added to existing records needs a default")
-        await self.db.execute(
-            'INSERT INTO crm_custom_field ("entity", "name", "definition", "removed", "created_at") VALUES (?, ?, ?, ?, ?)',
-            (entity.name, field.name, msgspec.json.encode(field).decode(), False,
-             dt.datetime.now(dt.timezone.utc).isoformat()),
-        )
-        entity.fields.append(field)
-        await self._sync([entity])
-        await self._schema_changed()
-        return field
+            raise RegistryError(f"field {field.name!r}: a required custom field needs a default for existing records")
 
     async def update_custom_field(self, entity_name: str, name: str, **changes: Any) -> Field:
         """Relabel, change options, hide or show a custom field (never its type: see migrations)."""
@@ -393,13 +405,7 @@ class Deployment:
             field = msgspec.convert({**msgspec.to_builtins(old), **changes}, Field)
         except msgspec.ValidationError as exc:
             raise RegistryError(f"field {name!r}: {exc}") from None
-        if field.type.value in ("choice", "multi_choice") and not field.choices:
-            raise RegistryError(f"field {name!r}: a {field.type.value} field needs choices")
-        if field.default is not None:
-            try:
-                parse_value(field, field.default, region=self.settings.region, currency=self.settings.currency)
-            except FieldValueError as exc:
-                raise RegistryError(f"field {name!r}: the default is not valid: {exc.message}") from None
+        self._check_options(field)
 
         async def store(definition: Field) -> None:
             await self.db.execute(

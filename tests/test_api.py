@@ -344,3 +344,15 @@ def test_plugin_enabled_at_run_time_gets_its_routes(sample_plugin, client):
 def test_index_points_at_the_api(client):
     index = client.get("/").json()
     assert index["api"]["openapi"] == "/schema" and index["api"]["entities"]["contact"] == "/api/contact"
+
+
+def test_conflict_names_only_the_fields_changed_since_the_version_read(client):
+    rid = client.post("/api/contact", json={"last_name": "Early", "city": "Adana"}).json()["id"]
+    client.patch(f"/api/contact/{rid}", json={"job_title": "CTO"})  # v2
+    client.patch(f"/api/contact/{rid}", json={"city": "Mersin"})  # v3
+    client.delete(f"/api/contact/{rid}")  # v4
+    client.post(f"/api/contact/{rid}/restore")  # v5
+    assert problem(client.patch(f"/api/contact/{rid}", json={"city": "X", "version": 3}), 409)["changed_fields"] == []
+    assert problem(client.patch(f"/api/contact/{rid}", json={"city": "X", "version": 2}), 409)["changed_fields"] == ["city"]
+    changed = problem(client.patch(f"/api/contact/{rid}", json={"city": "X", "version": 1}), 409)["changed_fields"]
+    assert sorted(changed) == ["city", "job_title"]

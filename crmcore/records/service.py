@@ -366,7 +366,8 @@ class RecordsService:
         async with self.db.transaction():
             before = await self.get(entity_name, record_id)
             if version is not None and before["version"] != version:
-                raise Conflict(entity_name, record_id, version, before, await self._changed_since(entity, record_id, version))
+                raise Conflict(entity_name, record_id, version, before,
+                               await self._changed_since(entity, record_id, version, before["version"]))
             change = Change(entity=entity.name, action="update", values=values, before=before, user_id=user_id)
             if await self._hooks_before(change):
                 values = self._parse_again(entity, change.values)
@@ -391,7 +392,7 @@ class RecordsService:
             if written is None:  # another transaction committed a change since we read it
                 current = await self.get(entity_name, record_id)
                 raise Conflict(entity_name, record_id, before["version"], current,
-                               await self._changed_since(entity, record_id, before["version"]))
+                               await self._changed_since(entity, record_id, before["version"], current["version"]))
             if any(f.is_searchable for f in entity.fields if f.name in values):
                 await self._write_search(entity, [record_id])
             await self._audit(entity, [(record_id, "update", diff)], user_id, now)
@@ -497,16 +498,19 @@ class RecordsService:
             ))
         return changed_ids
 
-    async def _changed_since(self, entity: EntityType, record_id: int, version: int) -> list[str]:
-        """Field names changed by the updates after ``version`` (each update adds one version)."""
+    async def _changed_since(self, entity: EntityType, record_id: int, version: int, current: int) -> list[str]:
+        """Field names changed since ``version``: every update, delete and restore adds one
+        version, so the newest ``current - version`` of those audit entries are the ones missed."""
+        missed = current - version
+        if missed <= 0:
+            return []
         rows = await self.db.fetch(
-            'SELECT "changes" FROM crm_audit WHERE "entity" = ? AND "record_id" = ? AND "action" = ? '
-            'ORDER BY "id" DESC LIMIT 100',
-            (entity.name, record_id, "update"),
+            'SELECT "changes" FROM crm_audit WHERE "entity" = ? AND "record_id" = ? '
+            'AND "action" IN (?, ?, ?) ORDER BY "id" DESC LIMIT ?',
+            (entity.name, record_id, "update", "delete", "restore", missed),
         )
-        current = await self.db.fetchval(f'SELECT "version" FROM "{entity.table}" WHERE "id" = ?', (record_id,))
         changed: list[str] = []
-        for (changes,), _ in zip(rows, range(max(0, (current or 0) - version))):
+        for (changes,) in rows:
             for name in msgspec.json.decode(changes or "{}"):
                 if name not in changed:
                     changed.append(name)
@@ -526,7 +530,8 @@ class RecordsService:
         async with self.db.transaction():
             before = await self.get(entity_name, record_id, trashed=not deleted)
             if version is not None and before["version"] != version:
-                raise Conflict(entity_name, record_id, version, before, await self._changed_since(entity, record_id, version))
+                raise Conflict(entity_name, record_id, version, before,
+                               await self._changed_since(entity, record_id, version, before["version"]))
             await self._hooks_before(Change(entity=entity.name, action=action, before=before, user_id=user_id))
             now = _now()
             try:
