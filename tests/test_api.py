@@ -356,3 +356,17 @@ def test_conflict_names_only_the_fields_changed_since_the_version_read(client):
     assert problem(client.patch(f"/api/contact/{rid}", json={"city": "X", "version": 2}), 409)["changed_fields"] == ["city"]
     changed = problem(client.patch(f"/api/contact/{rid}", json={"city": "X", "version": 1}), 409)["changed_fields"]
     assert sorted(changed) == ["city", "job_title"]
+
+
+def test_simple_filter_parameters_on_money_and_phone_parts(client):
+    client.post("/api/deal", json={"name": "Lira", "amount": {"amount": "100", "currency": "TRY"}})
+    client.post("/api/deal", json={"name": "Euro", "amount": {"amount": "300", "currency": "EUR"}})
+    names = lambda query: [d["name"] for d in client.get(f"/api/deal?{query}").json()["items"]]  # noqa: E731
+    assert names("amount__currency=TRY") == ["Lira"]
+    assert names("amount__currency__in=TRY,EUR&amount__gt=200") == ["Euro"]
+    client.post("/api/contact", json={"last_name": "Tel", "phone": "(0532) 123 45 67"})
+    assert client.get("/api/contact?phone__raw__startswith=(0532)&count=1").json()["total"] == 1
+    assert client.get("/api/contact", params={"phone": "+90 532 123 4567", "count": "1"}).json()["total"] == 1
+    assert client.get("/api/contact", params={"phone": "+90 532 123 4568", "count": "1"}).json()["total"] == 0
+    body = problem(client.get("/api/deal?amount__bogus=1"), 422)
+    assert "unknown operator" in body["detail"]

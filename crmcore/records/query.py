@@ -325,21 +325,15 @@ def compile_list(
 
 
 def parse_filter_params(params: dict[str, str]) -> dict | None:
-    """``?city=Izmir&score__gte=50`` -> the filter language (all conditions ANDed)."""
+    """``?city=Izmir&score__gte=50&amount__currency=EUR`` -> the filter language (ANDed)."""
     conditions = []
     for key, value in params.items():
-        name, _, op = key.partition("__")
-        if op and op not in OPERATORS and op not in ("currency", "raw"):
+        name, sep, op = key.rpartition("__")
+        if not sep or op in ("currency", "raw"):  # no operator: equality (on a money/phone part)
+            name, op = key, "eq"
+        elif op not in OPERATORS:
             raise _fail(f"filter.{name}", f"unknown operator {op!r}; accepted: {', '.join(OPERATORS)}")
-        if op in ("currency", "raw"):
-            name, op2 = key, "eq"
-            base, _, rest = key.partition("__")
-            sub, _, maybe_op = rest.partition("__")
-            if maybe_op:
-                name, op2 = f"{base}__{sub}", maybe_op
-            conditions.append({"field": name, "op": op2, "value": value})
-            continue
-        conditions.append({"field": name, "op": op or "eq", "value": value})
+        conditions.append({"field": name, "op": op, "value": value})
     if not conditions:
         return None
     return conditions[0] if len(conditions) == 1 else {"and": conditions}
