@@ -283,14 +283,12 @@ class SchemaManager:
             if entity.table not in existing_tables:
                 for statement in table.create_table(if_not_exists=True).ddl:
                     await self._apply("create_table", entity.table, statement)
-                have = set()
-            else:
-                have = await self.columns(entity.table)
+            have = await self.columns(entity.table)
             declared = {}
             for field in entity.fields:
                 for column, col in field_columns(field).items():
                     declared[column] = field.type.value
-                    if column not in have and have:
+                    if column not in have:
                         ddl = table.alter().add_column(column, col).ddl
                         for statement in ddl if isinstance(ddl, list) else [ddl]:
                             await self._apply("add_column", f"{entity.table}.{column}", statement)
