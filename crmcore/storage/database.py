@@ -68,10 +68,6 @@ class Database:
     def transaction(self) -> contextlib.AbstractAsyncContextManager[None]:
         raise NotImplementedError
 
-    @property
-    def in_transaction(self) -> bool:
-        raise NotImplementedError
-
     async def schema_changed(self) -> None:
         """Forget what was prepared against the old schema (called after tables changed)."""
 
@@ -137,10 +133,6 @@ class SQLiteDatabase(Database):
             if conn is not None:
                 conn.close()
         self._reader = self._writer = None
-
-    @property
-    def in_transaction(self) -> bool:
-        return self._tx.get()
 
     def _conn(self) -> sqlite3.Connection:
         return self._writer if self._tx.get() else self._reader
@@ -265,10 +257,6 @@ class PostgresDatabase(Database):
 
     async def announce(self, channel: str) -> None:
         await self.execute("SELECT pg_notify(?, '')", (channel,))
-
-    @property
-    def in_transaction(self) -> bool:
-        return self._conn.get() is not None
 
     async def schema_changed(self) -> None:
         # asyncpg caches prepared statements per connection; one whose result types changed
