@@ -33,7 +33,7 @@ import msgspec  # noqa: E402
 
 import crmcore  # noqa: E402
 from crmcore import Field, FieldType, ListQuery  # noqa: E402
-from crmcore.storage.schema import search_expression  # noqa: E402
+from crmcore.storage.schema import search_columns, search_expression  # noqa: E402
 
 import datagen  # noqa: E402
 import loadgen  # noqa: E402
@@ -163,7 +163,7 @@ def _raw_row(values: dict, stamp: Any) -> tuple:
             values["email"], values["city"], values["segment"], values["score"])
 
 
-def seed_raw_sqlite(crm_db: str, target: str, rows: int, batch: int, owners: list[int], expression: str,
+def seed_raw_sqlite(crm_db: str, target: str, rows: int, batch: int, owners: list[int], searched: list[str],
                     same_work: bool) -> float:
     """Raw executemany into a separate file holding the same table and indexes (``same_work``:
     plus the FTS index and one audit row per record, as crmcore writes)."""
@@ -183,7 +183,8 @@ def seed_raw_sqlite(crm_db: str, target: str, rows: int, batch: int, owners: lis
         conn.execute(statement)
     insert = (f'INSERT INTO crm_contact ({", ".join(chr(34) + c + chr(34) for c in RAW_INSERT_COLUMNS)}) '
               f'VALUES ({", ".join("?" for _ in RAW_INSERT_COLUMNS)})')
-    fts = f'INSERT INTO crm_contact__search (rowid, body) SELECT "id", {expression} FROM crm_contact WHERE "id" BETWEEN ? AND ?'
+    listed = ", ".join(f'"{c}"' for c in searched)
+    fts = f'INSERT INTO crm_contact__search (rowid, {listed}) SELECT "id", {listed} FROM crm_contact WHERE "id" BETWEEN ? AND ?'
     audit = 'INSERT INTO crm_audit ("entity", "record_id", "action", "user_id", "at", "changes") VALUES (?, ?, ?, ?, ?, ?)'
     encode = msgspec.json.encode
     elapsed = 0.0
@@ -415,9 +416,9 @@ async def run_backend(backend: str, args: argparse.Namespace) -> dict:
         if backend == "sqlite":
             crm_db = dep.db.path
             raw_plain = await asyncio.to_thread(seed_raw_sqlite, crm_db, str(tmp / "raw1.db"), args.rows,
-                                                args.batch, owners, expression, False)
+                                                args.batch, owners, search_columns(entity), False)
             raw_same = await asyncio.to_thread(seed_raw_sqlite, crm_db, str(tmp / "raw2.db"), args.rows,
-                                               args.batch, owners, expression, True)
+                                               args.batch, owners, search_columns(entity), True)
             for name in ("raw1.db", "raw2.db"):
                 for suffix in ("", "-wal", "-shm"):
                     (tmp / (name + suffix)).unlink(missing_ok=True)

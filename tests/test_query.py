@@ -371,6 +371,28 @@ async def test_full_text_search_with_prefix(dep):
     assert await names("smyth") == []
 
 
+async def test_search_follows_bulk_updates_refused_updates_and_purges(dep):
+    ids = await dep.records.bulk_create("contact", [
+        {"last_name": "Ozturk", "city": "Izmir"}, {"last_name": "Ozdemir"}, {"last_name": "Oztas"},
+    ])
+
+    async def found(text: str) -> list[int]:
+        return sorted(r["id"] for r in (await dep.records.list("contact", ListQuery(search=text))).items)
+
+    await dep.records.bulk_update("contact", [{"id": ids[0], "city": "Bursa"}, {"id": ids[1], "last_name": "Kaplan"}])
+    assert await found("izmir") == [] and await found("bursa") == [ids[0]]
+    assert await found("ozdemir") == [] and await found("kaplan") == [ids[1]]
+    # A refused update (stale version) leaves the index as the record is.
+    with pytest.raises(crmcore.Conflict):
+        await dep.records.update("contact", ids[2], {"last_name": "Yeni", "version": 99})
+    assert await found("oztas") == [ids[2]] and await found("yeni") == []
+    await dep.records.delete("contact", ids[2])
+    await dep.records.purge("contact", ids[2])
+    again = await dep.records.create("contact", {"last_name": "Oztas"})
+    assert await found("oztas") == [again["id"]]
+    assert await found("oz") == sorted([ids[0], again["id"]])
+
+
 async def test_search_combines_with_filters(dep):
     await dep.records.bulk_create("contact", [
         {"last_name": "Kaya", "city": "Izmir"}, {"last_name": "Kaya", "city": "Ankara"}, {"last_name": "Kara"},

@@ -212,6 +212,8 @@ def search_condition(entity: EntityType, dialect: str, text: str) -> tuple[str, 
     if not words:
         return None
     if dialect == "sqlite":
+        if not any(field.is_searchable for field in entity.fields):
+            return "? IS NULL", 0  # no full-text index: nothing matches, as on PostgreSQL
         match = " AND ".join(f'"{w}"*' for w in words)
         return f'"id" IN (SELECT rowid FROM "{entity.table}__search" WHERE "{entity.table}__search" MATCH ?)', match
     return "\"_search\" @@ to_tsquery('simple', crm_fold(?))", " & ".join(f"{w}:*" for w in words)

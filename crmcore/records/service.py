@@ -19,7 +19,7 @@ import msgspec
 from ..entities import EntityType, Field, FieldType
 from ..fieldvalues import FieldValueError, parse_value
 from ..storage.database import IntegrityError
-from ..storage.schema import pg_search_vector, search_expression
+from ..storage.schema import pg_search_vector, search_columns, search_expression
 from .codec import EntityCodec, db_time
 from .errors import Conflict, FieldError, NotFound, ValidationError
 from .query import ListQuery, compile_list, row_sort_values, encode_cursor
@@ -224,27 +224,47 @@ class RecordsService:
             field, "unique", f"another {entity.name} already has this {field}; values must be unique"
         )])
 
-    async def _write_search(self, entity: EntityType, ids: list[int], *, new: bool = False) -> None:
-        expression = search_expression(entity)
-        if expression is None or not ids:
+    @staticmethod
+    def _id_ranges(ids: list[int]) -> list[tuple[str, list[int]]]:
+        """WHERE clauses (with parameters) that select these ids: one range when they are
+        contiguous, as a bulk create's are, else lists small enough for any parameter limit."""
+        low, high = min(ids), max(ids)
+        if high - low + 1 == len(ids):
+            return [('"id" BETWEEN ? AND ?', [low, high])]
+        return [(f'"id" IN ({", ".join("?" for _ in part)})', part)
+                for part in (ids[i:i + 900] for i in range(0, len(ids), 900))]
+
+    async def _unindex(self, entity: EntityType, ids: list[int]) -> None:
+        """Take rows out of SQLite's search index *before* they change or go: the index keeps no
+        text of its own, so FTS5 is given the values it indexed (see fts_table_ddl)."""
+        columns = search_columns(entity)
+        if self.db.dialect != "sqlite" or not columns or not ids:
+            return
+        t, listed = entity.table, ", ".join(f'"{c}"' for c in columns)
+        for where, params in self._id_ranges(ids):
+            await self.db.execute(
+                f'INSERT INTO "{t}__search" ("{t}__search", rowid, {listed}) '
+                f"SELECT 'delete', \"id\", {listed} FROM \"{t}\" WHERE {where}", params,
+            )
+
+    async def _index(self, entity: EntityType, ids: list[int]) -> None:
+        """Put rows' current values in the search index (after _unindex for changed rows)."""
+        columns = search_columns(entity)
+        if not columns or not ids:
             return
         t = entity.table
-        low, high = min(ids), max(ids)
-        contiguous = high - low + 1 == len(ids)
-        if contiguous:
-            where, params = '"id" BETWEEN ? AND ?', [low, high]
-        else:
-            where, params = f'"id" IN ({", ".join("?" for _ in ids)})', list(ids)
-        if self.db.dialect == "sqlite":
-            if not new:  # new records have no index entry yet (purge removes a record's entry)
-                await self.db.execute(f'DELETE FROM "{t}__search" WHERE rowid IN (SELECT "id" FROM "{t}" WHERE {where})', params)
-            await self.db.execute(
-                f'INSERT INTO "{t}__search" (rowid, body) SELECT "id", {expression} FROM "{t}" WHERE {where}', params
-            )
-        else:
-            await self.db.execute(
-                f'UPDATE "{t}" SET "_search" = {pg_search_vector(expression)} WHERE {where}', params
-            )
+        for where, params in self._id_ranges(ids):
+            if self.db.dialect == "sqlite":
+                listed = ", ".join(f'"{c}"' for c in columns)
+                await self.db.execute(
+                    f'INSERT INTO "{t}__search" (rowid, {listed}) SELECT "id", {listed} FROM "{t}" WHERE {where}',
+                    params,
+                )
+            else:
+                await self.db.execute(
+                    f'UPDATE "{t}" SET "_search" = {pg_search_vector(search_expression(entity))} WHERE {where}',
+                    params,
+                )
 
     async def _audit(self, entity: EntityType, rows: list[tuple[int, str, dict | None]], user_id: int | None, at: dt.datetime) -> None:
         stamp = at.isoformat()
@@ -328,7 +348,7 @@ class RecordsService:
         except IntegrityError as exc:
             raise self._integrity(entity, exc) from None
         if not search_inline:
-            await self._write_search(entity, ids, new=True)
+            await self._index(entity, ids)
         # A create's audit entry holds the initial values ({field: value}); history() shows
         # them as [None, value] like any change. Encoding the dict as is keeps bulk cheap.
         await self._audit(entity, [(rid, "create", {k: v for k, v in values.items() if v is not None})
@@ -381,6 +401,9 @@ class RecordsService:
             now = _now()
             assignments = ", ".join(f'"{c}" = ?' for c in encoded)
             params = [*encoded.values(), db_time(now, self.db.dialect), user_id, record_id, before["version"]]
+            reindex = any(f.is_searchable for f in entity.fields if f.name in values)
+            if reindex:  # a failed update below rolls this back with it
+                await self._unindex(entity, [record_id])
             try:
                 written = await self.db.fetchrow(
                     f'UPDATE "{entity.table}" SET {assignments}, "version" = "version" + 1, "updated_at" = ?, '
@@ -393,8 +416,8 @@ class RecordsService:
                 current = await self.get(entity_name, record_id)
                 raise Conflict(entity_name, record_id, before["version"], current,
                                await self._changed_since(entity, record_id, before["version"], current["version"]))
-            if any(f.is_searchable for f in entity.fields if f.name in values):
-                await self._write_search(entity, [record_id])
+            if reindex:
+                await self._index(entity, [record_id])
             await self._audit(entity, [(record_id, "update", diff)], user_id, now)
             after = await self.get(entity_name, record_id)
         await self._emit(RecordEvent(entity=entity.name, action="update", record_ids=[record_id],
@@ -478,6 +501,7 @@ class RecordsService:
                 audit.append((rid, "update", diff))
                 diffs.append(diff)
                 changed_ids.append(rid)
+            await self._unindex(entity, changed_ids)
             for columns, params in groups.items():
                 assignments = ", ".join(f'"{c}" = ?' for c in columns)
                 try:
@@ -488,7 +512,7 @@ class RecordsService:
                     )
                 except IntegrityError as exc:
                     raise self._integrity(entity, exc) from None
-            await self._write_search(entity, changed_ids)
+            await self._index(entity, changed_ids)
             await self._audit(entity, audit, user_id, now)
         if changed_ids and self.deployment.pm.hook.crm_after_commit.get_hookimpls():
             await self._emit(RecordEvent(
@@ -554,9 +578,8 @@ class RecordsService:
         entity = self.entity(entity_name)
         async with self.db.transaction():
             await self.get(entity_name, record_id, trashed=True)
+            await self._unindex(entity, [record_id])
             await self.db.execute(f'DELETE FROM "{entity.table}" WHERE "id" = ?', (record_id,))
-            if self.db.dialect == "sqlite":
-                await self.db.execute(f'DELETE FROM "{entity.table}__search" WHERE rowid = ?', (record_id,))
             await self._audit(entity, [(record_id, "purge", None)], user_id, _now())
 
     # -- reads -------------------------------------------------------------------------------
