@@ -10,6 +10,7 @@ import datetime as dt
 import re
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,7 +21,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from .entities import Field, FieldType
 
-__all__ = ["FieldValueError", "Money", "Phone", "parse_value", "normalize_phone"]
+__all__ = ["FieldValueError", "Money", "Phone", "parse_value", "value_parser", "normalize_phone"]
 
 UTC = dt.timezone.utc
 MAX_TEXT = 10_000
@@ -91,6 +92,13 @@ def parse_value(field: Field, value: Any, *, region: str = "US", currency: str =
         return None
     parse = _PARSERS[field.type]
     return parse(field, value, region, currency)
+
+
+def value_parser(field: Field) -> Callable[[Field, Any, str, str], Any]:
+    """The function parse_value calls for this field's type, ``(field, value, region, currency)``,
+    for callers that parse many values: they skip the lookup, and must pass on ``None`` and
+    ``""`` (empty: ``None``, except for booleans) themselves."""
+    return _PARSERS[field.type]
 
 
 def _text(field: Field, value: Any, region: str, currency: str) -> str:

@@ -335,6 +335,68 @@ async def test_bulk_create_search_index_and_empty(dep):
     assert found.total == 1
 
 
+async def test_bulk_create_streams_chunks_in_one_transaction(dep, monkeypatch):
+    """A generator of rows is written chunk by chunk; a bad row in a later chunk undoes the
+    earlier ones, and every bad row is named by its position in the whole input."""
+    import crmcore.records.service as service
+
+    monkeypatch.setattr(service, "BULK_CHUNK", 40)
+    monkeypatch.setattr(service, "AUDIT_SLICE", 15)
+    seen: list[int] = []
+
+    def rows(bad: set[int]):
+        for i in range(130):
+            seen.append(i)
+            yield {"last_name": f"Row{i}", "email": "broken" if i in bad else f"row{i}@example.com"}
+
+    with pytest.raises(ValidationError) as exc:
+        await dep.records.bulk_create("contact", rows({3, 97}))
+    assert set(errors_of(exc)) == {"rows[3].email", "rows[97].email"}
+    assert len(seen) == 130  # all rows were checked
+    assert (await dep.records.list("contact", crmcore.ListQuery(count=True))).total == 0
+
+    seen.clear()
+    ids = await dep.records.bulk_create("contact", rows(set()))
+    assert len(ids) == 130 == len(set(ids))
+    page = await dep.records.list("contact", crmcore.ListQuery(sort=["id"], limit=200, count=True))
+    assert page.total == 130 and [r["last_name"] for r in page.items] == [f"Row{i}" for i in range(130)]
+    found = await dep.records.list("contact", crmcore.ListQuery(search="row129"))
+    assert [r["id"] for r in found.items] == [ids[129]]
+    # Each record's history starts with its own values, though one entry covers a slice.
+    for i in (0, 14, 15, 64, 129):
+        [create] = await dep.records.history("contact", ids[i])
+        assert create["action"] == "create"
+        assert create["changes"] == {"last_name": [None, f"Row{i}"], "email": [None, f"row{i}@example.com"]}
+    await dep.records.update("contact", ids[15], {"city": "Izmir"})
+    history = await dep.records.history("contact", ids[15])
+    assert [h["action"] for h in history] == ["update", "create"]
+    assert history[1]["changes"]["last_name"] == [None, "Row15"]
+    assert [h["action"] for h in await dep.records.history("contact", ids[15], limit=1)] == ["update"]
+
+
+async def test_a_large_bulk_create_keeps_indexes_and_unique_checks(dep, monkeypatch):
+    """On SQLite a load larger than its table builds plain indexes at the end; whatever the
+    database, unique fields refuse duplicates within the load and the indexes are there after."""
+    import crmcore.records.service as service
+
+    monkeypatch.setattr(service, "BULK_CHUNK", 50)
+    monkeypatch.setattr(service, "DEFER_INDEXES_FROM", 100)
+    before = await dep.schema.indexes()
+    rows = [{"name": f"User {i}", "email": f"user{i}@example.com"} for i in range(300)]
+    with pytest.raises(ValidationError) as exc:
+        await dep.records.bulk_create("user", [*rows, {"name": "Again", "email": "user7@example.com"}])
+    assert "email" in " ".join(errors_of(exc))
+    assert (await dep.records.list("user", crmcore.ListQuery(count=True))).total == 0
+    assert await dep.schema.indexes() == before
+    ids = await dep.records.bulk_create("user", rows)
+    assert await dep.schema.indexes() == before
+    page = await dep.records.list("user", crmcore.ListQuery(
+        filter={"field": "email", "op": "eq", "value": "user250@example.com"}))
+    assert [r["id"] for r in page.items] == [ids[250]]
+    with pytest.raises(ValidationError):
+        await dep.records.create("user", {"name": "Dup", "email": "user1@example.com"})
+
+
 async def test_bulk_update(dep):
     ids = await dep.records.bulk_create("contact", [{"last_name": n} for n in "ABC"])
     changed = await dep.records.bulk_update("contact", [

@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from ..entities import EntityType, Field, FieldType
-from ..fieldvalues import Money, Phone
+from ..fieldvalues import Money, Phone, value_parser
 
 __all__ = ["EntityCodec", "db_time", "SYSTEM_READ"]
 
@@ -113,6 +113,9 @@ class EntityCodec:
         self.searchable_columns = {c for f in entity.fields if f.is_searchable for c in f.columns()}
         #: Every field by name, hidden ones included; what is required or has a default.
         self.by_name = {f.name: f for f in entity.fields}
+        #: Field name -> (field, its value parser, whether "" means empty) for the fields input may set.
+        self.parsers = {f.name: (f, value_parser(f), f.type is not FieldType.BOOLEAN)
+                        for f in entity.fields if not f.hidden}
         self.required = [f for f in entity.fields if f.required and not f.hidden]
         self.defaults = [f for f in entity.fields if f.default is not None and not f.hidden]
         # INSERT: system columns first, then each field's columns; a row starts as all NULL

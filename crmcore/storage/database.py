@@ -27,6 +27,10 @@ import msgspec
 __all__ = ["Database", "SQLiteDatabase", "PostgresDatabase", "open_database", "IntegrityError"]
 
 _PLACEHOLDER = re.compile(r"\?")
+#: SQLite writes of this many rows run in a worker thread (sqlite3 lets go of the GIL while it
+#: works): the event loop keeps serving reads meanwhile, and a bulk create validates its next
+#: rows while the last ones are written. Smaller writes are quicker than the thread hop.
+_THREAD_FROM = 256
 
 
 class IntegrityError(Exception):
@@ -55,7 +59,9 @@ class Database:
         row = await self.fetchrow(sql, params)
         return row[0] if row else None
 
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+    async def execute(self, sql: str, params: Sequence[Any] = (), *, long: bool = False) -> None:
+        """Run one statement. ``long``: it may take seconds (an index build), so SQLite runs it
+        in a worker thread and the event loop keeps serving reads meanwhile."""
         raise NotImplementedError
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
@@ -161,20 +167,25 @@ class SQLiteDatabase(Database):
             raise RuntimeError("writes go through Database.transaction()")
         return self._writer
 
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        conn = self._writer if self._tx.get() else None
+    async def execute(self, sql: str, params: Sequence[Any] = (), *, long: bool = False) -> None:
+        if not self._tx.get():  # DDL and maintenance outside a transaction
+            async with self.transaction():
+                return await self.execute(sql, params, long=long)
         try:
-            if conn is None:  # DDL and maintenance outside a transaction
-                async with self.transaction():
-                    self._writer.execute(sql, params)
+            if long:
+                await asyncio.to_thread(self._writer.execute, sql, params)
             else:
-                conn.execute(sql, params)
+                self._writer.execute(sql, params)
         except sqlite3.IntegrityError as exc:
             raise _sqlite_integrity(exc) from None
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        conn = self._write_conn()
         try:
-            self._write_conn().executemany(sql, rows)
+            if isinstance(rows, list) and len(rows) >= _THREAD_FROM:
+                await asyncio.to_thread(conn.executemany, sql, rows)
+            else:
+                conn.executemany(sql, rows)
         except sqlite3.IntegrityError as exc:
             raise _sqlite_integrity(exc) from None
 
@@ -184,7 +195,10 @@ class SQLiteDatabase(Database):
             if len(rows) == 1:
                 return [conn.execute(sql, rows[0]).lastrowid]
             # One writer inside one transaction appends rowids consecutively.
-            conn.executemany(sql, rows)
+            if len(rows) >= _THREAD_FROM:
+                await asyncio.to_thread(conn.executemany, sql, rows)
+            else:
+                conn.executemany(sql, rows)
             last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
         except sqlite3.IntegrityError as exc:
             raise _sqlite_integrity(exc) from None
@@ -292,7 +306,7 @@ class PostgresDatabase(Database):
             raise _pg_integrity(exc) from None
         return tuple(row) if row is not None else None
 
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+    async def execute(self, sql: str, params: Sequence[Any] = (), *, long: bool = False) -> None:
         try:
             conn = self._conn.get()
             if conn is not None:

@@ -40,8 +40,10 @@ SYSTEM_TABLES = [
         "entity" TEXT NOT NULL, "name" TEXT NOT NULL, "definition" TEXT NOT NULL,
         "removed" {bool} NOT NULL DEFAULT {false}, "created_at" TEXT NOT NULL,
         PRIMARY KEY ("entity", "name"))""",
+    # One entry per change of a record. A bulk create's entry covers the records from
+    # record_id to last_record_id (its changes: {"ids": [...], "values": [...]}).
     """CREATE TABLE IF NOT EXISTS crm_audit (
-        "id" {serial}, "entity" TEXT NOT NULL, "record_id" BIGINT NOT NULL,
+        "id" {serial}, "entity" TEXT NOT NULL, "record_id" BIGINT NOT NULL, "last_record_id" BIGINT,
         "action" TEXT NOT NULL, "user_id" BIGINT, "at" TEXT NOT NULL, "changes" TEXT)""",
     """CREATE INDEX IF NOT EXISTS crm_audit_record ON crm_audit ("entity", "record_id", "id")""",
 ]
@@ -274,6 +276,8 @@ class SchemaManager:
     async def ensure_system_tables(self) -> None:
         for statement in SYSTEM_TABLES:
             await self.db.execute(self._fmt(statement))
+        if "last_record_id" not in await self.columns("crm_audit"):  # made before bulk entries
+            await self.db.execute('ALTER TABLE crm_audit ADD COLUMN "last_record_id" BIGINT')
         if self.db.dialect == "postgres":
             await self._ensure_fold()
 
