@@ -17,6 +17,8 @@ import msgspec
 import pluggy
 import tomli_w
 
+from .auth.permissions import CORE_PERMISSIONS, Permission
+from .auth.service import AuthService
 from .contributions import Edition, Pipeline, UIItem
 from .entities import EntityType, Field, FieldType, Registry, RegistryError, check_field
 from .plugins import PluginError, call_each, discover, get_plugin_manager
@@ -167,6 +169,9 @@ class Deployment:
         self.route_plugins: dict[int, str] = {}
         self.schema = SchemaManager(db, self._engine())
         self.records = RecordsService(self)
+        self.auth = AuthService(self)
+        #: Named permissions: the core's and those plugins declare (crm_register_permissions).
+        self.permissions: dict[str, Permission] = dict(CORE_PERMISSIONS)
         self.schema_version = 0
         self.pending_changes: list[PendingChange] = []
         self._data_version: int | None = None
@@ -282,6 +287,17 @@ class Deployment:
         call_each(self.pm, "crm_register_pipelines", renamed("register_pipeline"))
         call_each(self.pm, "crm_ui_items", renamed("register_ui"))
         call_each(self.pm, "crm_register_routes", renamed("register_route"))
+        permissions = dict(CORE_PERMISSIONS)
+
+        def register_permission(plugin: str) -> dict[str, Any]:
+            def register(permission: Permission) -> None:
+                name = permission.name if plugin == "core" else f"{plugin}.{permission.name}"
+                if name in permissions:
+                    raise RegistryError(f"plugin {plugin!r}: permission {name!r} is already declared")
+                permissions[name] = msgspec.structs.replace(permission, name=name)
+            return {"deployment": self, "register": register}
+
+        call_each(self.pm, "crm_register_permissions", register_permission)
         for pipeline in pipelines.values():
             if registry.get(pipeline.entity) is None:
                 raise PluginError(f"plugin {pipeline.plugin!r}: pipeline {pipeline.name!r} is for unknown entity {pipeline.entity!r}")
@@ -301,6 +317,7 @@ class Deployment:
         registry.check_relations()
         self.registry, self.pipelines, self.ui_items = registry, pipelines, ui_items
         self.routes, self.route_plugins = routes, route_plugins
+        self.permissions = permissions
         self.schema_version = int(await self.schema.meta("schema_version") or 0)
         self.records.invalidate()
 

@@ -195,6 +195,44 @@ def crm_after_commit(event, deployment):
 
 
 @hookspec
+def crm_register_permissions(register, deployment):
+    """Declare named permissions beyond record access (an action a plugin guards itself).
+
+    :param register: ``register(permission: Permission)``; the name is prefixed with the
+        plugin's name (``call`` in plugin ``telephony`` becomes ``telephony.call``).
+        ``permission.roles`` are the built-in roles that have it by default; an admin grants it
+        to other roles by listing it in their ``grants``.
+
+    A route checks it with ``actor.has("telephony.call")``, the actor being the request's.
+
+    Example::
+
+        @hookimpl
+        def crm_register_permissions(register):
+            register(Permission(name="call", label="Place calls",
+                                roles=("admin", "sales_manager", "agent")))
+    """
+
+
+@hookspec
+def crm_deliver_password_reset(user, link, deployment):
+    """Deliver a password-reset link (e-mail, SMS...). Called when a user asks for a reset.
+
+    Without an implementation, nothing is sent: an admin hands out a link made with
+    ``crm users reset-link EMAIL``. May return an awaitable.
+
+    :param user: the user's record (``name``, ``email``, ``locale`` ...).
+    :param link: the one-time link (valid for an hour).
+
+    Example::
+
+        @hookimpl
+        def crm_deliver_password_reset(user, link):
+            send_mail(user["email"], "Your password reset", f"Open {link} within the hour.")
+    """
+
+
+@hookspec
 def crm_startup(deployment):
     """Run once when a deployment is opened (server, CLI or tests). May return an awaitable.
 

@@ -13,9 +13,10 @@ import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
+from ..auth.errors import RateLimited, Unauthenticated
 from ..entities import RegistryError
 from ..plugins import PluginError
-from ..records.errors import Conflict, FieldError, NotFound, ValidationError
+from ..records.errors import Conflict, FieldError, Forbidden, NotFound, ValidationError
 
 __all__ = ["problem", "exception_handlers", "ProblemError"]
 
@@ -51,6 +52,22 @@ def _conflict(request: Request, exc: Conflict) -> Response:
     return problem(409, "Edit conflict", str(exc), current=exc.current, changed_fields=exc.changed)
 
 
+def _forbidden(request: Request, exc: Forbidden) -> Response:
+    return problem(403, "Forbidden", str(exc), exc.errors or None)
+
+
+def _unauthenticated(request: Request, exc: Unauthenticated) -> Response:
+    response = problem(401, "Unauthorized", str(exc))
+    response.headers["www-authenticate"] = 'Bearer realm="crmcore"'
+    return response
+
+
+def _rate_limited(request: Request, exc: RateLimited) -> Response:
+    response = problem(429, "Too many requests", str(exc), retry_after=exc.retry_after)
+    response.headers["retry-after"] = str(exc.retry_after)
+    return response
+
+
 def _registry(request: Request, exc: RegistryError | PluginError) -> Response:
     return problem(422, "Refused", str(exc))
 
@@ -81,6 +98,9 @@ exception_handlers = {
     ValidationError: _validation,
     NotFound: _not_found,
     Conflict: _conflict,
+    Forbidden: _forbidden,
+    Unauthenticated: _unauthenticated,
+    RateLimited: _rate_limited,
     RegistryError: _registry,
     PluginError: _registry,
     ProblemError: _problem,

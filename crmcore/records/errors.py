@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["FieldError", "ValidationError", "NotFound", "Conflict"]
+__all__ = ["FieldError", "ValidationError", "NotFound", "Conflict", "Forbidden"]
 
 
 class FieldError(msgspec.Struct):
@@ -30,6 +30,15 @@ class NotFound(Exception):
         super().__init__(f"{entity} {record_id} does not exist")
         self.entity = entity
         self.record_id = record_id
+
+
+class Forbidden(Exception):
+    """The actor's role does not allow this; ``errors`` name the fields when fields are the reason.
+    Records the actor may not read are NotFound instead, so their existence does not leak."""
+
+    def __init__(self, message: str, errors: list[FieldError] | None = None):
+        super().__init__(message)
+        self.errors = errors or []
 
 
 class Conflict(Exception):

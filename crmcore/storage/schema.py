@@ -274,7 +274,9 @@ class SchemaManager:
     # -- sync --------------------------------------------------------------------------------
 
     async def ensure_system_tables(self) -> None:
-        for statement in SYSTEM_TABLES:
+        from ..auth.tables import AUTH_TABLES
+
+        for statement in SYSTEM_TABLES + AUTH_TABLES:
             await self.db.execute(self._fmt(statement))
         if "last_record_id" not in await self.columns("crm_audit"):  # made before bulk entries
             await self.db.execute('ALTER TABLE crm_audit ADD COLUMN "last_record_id" BIGINT')
