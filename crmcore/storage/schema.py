@@ -222,6 +222,7 @@ class SchemaManager:
             serial="BIGSERIAL PRIMARY KEY" if pg else "INTEGER PRIMARY KEY",
             bool="BOOLEAN" if pg else "INTEGER",
             false="FALSE" if pg else "0",
+            true="TRUE" if pg else "1",
         )
 
     async def _record(self, kind: str, target: str, statement: str) -> None:
