@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
+import copy
 import inspect
 import itertools
 import logging
@@ -19,12 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from ..auth.permissions import SYSTEM, Actor, Scope
 from ..entities import EntityType, Field, FieldType
 from ..fieldvalues import FieldValueError, parse_value, value_parser
 from ..storage.database import IntegrityError
 from ..storage.schema import pg_search_vector, search_columns, search_expression
 from .codec import EntityCodec, db_time
-from .errors import Conflict, FieldError, NotFound, ValidationError
+from .errors import Conflict, FieldError, Forbidden, NotFound, ValidationError
 from .query import ListQuery, compile_list, row_sort_values, encode_cursor
 
 if TYPE_CHECKING:
@@ -157,10 +159,23 @@ def _jsonable(value: Any) -> Any:
 
 
 class RecordsService:
-    def __init__(self, deployment: Deployment):
+    """Reads and writes of records, made as one :class:`Actor` whose role they obey.
+
+    ``deployment.records`` acts as :data:`SYSTEM` (trusted code: the CLI, migrations, loaders);
+    a request's code uses ``deployment.records.as_actor(actor)``.
+    """
+
+    def __init__(self, deployment: Deployment, actor: Actor = SYSTEM):
         self.deployment = deployment
+        self.actor = actor
         self._codecs: dict[tuple[str, int], EntityCodec] = {}
         self._sql: dict[tuple[str, str], str] = {}
+
+    def as_actor(self, actor: Actor) -> RecordsService:
+        """The same service (caches shared) making every read and write as ``actor``."""
+        view = copy.copy(self)
+        view.actor = actor
+        return view
 
     # -- plumbing ----------------------------------------------------------------------------
 
