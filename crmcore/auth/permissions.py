@@ -57,7 +57,7 @@ class Role(msgspec.Struct, kw_only=True, omit_defaults=True):
     """A role as stored and as the API shows it.
 
     ``entities`` maps an entity type's name, or ``*`` for every other one (plugin entities
-    included), to ``{action: scope}``; an action not given is ``none``. ``fields`` maps an entity
+    included), to ``{action: scope}``; an action not given there is ``none``. ``fields`` maps an entity
     type to ``{field: "hidden" | "read"}``.
     """
 
@@ -71,9 +71,9 @@ class Role(msgspec.Struct, kw_only=True, omit_defaults=True):
 
     def scope(self, entity: str, action: str) -> Scope:
         rules = self.entities.get(entity)
-        if rules is not None and action in rules:
-            return rules[action]
-        return self.entities.get("*", {}).get(action, Scope.NONE)
+        if rules is None:
+            rules = self.entities.get("*", {})
+        return rules.get(action, Scope.NONE)
 
 
 def check_role(data: Any) -> Role:

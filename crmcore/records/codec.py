@@ -20,7 +20,9 @@ __all__ = ["EntityCodec", "db_time", "SYSTEM_READ"]
 
 UTC = dt.timezone.utc
 #: System columns every record shows.
-SYSTEM_READ = ("id", "version", "created_at", "updated_at", "owner_id", "created_by", "updated_by", "deleted_at")
+SYSTEM_READ = (
+    "id", "version", "created_at", "updated_at", "owner_id", "team_id", "created_by", "updated_by", "deleted_at",
+)
 
 _json_encode = msgspec.json.encode
 _json_decode = msgspec.json.decode
@@ -120,7 +122,7 @@ class EntityCodec:
         self.defaults = [f for f in entity.fields if f.default is not None and not f.hidden]
         # INSERT: system columns first, then each field's columns; a row starts as all NULL
         # and only the values given are converted into their slots.
-        self.insert_columns = ["version", "created_at", "updated_at", "created_by", "updated_by", "owner_id"]
+        self.insert_columns = ["version", "created_at", "updated_at", "created_by", "updated_by", "owner_id", "team_id"]
         self.insert_slots: dict[str, list[tuple[int, Callable[[Any], Any]]]] = {}
         for field in entity.fields:
             slots = self.insert_slots[field.name] = []

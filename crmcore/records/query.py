@@ -35,6 +35,7 @@ _SYSTEM_FIELDS = {
     "id": Field(name="id", type=FieldType.INTEGER),
     "version": Field(name="version", type=FieldType.INTEGER),
     "owner_id": Field(name="owner_id", type=FieldType.INTEGER),
+    "team_id": Field(name="team_id", type=FieldType.INTEGER),
     "created_by": Field(name="created_by", type=FieldType.INTEGER),
     "updated_by": Field(name="updated_by", type=FieldType.INTEGER),
     "created_at": Field(name="created_at", type=FieldType.DATETIME),
@@ -207,16 +208,35 @@ class _Compiler:
         return f"{column} @> {self.param([value])}::jsonb"
 
 
-def search_condition(entity: EntityType, dialect: str, text: str) -> tuple[str, Any] | None:
+def search_condition(
+    entity: EntityType, dialect: str, text: str, hidden: frozenset[str] = frozenset(),
+) -> tuple[str, Any] | None:
+    """The WHERE condition of a full-text search; words match as prefixes, all must match.
+
+    ``hidden``: fields the reader may not see, whose words must not make a record match.
+    """
+    from ..storage.schema import pg_search_vector, search_expression
+
     words = _WORD.findall(text)[:16]
     if not words:
         return None
+    searchable = [f for f in entity.fields if f.is_searchable]
+    visible = [f for f in searchable if f.name not in hidden]
+    if not visible:
+        return "? IS NULL", 0  # nothing to search in: nothing matches
     if dialect == "sqlite":
-        if not any(field.is_searchable for field in entity.fields):
-            return "? IS NULL", 0  # no full-text index: nothing matches, as on PostgreSQL
         match = " AND ".join(f'"{w}"*' for w in words)
+        if len(visible) < len(searchable):
+            columns = " ".join(f'"{c}"' for f in visible for c in f.columns())
+            match = f"{{{columns}}} : ({match})"
         return f'"id" IN (SELECT rowid FROM "{entity.table}__search" WHERE "{entity.table}__search" MATCH ?)', match
-    return "\"_search\" @@ to_tsquery('simple', crm_fold(?))", " & ".join(f"{w}:*" for w in words)
+    query = " & ".join(f"{w}:*" for w in words)
+    condition = "\"_search\" @@ to_tsquery('simple', crm_fold(?))"
+    if len(visible) < len(searchable):
+        # The indexed vector finds candidates; the visible fields' own vector decides.
+        only = search_expression(msgspec.structs.replace(entity, fields=visible))
+        return f"({condition} AND {pg_search_vector(only)} @@ to_tsquery('simple', crm_fold(?)))", (query, query)
+    return condition, query
 
 
 def parse_sort(entity_fields: dict[str, Field], sort: list[str]) -> list[tuple[str, bool]]:
@@ -255,6 +275,7 @@ def decode_cursor(cursor: str, width: int) -> list[Any]:
 def compile_list(
     entity: EntityType, query: ListQuery, *, dialect: str, select_list: str, fields: dict[str, Field],
     region: str = "US", currency: str = "EUR", scope: tuple[str, list[Any]] | None = None,
+    hidden: frozenset[str] = frozenset(),
 ) -> CompiledQuery:
     """SQL for one page of a list: WHERE from filter + search + scope, keyset ORDER BY."""
     if not 1 <= query.limit <= MAX_LIMIT:
@@ -269,10 +290,10 @@ def compile_list(
     if query.search and len(query.search) > 200:
         raise _fail("q", "a search is at most 200 characters")
     if query.search:
-        found = search_condition(entity, dialect, query.search)
+        found = search_condition(entity, dialect, query.search, hidden)
         if found is not None:
             where.append(found[0])
-            compiler.params.append(found[1])
+            compiler.params.extend(found[1] if isinstance(found[1], tuple) else [found[1]])
     count_where = " AND ".join(where)
     count_params = list(compiler.params)
 

@@ -39,6 +39,10 @@ UTC = dt.timezone.utc
 #: Every record's owner: set like a relation to a user, stored in a system column.
 OWNER_FIELD = Field(name="owner_id", type=FieldType.RELATION, target="user", label="Owner")
 _OWNER_PARSER = (OWNER_FIELD, value_parser(OWNER_FIELD), True)
+TEAM_FIELD = Field(name="team_id", type=FieldType.RELATION, target="team", label="Team")
+_TEAM_PARSER = (TEAM_FIELD, value_parser(TEAM_FIELD), True)
+#: System columns input may set (within the actor's scopes).
+_SYSTEM_INPUT = ("owner_id", "team_id")
 READ_ONLY = {"id", "version", "created_at", "updated_at", "deleted_at", "created_by", "updated_by"}
 _to_builtins = msgspec.to_builtins
 #: Rows bulk_create validates and writes at a time.
@@ -200,6 +204,86 @@ class RecordsService:
         self._codecs.clear()
         self._sql.clear()
 
+    # -- permissions: every read and write asks these ------------------------------------------
+
+    def _scope(self, entity: EntityType, action: str) -> Scope:
+        scope = self.actor.scope(entity.name, action)
+        if scope is Scope.NONE:
+            raise Forbidden(f"your role may not {action} {entity.label_plural.lower()}")
+        return scope
+
+    def _hidden(self, entity: EntityType) -> frozenset[str]:
+        return self.actor.hidden_fields(entity.name)
+
+    def _reader(self, entity: EntityType) -> EntityCodec:
+        """The codec of what this actor may see of an entity: its hidden fields left out."""
+        hidden = self._hidden(entity)
+        if not hidden:
+            return self.codec(entity)
+        key = (entity.name, self.deployment.schema_version, hidden)
+        codec = self._codecs.get(key)
+        if codec is None:
+            codec = self._codecs[key] = EntityCodec(
+                entity, self.db.dialect, [f for f in entity.visible_fields if f.name not in hidden])
+        return codec
+
+    def _strip(self, entity: EntityType, record: dict[str, Any]) -> dict[str, Any]:
+        hidden = self._hidden(entity)
+        return {k: v for k, v in record.items() if k not in hidden} if hidden else record
+
+    async def _team_members(self) -> set[int]:
+        """Users sharing a team with the actor (the actor included)."""
+        members = {self.actor.user_id}
+        if self.actor.team_ids:
+            marks = ", ".join("?" for _ in self.actor.team_ids)
+            members.update(r[0] for r in await self.db.fetch(
+                f'SELECT "user_id" FROM crm_team_member WHERE "team_id" IN ({marks})', list(self.actor.team_ids)))
+        return members
+
+    async def _within(self, scope: Scope, user_id: int | None) -> bool:
+        """Whether a record owned by ``user_id`` would be within ``scope`` of the actor."""
+        if scope is Scope.ALL:
+            return True
+        if user_id == self.actor.user_id and user_id is not None:
+            return True
+        return scope is Scope.TEAM and user_id in await self._team_members()
+
+    async def _primary_teams(self, owners: set[int]) -> dict[int, int]:
+        """Owner -> their first team: a new record's team, unless given."""
+        owners = {o for o in owners if o is not None}
+        if not owners:
+            return {}
+        ids = sorted(owners)
+        teams: dict[int, int] = {}
+        for start in range(0, len(ids), 900):
+            part = ids[start:start + 900]
+            for user_id, team_id in await self.db.fetch(
+                f'SELECT "user_id", "team_id" FROM crm_team_member WHERE "user_id" IN ({", ".join("?" for _ in part)}) '
+                'ORDER BY "user_id", "position" DESC', part,
+            ):
+                teams[user_id] = team_id  # the lowest position is read last
+        return teams
+
+    async def _check_owners(
+        self, entity: EntityType, rows: list[dict[str, Any]], action: str, prefix: str = "", offset: int = 0,
+    ) -> None:
+        """The owners and teams new values give must be within the actor's ``action`` scope."""
+        if self.actor.system:
+            return
+        scope = self._scope(entity, action)
+        errors = []
+        for index, values in enumerate(rows, offset):
+            where = f"{prefix}[{index}]." if prefix else ""
+            if "owner_id" in values and not await self._within(scope, values["owner_id"] or self.actor.user_id):
+                errors.append(FieldError(f"{where}owner_id", "forbidden",
+                                         f"your role may only {action} records owned by "
+                                         + ("you" if scope is Scope.OWN else "you or your teams")))
+            team = values.get("team_id")
+            if team is not None and scope is not Scope.ALL and team not in self.actor.team_ids:
+                errors.append(FieldError(f"{where}team_id", "forbidden", "you may only give one of your own teams"))
+        if errors:
+            raise Forbidden(f"your role may not {action} these {entity.label_plural.lower()} this way", errors)
+
     def _parse(self, entity: EntityType, data: dict[str, Any], *, creating: bool) -> dict[str, Any]:
         if not isinstance(data, dict):
             raise ValidationError([FieldError("body", "invalid", "expected a JSON object of field values")])
@@ -208,18 +292,27 @@ class RecordsService:
         settings = self.deployment.settings
         region, currency = settings.region, settings.currency
         errors: list[FieldError] = []
+        denied: list[FieldError] = []
         values: dict[str, Any] = {}
+        rules = None if self.actor.system else self.actor.role.fields.get(entity.name)
         # parse_value inlined: bulk creates run this loop for every value of every row.
         for name, raw in data.items():
             entry = parsers.get(name)
+            if rules and name in rules:
+                if rules[name] == "read":
+                    denied.append(FieldError(name, "read_only", "your role may read this field, not change it"))
+                    continue
+                entry = None  # hidden: as unknown as a field that does not exist
             if entry is None:
                 if name == "owner_id":
                     entry = _OWNER_PARSER
+                elif name == "team_id":
+                    entry = _TEAM_PARSER
                 elif name in READ_ONLY:
                     errors.append(FieldError(name, "read_only", f"{name} is set by the system"))
                     continue
                 else:
-                    known = ", ".join(f.name for f in entity.visible_fields)
+                    known = ", ".join(f.name for f in entity.visible_fields if not rules or rules.get(f.name) != "hidden")
                     errors.append(FieldError(name, "unknown_field", f"unknown field; {entity.name} fields are: {known}"))
                     continue
             field, parse, blank_is_empty = entry
@@ -238,6 +331,8 @@ class RecordsService:
             if (creating or field.name in values) and values.get(field.name) in (None, [], ""):
                 if not any(e.field == field.name for e in errors):
                     errors.append(FieldError(field.name, "required", "this field is required"))
+        if denied:
+            raise Forbidden("your role may not change " + ", ".join(e.field for e in denied), denied)
         if errors:
             raise ValidationError(errors)
         return values
@@ -264,6 +359,12 @@ class RecordsService:
                 errors.append(FieldError(
                     field.name, "not_found", f"no {field.target} with id {', '.join(map(str, sorted(missing)[:10]))}"
                 ))
+        teams = {row["team_id"] for row in rows if row.get("team_id") is not None}
+        if teams:
+            marks = ", ".join("?" for _ in teams)
+            found = {r[0] for r in await self.db.fetch(f'SELECT "id" FROM crm_team WHERE "id" IN ({marks})', sorted(teams))}
+            if teams - found:
+                errors.append(FieldError("team_id", "not_found", f"no team with id {', '.join(map(str, sorted(teams - found)))}"))
         if errors:
             raise ValidationError(errors)
 
@@ -352,12 +453,13 @@ class RecordsService:
     # -- writes ------------------------------------------------------------------------------
 
     @_fresh_schema
-    async def create(self, entity_name: str, data: dict[str, Any], *, user_id: int | None = None) -> dict[str, Any]:
-        record_id = await self._create(self.entity(entity_name), data, user_id=user_id)
-        return await self.get(entity_name, record_id)
+    async def create(self, entity_name: str, data: dict[str, Any]) -> dict[str, Any]:
+        entity = self.entity(entity_name)
+        record_id = await self._create(entity, data)
+        return self._strip(entity, await self._fetch(entity, record_id, action=None))
 
     async def bulk_create(
-        self, entity_name: str, rows: Iterable[dict[str, Any]], *, user_id: int | None = None
+        self, entity_name: str, rows: Iterable[dict[str, Any]]
     ) -> list[int]:
         """Create many records in one transaction: all or nothing; errors name the row by its
         position in ``rows`` (``rows[41].email``), every bad row, not only the first.
@@ -372,6 +474,9 @@ class RecordsService:
         readers see the table as it was, indexes and all, until the load commits.
         """
         entity = self.entity(entity_name)
+        user_id = self.actor.user_id
+        if not self.actor.system:
+            self._scope(entity, "create")
         chunks = _chunked(rows, BULK_CHUNK)
         first = next(chunks, None)
         if first is None:
@@ -395,6 +500,7 @@ class RecordsService:
                         done += len(chunk)
                     raise ValidationError(errors[:MAX_ROW_ERRORS])
                 start = done - len(parsed)
+                await self._check_owners(entity, parsed, "create", "rows", start)
                 change = Change(entity=entity.name, action="create", user_id=user_id, batch=parsed)
                 if await self._hooks_before(change):  # what hooks set is validated like the input
                     parsed = self._parse_rows(entity, change.batch, creating=False, offset=start)
@@ -425,8 +531,10 @@ class RecordsService:
         except ValidationError as exc:
             return [], exc.errors
 
-    async def _create(self, entity: EntityType, data: dict[str, Any], *, user_id: int | None) -> int:
+    async def _create(self, entity: EntityType, data: dict[str, Any]) -> int:
+        user_id = self.actor.user_id
         values = self._parse(entity, data, creating=True)
+        await self._check_owners(entity, [values], "create")
         async with self.db.transaction():
             change = Change(entity=entity.name, action="create", user_id=user_id, values=values)
             if await self._hooks_before(change):  # what hooks set is validated like the input
@@ -435,7 +543,7 @@ class RecordsService:
         if self.deployment.pm.hook.crm_after_commit.get_hookimpls():
             await self._emit(RecordEvent(
                 entity=entity.name, action="create", record_ids=[record_id],
-                records=[await self.get(entity.name, record_id)],
+                records=[await self._fetch(entity, record_id, action=None)],
                 changes=[{k: [None, _jsonable(v)] for k, v in values.items() if v is not None}], user_id=user_id,
             ))
         return record_id
@@ -451,17 +559,20 @@ class RecordsService:
         stamp = db_time(now, self.db.dialect)
         # Only the columns this batch sets are bound (fewer parameters per row than all of them).
         given = {name for values in parsed for name in values if name in codec.insert_slots}
-        columns = codec.insert_columns[:6]
+        columns = codec.insert_columns[:7]
         position: dict[str, list[tuple[int, Any]]] = {}
         for field in entity.fields:
             if field.name in given:
                 field_slots = codec.insert_slots[field.name]
                 position[field.name] = [(len(columns) + i, convert) for i, (_, convert) in enumerate(field_slots)]
                 columns = columns + [codec.insert_columns[index] for index, _ in field_slots]
+        # A record's team is its owner's first team unless one is given.
+        teams = await self._primary_teams({values.get("owner_id") or user_id for values in parsed})
         db_rows = []
         for values in parsed:
             row = [None] * len(columns)
-            row[:6] = (1, stamp, stamp, user_id, user_id, values.get("owner_id") or user_id)
+            owner = values.get("owner_id") or user_id
+            row[:7] = (1, stamp, stamp, user_id, user_id, owner, values.get("team_id") or teams.get(owner))
             for name, value in values.items():
                 for index, convert in position.get(name, ()):
                     row[index] = convert(value)
@@ -506,12 +617,16 @@ class RecordsService:
 
     def _parse_rows(self, entity: EntityType, rows: list[Any], *, creating: bool, offset: int = 0) -> list[dict[str, Any]]:
         """Validate many rows; all errors at once, each named ``rows[i].field``."""
-        parsed, errors = [], []
+        parsed, errors, denied = [], [], []
         for index, data in enumerate(rows, offset):
             try:
                 parsed.append(self._parse(entity, data, creating=creating))
             except ValidationError as exc:
                 errors.extend(FieldError(f"rows[{index}].{e.field}", e.code, e.message) for e in exc.errors)
+            except Forbidden as exc:
+                denied.extend(FieldError(f"rows[{index}].{e.field}", e.code, e.message) for e in exc.errors)
+        if denied:
+            raise Forbidden("your role may not change " + ", ".join(sorted({e.field.split(".", 1)[1] for e in denied})), denied)
         if errors:
             raise ValidationError(errors)
         return parsed
@@ -520,12 +635,56 @@ class RecordsService:
         """Hooks may have changed values; validate what they set the same way."""
         return self._parse(entity, {k: v for k, v in values.items()}, creating=False) if values else values
 
+    def _encode(self, entity: EntityType, values: dict[str, Any]) -> dict[str, Any]:
+        """Column -> stored value of field values, the owner and team included."""
+        encoded = self.codec(entity).encode({k: v for k, v in values.items() if k not in _SYSTEM_INPUT})
+        for name in _SYSTEM_INPUT:
+            if name in values:
+                encoded[name] = values[name]
+        return encoded
+
+    async def _check_edit(
+        self, entity: EntityType, befores: list[dict[str, Any]], changes: list[dict[str, Any]], prefix: str = "",
+    ) -> None:
+        """The actor may edit these records, and hand them over when owner or team change."""
+        if self.actor.system:
+            return
+        edit = self._scope(entity, "edit")
+        errors = []
+        handed: list[dict[str, Any]] = []
+        for index, (before, values) in enumerate(zip(befores, changes)):
+            where = f"{prefix}[{index}]." if prefix else ""
+            if not self.actor.reaches(edit, before):
+                errors.append(FieldError(f"{where}id", "forbidden", f"your role may not edit this {entity.label.lower()}"))
+                continue
+            moves = any(name in values and values[name] != before.get(name) for name in _SYSTEM_INPUT)
+            if moves:
+                assign = self.actor.scope(entity.name, "assign")
+                if not self.actor.reaches(assign, before):
+                    errors.append(FieldError(f"{where}owner_id", "forbidden",
+                                             f"your role may not hand this {entity.label.lower()} over"))
+                    continue
+                handed.append(values)
+        if errors:
+            raise Forbidden(f"your role may not change these {entity.label_plural.lower()} this way", errors)
+        if handed:
+            await self._check_owners(entity, handed, "assign", prefix)
+
+    async def _follow_owner(self, befores: list[dict[str, Any]], changes: list[dict[str, Any]]) -> None:
+        """A record handed to a new owner moves to the new owner's team, unless a team is given."""
+        moving = [values for before, values in zip(befores, changes)
+                  if "owner_id" in values and "team_id" not in values and values["owner_id"] != before.get("owner_id")]
+        if moving:
+            teams = await self._primary_teams({values["owner_id"] for values in moving})
+            for values in moving:
+                values["team_id"] = teams.get(values["owner_id"])
+
     @_fresh_schema
     async def update(
         self, entity_name: str, record_id: int, data: dict[str, Any], *, version: int | None = None,
-        user_id: int | None = None,
     ) -> dict[str, Any]:
         entity = self.entity(entity_name)
+        user_id = self.actor.user_id
         data = dict(data) if isinstance(data, dict) else data
         if isinstance(data, dict) and "version" in data:
             version = data.pop("version")
@@ -533,20 +692,20 @@ class RecordsService:
                 raise ValidationError([FieldError("version", "invalid", "version must be the integer you read")])
         values = self._parse(entity, data, creating=False)
         async with self.db.transaction():
-            before = await self.get(entity_name, record_id)
+            before = await self._fetch(entity, record_id)
+            await self._check_edit(entity, [before], [values])
             if version is not None and before["version"] != version:
-                raise Conflict(entity_name, record_id, version, before,
+                raise Conflict(entity_name, record_id, version, self._strip(entity, before),
                                await self._changed_since(entity, record_id, version, before["version"]))
             change = Change(entity=entity.name, action="update", values=values, before=before, user_id=user_id)
             if await self._hooks_before(change):
                 values = self._parse_again(entity, change.values)
+            await self._follow_owner([before], [values])
             diff = {k: [_jsonable(before.get(k)), _jsonable(v)] for k, v in values.items() if before.get(k) != v}
             if not diff:
-                return before
+                return self._strip(entity, before)
             await self._check_relations(entity, [values])
-            encoded = self.codec(entity).encode({k: v for k, v in values.items() if k != "owner_id"})
-            if "owner_id" in values:
-                encoded["owner_id"] = values["owner_id"]
+            encoded = self._encode(entity, values)
             now = _now()
             assignments = ", ".join(f'"{c}" = ?' for c in encoded)
             params = [*encoded.values(), db_time(now, self.db.dialect), user_id, record_id, before["version"]]
@@ -562,26 +721,27 @@ class RecordsService:
             except IntegrityError as exc:
                 raise self._integrity(entity, exc) from None
             if written is None:  # another transaction committed a change since we read it
-                current = await self.get(entity_name, record_id)
+                current = self._strip(entity, await self._fetch(entity, record_id, action=None))
                 raise Conflict(entity_name, record_id, before["version"], current,
                                await self._changed_since(entity, record_id, before["version"], current["version"]))
             if reindex:
                 await self._index(entity, [record_id])
             await self._audit(entity, [(record_id, "update", diff)], user_id, now)
-            after = await self.get(entity_name, record_id)
+            after = await self._fetch(entity, record_id, action=None)
         await self._emit(RecordEvent(entity=entity.name, action="update", record_ids=[record_id],
                                      records=[after], changes=[diff], user_id=user_id))
-        return after
+        return self._strip(entity, after)
 
     @_fresh_schema
     async def bulk_update(
-        self, entity_name: str, updates: list[dict[str, Any]], *, user_id: int | None = None
+        self, entity_name: str, updates: list[dict[str, Any]]
     ) -> list[int]:
         """Update many records in one transaction: each item is ``{"id": ..., "version"?: ..., field: value}``.
 
         All or nothing; errors name the row. Hooks run once for the batch, not per row.
         """
         entity = self.entity(entity_name)
+        user_id = self.actor.user_id
         errors: list[FieldError] = []
         items: list[tuple[int, int | None, dict[str, Any]]] = []
         for index, data in enumerate(updates):
@@ -600,6 +760,9 @@ class RecordsService:
                 items.append((rid, version, self._parse(entity, data, creating=False)))
             except ValidationError as exc:
                 errors.extend(FieldError(f"rows[{index}].{e.field}", e.code, e.message) for e in exc.errors)
+            except Forbidden as exc:
+                raise Forbidden(str(exc), [FieldError(f"rows[{index}].{e.field}", e.code, e.message)
+                                           for e in exc.errors]) from None
         if errors:
             raise ValidationError(errors)
         if not items:
@@ -610,11 +773,13 @@ class RecordsService:
         async with self.db.transaction():
             befores: dict[int, dict[str, Any]] = {}
             ids = [rid for rid, _, _ in items]
+            scope = None if self.actor.system else self.actor.scope_sql(self._scope(entity, "read"))
             for start in range(0, len(ids), 900):
                 part = ids[start:start + 900]
                 rows = await self.db.fetch(
                     f'SELECT {codec.select_list} FROM "{entity.table}" WHERE "deleted_at" IS NULL '
-                    f'AND "id" IN ({", ".join("?" for _ in part)})', part,
+                    f'AND "id" IN ({", ".join("?" for _ in part)})' + (f" AND {scope[0]}" if scope else ""),
+                    part + (scope[1] if scope else []),
                 )
                 befores.update((row[0], codec.decode(row)) for row in rows)
             for index, (rid, version, _) in enumerate(items):
@@ -628,11 +793,13 @@ class RecordsService:
                     ))
             if errors:
                 raise ValidationError(errors)
+            await self._check_edit(entity, [befores[rid] for rid, _, _ in items], [v for _, _, v in items], "rows")
             change = Change(entity=entity.name, action="update", user_id=user_id,
                             batch=[values for _, _, values in items])
             if await self._hooks_before(change):  # what hooks set is validated like the input
                 reparsed = self._parse_rows(entity, change.batch, creating=False)
                 items = [(rid, version, values) for (rid, version, _), values in zip(items, reparsed)]
+            await self._follow_owner([befores[rid] for rid, _, _ in items], [v for _, _, v in items])
             await self._check_relations(entity, [values for _, _, values in items])
             now = _now()
             stamp = db_time(now, self.db.dialect)
@@ -643,9 +810,7 @@ class RecordsService:
                 diff = {k: [_jsonable(before.get(k)), _jsonable(v)] for k, v in values.items() if before.get(k) != v}
                 if not diff:
                     continue
-                encoded = codec.encode({k: v for k, v in values.items() if k != "owner_id"})
-                if "owner_id" in values:
-                    encoded["owner_id"] = values["owner_id"]
+                encoded = self._encode(entity, values)
                 groups.setdefault(tuple(encoded), []).append([*encoded.values(), stamp, user_id, rid])
                 audit.append((rid, "update", diff))
                 diffs.append(diff)
@@ -689,21 +854,24 @@ class RecordsService:
                     changed.append(name)
         return changed
 
-    async def delete(self, entity_name: str, record_id: int, *, version: int | None = None, user_id: int | None = None) -> None:
+    async def delete(self, entity_name: str, record_id: int, *, version: int | None = None) -> None:
         """Move a record to the trash (restorable); ``purge`` removes it for good."""
-        await self._set_deleted(entity_name, record_id, deleted=True, version=version, user_id=user_id)
+        await self._set_deleted(entity_name, record_id, deleted=True, version=version)
 
-    async def restore(self, entity_name: str, record_id: int, *, user_id: int | None = None) -> dict[str, Any]:
-        await self._set_deleted(entity_name, record_id, deleted=False, version=None, user_id=user_id)
-        return await self.get(entity_name, record_id)
-
-    async def _set_deleted(self, entity_name: str, record_id: int, *, deleted: bool, version: int | None, user_id: int | None) -> None:
+    async def restore(self, entity_name: str, record_id: int) -> dict[str, Any]:
+        await self._set_deleted(entity_name, record_id, deleted=False, version=None)
         entity = self.entity(entity_name)
+        return self._strip(entity, await self._fetch(entity, record_id, action=None))
+
+    async def _set_deleted(self, entity_name: str, record_id: int, *, deleted: bool, version: int | None) -> None:
+        entity = self.entity(entity_name)
+        user_id = self.actor.user_id
         action = "delete" if deleted else "restore"
         async with self.db.transaction():
-            before = await self.get(entity_name, record_id, trashed=not deleted)
+            before = await self._fetch(entity, record_id, trashed=not deleted)
+            self._check_delete(entity, before)
             if version is not None and before["version"] != version:
-                raise Conflict(entity_name, record_id, version, before,
+                raise Conflict(entity_name, record_id, version, self._strip(entity, before),
                                await self._changed_since(entity, record_id, version, before["version"]))
             await self._hooks_before(Change(entity=entity.name, action=action, before=before, user_id=user_id))
             now = _now()
@@ -722,11 +890,16 @@ class RecordsService:
         await self._emit(RecordEvent(entity=entity.name, action=action, record_ids=[record_id],
                                      records=[before], changes=[{}], user_id=user_id))
 
-    async def purge(self, entity_name: str, record_id: int, *, user_id: int | None = None) -> None:
+    def _check_delete(self, entity: EntityType, before: dict[str, Any]) -> None:
+        if not self.actor.system and not self.actor.reaches(self._scope(entity, "delete"), before):
+            raise Forbidden(f"your role may not delete this {entity.label.lower()}")
+
+    async def purge(self, entity_name: str, record_id: int) -> None:
         """Remove a trashed record for good (its audit history stays)."""
         entity = self.entity(entity_name)
+        user_id = self.actor.user_id
         async with self.db.transaction():
-            await self.get(entity_name, record_id, trashed=True)
+            self._check_delete(entity, await self._fetch(entity, record_id, trashed=True))
             await self._unindex(entity, [record_id])
             await self.db.execute(f'DELETE FROM "{entity.table}" WHERE "id" = ?', (record_id,))
             await self._audit(entity, [(record_id, "purge", None)], user_id, _now())
@@ -734,7 +907,15 @@ class RecordsService:
     # -- reads -------------------------------------------------------------------------------
 
     async def get(self, entity_name: str, record_id: int, *, trashed: bool = False) -> dict[str, Any]:
+        """One record as the actor may see it; NotFound when it is outside their read scope."""
         entity = self.entity(entity_name)
+        return self._strip(entity, await self._fetch(entity, record_id, trashed=trashed))
+
+    async def _fetch(
+        self, entity: EntityType, record_id: int, *, action: str | None = "read", trashed: bool = False,
+    ) -> dict[str, Any]:
+        """The whole record, hidden fields included (for hooks, events and diffs), when it is
+        within the actor's ``action`` scope (None: unchecked, for what this call just wrote)."""
         codec = self.codec(entity)
         key = (entity.name, "get_trashed" if trashed else "get")
         sql = self._sql.get(key)
@@ -743,16 +924,25 @@ class RecordsService:
             sql = self._sql[key] = f'SELECT {codec.select_list} FROM "{entity.table}" WHERE "id" = ? AND {deleted}'
         if isinstance(record_id, bool) or not isinstance(record_id, int) or not 0 < record_id < 2**63:
             raise NotFound(entity.name, record_id)
-        row = await self.db.fetchrow(sql, (record_id,))
+        params: tuple | list = (record_id,)
+        if action is not None and not self.actor.system:
+            scope = self.actor.scope_sql(self._scope(entity, action))
+            if scope is not None:
+                sql, params = f"{sql} AND {scope[0]}", [record_id, *scope[1]]
+        row = await self.db.fetchrow(sql, params)
         if row is None:
             raise NotFound(entity.name, record_id)
         return codec.decode(row)
 
     @_fresh_schema
-    async def list(self, entity_name: str, query: ListQuery) -> Page:
+    async def list(self, entity_name: str, query: ListQuery, *, action: str = "read") -> Page:
+        """A page of records within the actor's ``action`` scope (``read``, or ``export`` for
+        exports), filtered, sorted and searched on the fields the actor may see."""
         entity = self.entity(entity_name)
-        codec = self.codec(entity)
-        fields = {f.name: f for f in entity.visible_fields}
+        codec = self._reader(entity)
+        hidden = self._hidden(entity)
+        scope = None if self.actor.system else self.actor.scope_sql(self._scope(entity, action))
+        fields = {f.name: f for f in entity.visible_fields if f.name not in hidden}
         if query.fields:
             unknown = [n for n in query.fields if n not in fields]
             if unknown:
@@ -763,7 +953,7 @@ class RecordsService:
         settings = self.deployment.settings
         compiled = compile_list(
             entity, query, dialect=self.db.dialect, select_list=codec.select_list, fields=fields,
-            region=settings.region, currency=settings.currency,
+            region=settings.region, currency=settings.currency, scope=scope, hidden=hidden,
         )
         rows = await self.db.fetch(compiled.sql, compiled.params)
         more = len(rows) > compiled.limit
@@ -783,6 +973,14 @@ class RecordsService:
         """A record's audit entries, newest first: ``{id, action, user_id, at, changes}`` with
         changes as ``{field: [old, new]}``; page with ``before_id`` (the last entry's id)."""
         entity = self.entity(entity_name)
+        if not self.actor.system:  # the record, live or trashed, must be within the read scope
+            scope = self.actor.scope_sql(self._scope(entity, "read"))
+            where, bound = (f" AND {scope[0]}", scope[1]) if scope else ("", [])
+            if isinstance(record_id, bool) or not isinstance(record_id, int) or not await self.db.fetchval(
+                f'SELECT 1 FROM "{entity.table}" WHERE "id" = ?{where}', [record_id, *bound],
+            ):
+                raise NotFound(entity.name, record_id)
+        hidden = self._hidden(entity)
         params: list[Any] = [entity.name, record_id]
         extra = ""
         if before_id is not None:
@@ -816,4 +1014,7 @@ class RecordsService:
             exists = await self.db.fetchval(f'SELECT 1 FROM "{entity.table}" WHERE "id" = ?', (record_id,))
             if not exists:
                 raise NotFound(entity.name, record_id)
+        if hidden:
+            for entry in entries:
+                entry["changes"] = {k: v for k, v in entry["changes"].items() if k not in hidden}
         return entries
