@@ -182,8 +182,11 @@ def crm_after_commit(event, deployment):
 
     Errors raised here are logged and never undo or fail the write.
 
-    :param event: a :class:`crmcore.RecordEvent` (``entity``, ``action``, ``record_id``,
-        ``record``, ``changes``, ``user_id``). May return an awaitable.
+    :param event: a :class:`crmcore.RecordEvent`: ``entity``, ``action``, ``record_ids``,
+        ``records`` (whole, hidden fields included: hooks are trusted code), ``changes`` (per
+        record, ``{field: [old, new]}``) and ``user_id``; ``record_id`` and ``record`` are the
+        first of them. A single write gives one record; a bulk write one event per batch
+        (:data:`crmcore.records.service.BULK_CHUNK` records). May return an awaitable.
 
     Example::
 
