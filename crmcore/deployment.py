@@ -17,11 +17,13 @@ import msgspec
 import pluggy
 import tomli_w
 
-from .auth.permissions import CORE_PERMISSIONS, Permission
+from .auth.errors import Unauthenticated
+from .auth.permissions import CORE_PERMISSIONS, SYSTEM, Actor, Permission
 from .auth.service import AuthService
 from .contributions import Edition, Pipeline, UIItem
 from .entities import EntityType, Field, FieldType, Registry, RegistryError, check_field
 from .plugins import PluginError, call_each, discover, get_plugin_manager
+from .records.errors import NotFound
 from .records.service import RecordsService
 from .fieldvalues import FieldValueError, parse_value
 from .storage.database import Database, IntegrityError, SQLiteDatabase, open_database
@@ -52,6 +54,12 @@ class Settings(msgspec.Struct, kw_only=True):
     #: Region phone numbers without a country code are read in (ISO 3166 alpha-2).
     region: str = "US"
     database_url: str | None = None
+    #: Session cookies only over HTTPS (browsers allow them on http://localhost too). Turn off
+    #: only for a deployment served over plain HTTP on a private network.
+    secure_cookies: bool = True
+    #: The user (e-mail) automation acts as: its role limits what rules may read and change.
+    #: Unset: automation acts as the system.
+    automation_user: str | None = None
 
 
 def check_setting(name: str, value: str) -> str:
@@ -228,6 +236,17 @@ class Deployment:
         for result in self.pm.hook.crm_startup(deployment=self):
             if inspect.isawaitable(result):
                 await result
+
+    async def automation_actor(self) -> Actor:
+        """The actor automation runs as: ``automation_user``'s (a DeploymentError when that user
+        is missing or disabled, rather than quietly running as someone else), else the system."""
+        if not self.settings.automation_user:
+            return msgspec.structs.replace(SYSTEM, via="automation")
+        try:
+            user = await self.auth.user_by_email(self.settings.automation_user)
+            return await self.auth.actor_for_user(user["id"], via="automation")
+        except (NotFound, Unauthenticated) as exc:
+            raise DeploymentError(f"automation_user {self.settings.automation_user!r}: {exc}") from None
 
     async def close(self) -> None:
         await self.db.close()
