@@ -42,7 +42,7 @@ def db_time(value: dt.datetime, dialect: str) -> Any:
     return value.isoformat(timespec="microseconds") if dialect == "sqlite" else value
 
 
-def _identity(value: Any) -> Any:
+def identity(value: Any) -> Any:
     return value
 
 
@@ -59,7 +59,7 @@ def scalar_to_db(ftype: FieldType, dialect: str) -> Callable[[Any], Any]:
             return lambda v: None if v is None else db_time(v, "sqlite")
         if ftype in (FieldType.TAGS, FieldType.MULTI_CHOICE):
             return lambda v: None if v is None else _json_encode(v).decode()
-    return _identity
+    return identity
 
 
 def _scalar_from_db(ftype: FieldType, dialect: str) -> Callable[[Any], Any]:
@@ -76,7 +76,7 @@ def _scalar_from_db(ftype: FieldType, dialect: str) -> Callable[[Any], Any]:
             return lambda v: None if v is None else _json_decode(v)
     elif ftype is FieldType.DATETIME:
         return lambda v: None if v is None else v.astimezone(UTC)
-    return _identity
+    return identity
 
 
 class EntityCodec:
@@ -141,7 +141,7 @@ class EntityCodec:
         if field.type is FieldType.PHONE:
             return lambda row, i: None if row[i] is None else Phone(row[i], row[i + 1])
         convert = _scalar_from_db(field.type, self.dialect)
-        if convert is _identity:
+        if convert is identity:
             return None
         return lambda row, i: convert(row[i])
 

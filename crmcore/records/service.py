@@ -25,7 +25,7 @@ from ..entities import EntityType, Field, FieldType
 from ..fieldvalues import FieldValueError, parse_value, value_parser
 from ..storage.database import IntegrityError
 from ..storage.schema import pg_search_vector, search_columns, search_expression
-from .codec import EntityCodec, db_time
+from .codec import EntityCodec, db_time, identity
 from .errors import Conflict, FieldError, Forbidden, NotFound, ValidationError
 from .query import ListQuery, compile_list, row_sort_values, encode_cursor
 
@@ -558,35 +558,36 @@ class RecordsService:
         now = _now()
         stamp = db_time(now, self.db.dialect)
         # Only the columns this batch sets are bound (fewer parameters per row than all of them).
-        given = {name for values in parsed for name in values if name in codec.insert_slots}
-        columns = codec.insert_columns[:7]
-        position: dict[str, list[tuple[int, Any]]] = {}
-        for field in entity.fields:
-            if field.name in given:
-                field_slots = codec.insert_slots[field.name]
-                position[field.name] = [(len(columns) + i, convert) for i, (_, convert) in enumerate(field_slots)]
-                columns = columns + [codec.insert_columns[index] for index, _ in field_slots]
+        # Rows are built column by column: a list per column, zipped into rows at C speed.
+        given = set().union(*parsed)
+        count = len(parsed)
         # A record's team is its owner's first team unless one is given.
-        teams = await self._primary_teams({values.get("owner_id") or user_id for values in parsed})
-        db_rows = []
-        for values in parsed:
-            row = [None] * len(columns)
-            owner = values.get("owner_id") or user_id
-            row[:7] = (1, stamp, stamp, user_id, user_id, owner, values.get("team_id") or teams.get(owner))
-            for name, value in values.items():
-                for index, convert in position.get(name, ()):
-                    row[index] = convert(value)
-            db_rows.append(row)
+        owners = [values.get("owner_id") or user_id for values in parsed]
+        teams = await self._primary_teams(set(owners))
+        team_ids = [values.get("team_id") or teams.get(owner) for values, owner in zip(parsed, owners)]
+        columns = codec.insert_columns[:7]
+        data: list[Iterable[Any]] = [
+            itertools.repeat(1, count), itertools.repeat(stamp, count), itertools.repeat(stamp, count),
+            itertools.repeat(user_id, count), itertools.repeat(user_id, count), owners, team_ids,
+        ]
+        for field in entity.fields:
+            if field.name not in given:
+                continue
+            values_of = [values.get(field.name) for values in parsed]
+            for index, convert in codec.insert_slots[field.name]:
+                columns = columns + [codec.insert_columns[index]]
+                data.append(values_of if convert is identity else [convert(v) for v in values_of])
         placeholders = ["?" for _ in columns]
         search_inline = self.db.dialect == "postgres"
         if search_inline:
             # The row's search vector goes in with the row: filling it by a second UPDATE would
             # write every new row and its indexes twice. Same words as search_expression().
-            searchable = [i for i, c in enumerate(columns) if c in codec.searchable_columns]
-            for row in db_rows:
-                row.append(" ".join("" if row[i] is None else str(row[i]) for i in searchable))
+            searchable = [data[i] for i, c in enumerate(columns) if c in codec.searchable_columns]
+            data.append([" ".join("" if v is None else str(v) for v in texts) for texts in zip(*searchable)]
+                        if searchable else itertools.repeat("", count))
             columns = columns + ["_search"]
             placeholders.append(pg_search_vector("?"))
+        db_rows = list(zip(*data))
         sql = (
             f'INSERT INTO "{entity.table}" ({", ".join(f"{chr(34)}{c}{chr(34)}" for c in columns)}) '
             f'VALUES ({", ".join(placeholders)})'
@@ -602,15 +603,15 @@ class RecordsService:
         # them as [None, value] like any change. A bulk create writes one entry per slice of
         # AUDIT_SLICE records (ids and values side by side): a row per record would cost a
         # bulk load a third of its time.
-        initial = [{k: v for k, v in values.items() if v is not None} for values in parsed]
         if single:
-            await self._audit(entity, [(ids[0], "create", initial[0])], user_id, now)
+            initial = {k: v for k, v in parsed[0].items() if v is not None}
+            await self._audit(entity, [(ids[0], "create", initial)], user_id, now)
         else:
             await self.db.executemany(
                 'INSERT INTO crm_audit ("entity", "record_id", "last_record_id", "action", "user_id", "at", "changes") '
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(entity.name, min(part), max(part), "create", user_id, now.isoformat(),
-                  msgspec.json.encode({"ids": part, "values": initial[i:i + AUDIT_SLICE]}).decode())
+                  msgspec.json.encode({"ids": part, "values": parsed[i:i + AUDIT_SLICE]}).decode())
                  for i in range(0, len(ids), AUDIT_SLICE) for part in [ids[i:i + AUDIT_SLICE]]],
             )
         return ids
@@ -1008,7 +1009,8 @@ class RecordsService:
                 if record_id in batch["ids"]:
                     initial = batch["values"][batch["ids"].index(record_id)]
                     entries.append({"id": entry_id, "action": "create", "user_id": user, "at": at,
-                                    "changes": {name: [None, value] for name, value in initial.items()}})
+                                    "changes": {name: [None, value] for name, value in initial.items()
+                                                if value is not None}})
                     break
         if not entries:
             exists = await self.db.fetchval(f'SELECT 1 FROM "{entity.table}" WHERE "id" = ?', (record_id,))
