@@ -27,12 +27,28 @@ Fixtures:
     deployment it opened is closed after the test. ``path=`` re-opens an existing deployment
     folder (on the same database) instead of making a new one.
 
+``crm_client``
+    ``crm_client(path=None, *, plugins=[...], extra_plugins=[...], role="admin", **settings)``: a
+    litestar ``TestClient`` of the deployment's web app (made in ``tmp_path`` unless ``path`` is
+    one already) on the test's backend, at ``https://testserver.local`` (the session cookie is
+    Secure). It is authenticated with an API token of a new user with ``role`` (``role=None``:
+    anonymous); that user is ``client.crm_user`` (a :class:`CrmUser`). Closed after the test.
+
+:func:`crm_user` ``(client, role=..., ...)`` adds another user (and token) to a client's
+deployment; :func:`make_user` does it on an open :class:`~crmcore.Deployment`.
+
 A plugin's own test::
 
     async def test_my_entity(make_deployment):
         dep = await make_deployment(plugins=["hello"])
         record = await dep.records.create("hello_greeting", {"text": "hi"})
         assert record["version"] == 1
+
+    def test_my_route(crm_client):
+        client = crm_client(plugins=["hello"])           # an admin's token in client.headers
+        assert client.get("/api/hello/count").status_code == 200
+        agent = crm_user(client, role="agent")
+        assert client.get("/api/hello/count", headers=agent.headers).status_code == 200
 
 Async tests and fixtures need ``pytest-asyncio`` (``pip install 'crmcore[test]'``; set
 ``asyncio_mode = "auto"`` or mark the tests ``@pytest.mark.asyncio``).
@@ -62,7 +78,7 @@ try:
 except ImportError:  # pragma: no cover - crmcore installed without its test extra
     pytest_asyncio = None
 
-__all__ = ["PostgresServer", "Backend", "find_postgres_bin"]
+__all__ = ["PostgresServer", "Backend", "CrmUser", "crm_user", "find_postgres_bin", "make_user"]
 
 INSTALL_HINT = (
     "PostgreSQL server binaries (initdb, pg_ctl) were not found; install them "
@@ -359,3 +375,104 @@ else:  # pragma: no cover
     @pytest.fixture
     def make_deployment():
         pytest.fail("crmcore's make_deployment fixture needs pytest-asyncio: pip install 'crmcore[test]'")
+
+
+# -- users and authenticated clients ----------------------------------------------------------
+
+_user_counter = itertools.count(1)
+BASE_URL = "https://testserver.local"
+
+
+class CrmUser:
+    """A user made for a test: ``id``, ``email``, ``password``, ``token`` (its API token, or
+    ``None``), ``headers`` (``Authorization: Bearer <token>``) and ``info`` (``AuthService.user``)."""
+
+    def __init__(self, info: dict[str, Any], password: str, token: str | None):
+        self.info, self.password, self.token = info, password, token
+        self.id: int = info["id"]
+        self.email: str = info["email"]
+        self.headers: dict[str, str] = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def __repr__(self) -> str:
+        return f"CrmUser({self.id}, {self.email!r}, role={self.info.get('role')!r})"
+
+
+async def make_user(
+    deployment: Any, *, role: str = "admin", email: str | None = None, name: str | None = None,
+    password: str | None = None, teams: Any = (), token: bool = True, read_only: bool = False,
+) -> CrmUser:
+    """A new user of ``deployment`` with ``role`` and ``teams`` (made when missing), a password
+    and, unless ``token=False``, an API token (``read_only``); made as the system."""
+    from .auth import SYSTEM
+
+    n = next(_user_counter)
+    email = email or f"{role or 'user'}{n}@example.com"
+    password = password or f"correct horse {n} battery"
+    known = {t["name"] for t in await deployment.auth.teams()}
+    for team in teams:
+        if team not in known:
+            await deployment.auth.create_team(team, actor=SYSTEM)
+    info = await deployment.auth.create_user(name=name or f"Test {role} {n}", email=email, password=password,
+                                             role=role, teams=list(teams), actor=SYSTEM)
+    secret = None
+    if token:
+        secret = (await deployment.auth.create_token(info["id"], "tests", read_only=read_only, actor=SYSTEM)).token
+    return CrmUser(info, password, secret)
+
+
+def crm_user(client: Any, **options: Any) -> CrmUser:
+    """:func:`make_user` in the deployment a running ``TestClient`` serves (on its event loop)."""
+    import functools
+
+    return client.blocking_portal.call(functools.partial(make_user, client.app.state.deployment, **options))
+
+
+@pytest.fixture
+def crm_client(tmp_path: Path, crm_backend: Backend) -> Iterator[Any]:
+    """A factory of authenticated test clients; see the module's docstring."""
+    import crmcore
+    from crmcore.api import create_app
+    from crmcore.deployment import DB_FILE, load_settings, save_settings
+    from litestar.testing import TestClient
+
+    clients: list[Any] = []
+    urls: dict[Path, str | None] = {}
+    counter = itertools.count(1)
+
+    def make(
+        path: str | Path | None = None, *, plugins: Any = (), extra_plugins: Any = (), role: str | None = "admin",
+        edition: str = "standard", **settings: Any,
+    ) -> Any:
+        path = Path(path) if path is not None else tmp_path / f"app{next(counter)}"
+        if not (path / "crm.toml").exists():
+            crmcore.init_deployment(path, edition=edition, **settings)
+        elif settings:
+            current = load_settings(path)
+            for key, value in settings.items():
+                setattr(current, key, value)
+            save_settings(path, current)
+        if plugins:
+            current = load_settings(path)
+            current.plugins = list(dict.fromkeys([*current.plugins, *plugins]))
+            save_settings(path, current)
+        path = path.resolve()
+        if path not in urls:
+            if crm_backend.name == "sqlite":
+                urls[path] = f"sqlite:///{path / DB_FILE}"
+            else:
+                urls[path] = crm_backend.database_url if not urls else crm_backend.new_database_url()
+        client = TestClient(create_app(path, database_url=urls[path], extra_plugins=extra_plugins), base_url=BASE_URL)
+        client.__enter__()
+        clients.append(client)
+        client.crm_user = None
+        if role is not None:
+            client.crm_user = crm_user(client, role=role)
+            client.headers.update(client.crm_user.headers)
+        return client
+
+    try:
+        yield make
+    finally:
+        for client in reversed(clients):
+            with contextlib.suppress(Exception):
+                client.__exit__(None, None, None)

@@ -8,13 +8,11 @@ import random
 
 import jsonschema
 import pytest
-from litestar.testing import TestClient
 from openapi_spec_validator import validate as validate_openapi
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
 import crmcore
-from crmcore.api import create_app
 
 
 @pytest.fixture
@@ -25,9 +23,9 @@ def deployment_dir(tmp_path, crm_database_url):
 
 
 @pytest.fixture
-def client(deployment_dir, crm_database_url):
-    with TestClient(create_app(deployment_dir, database_url=crm_database_url)) as client:
-        yield client
+def client(crm_client, deployment_dir):
+    """The deployment's app, authenticated with an admin's API token (crmcore.testing)."""
+    return crm_client(deployment_dir)
 
 
 def problem(response, status):
@@ -304,34 +302,34 @@ def test_init_refuses_unusable_settings(tmp_path):
     assert (settings.region, settings.currency) == ("TR", "TRY")
 
 
-def test_pip_installed_plugin_adds_an_entity_with_working_routes(sample_plugin, tmp_path, crm_database_url):
+def test_pip_installed_plugin_adds_an_entity_with_working_routes(sample_plugin, tmp_path, crm_client):
     path = tmp_path / "with-plugin"
     crmcore.init_deployment(path)
     settings = crmcore.deployment.load_settings(path)
     settings.plugins = ["sample"]
     crmcore.deployment.save_settings(path, settings)
-    with TestClient(create_app(path, database_url=crm_database_url)) as client:
-        contact = client.post("/api/contact", json={"last_name": "Öz", "sample_support_level": "gold"}).json()
-        ticket = client.post("/api/sample_ticket", json={"subject": "Printer", "contact": contact["id"]})
-        assert ticket.status_code == 201, ticket.text
-        assert ticket.json()["priority"] == "normal"
-        assert client.get("/api/sample_ticket?priority=normal&count=1").json()["total"] == 1
-        problem(client.post("/api/sample_ticket", json={"subject": "x", "priority": "urgent"}), 422)
-        assert client.get("/api/sample/open-tickets").json() == {"open": 1}
-        doc = client.get("/schema").json()
-        assert "/api/sample_ticket/{record_id}" in doc["paths"] and "/api/sample/open-tickets" in doc["paths"]
+    client = crm_client(path)
+    contact = client.post("/api/contact", json={"last_name": "Öz", "sample_support_level": "gold"}).json()
+    ticket = client.post("/api/sample_ticket", json={"subject": "Printer", "contact": contact["id"]})
+    assert ticket.status_code == 201, ticket.text
+    assert ticket.json()["priority"] == "normal"
+    assert client.get("/api/sample_ticket?priority=normal&count=1").json()["total"] == 1
+    problem(client.post("/api/sample_ticket", json={"subject": "x", "priority": "urgent"}), 422)
+    assert client.get("/api/sample/open-tickets").json() == {"open": 1}
+    doc = client.get("/schema").json()
+    assert "/api/sample_ticket/{record_id}" in doc["paths"] and "/api/sample/open-tickets" in doc["paths"]
 
-        assert client.post("/api/meta/plugins/sample/disable").json()["plugins"] == []
-        problem(client.get("/api/sample_ticket"), 404)
-        problem(client.get("/api/sample/open-tickets"), 404)
-        assert "sample_support_level" not in client.get(f"/api/contact/{contact['id']}").json()
+    assert client.post("/api/meta/plugins/sample/disable").json()["plugins"] == []
+    problem(client.get("/api/sample_ticket"), 404)
+    problem(client.get("/api/sample/open-tickets"), 404)
+    assert "sample_support_level" not in client.get(f"/api/contact/{contact['id']}").json()
 
-        assert client.post("/api/meta/plugins/sample/enable").json()["plugins"] == ["sample"]
-        assert client.get("/api/sample/open-tickets").json() == {"open": 1}  # data kept
-        assert client.get(f"/api/contact/{contact['id']}").json()["sample_support_level"] == "gold"
-        problem(client.post("/api/meta/plugins/nope/enable"), 422)
-        listed = {p["name"]: p for p in client.get("/api/meta/plugins").json()}
-        assert listed["sample"]["enabled"] and listed["sample"]["version"] == "0.1.0"
+    assert client.post("/api/meta/plugins/sample/enable").json()["plugins"] == ["sample"]
+    assert client.get("/api/sample/open-tickets").json() == {"open": 1}  # data kept
+    assert client.get(f"/api/contact/{contact['id']}").json()["sample_support_level"] == "gold"
+    problem(client.post("/api/meta/plugins/nope/enable"), 422)
+    listed = {p["name"]: p for p in client.get("/api/meta/plugins").json()}
+    assert listed["sample"]["enabled"] and listed["sample"]["version"] == "0.1.0"
 
 
 def test_plugin_enabled_at_run_time_gets_its_routes(sample_plugin, client):
@@ -341,9 +339,12 @@ def test_plugin_enabled_at_run_time_gets_its_routes(sample_plugin, client):
     assert client.get("/api/sample/open-tickets").json() == {"open": 1}
 
 
-def test_index_points_at_the_api(client):
+def test_index_points_at_the_api(client, crm_client, deployment_dir):
     index = client.get("/").json()
     assert index["api"]["openapi"] == "/schema" and index["api"]["entities"]["contact"] == "/api/contact"
+    anonymous = crm_client(deployment_dir, role=None).get("/").json()  # public, but says less
+    assert anonymous["api"]["openapi"] == "/schema" and anonymous["login"] == "/login"
+    assert "entities" not in anonymous["api"] and "edition" not in anonymous
 
 
 def test_conflict_names_only_the_fields_changed_since_the_version_read(client):

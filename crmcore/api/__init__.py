@@ -4,9 +4,10 @@ from litestar.di import NamedDependency
 
 from ..deployment import Deployment
 from .app import create_app
+from .auth import CurrentActor
 
 #: Annotate a plugin route handler's parameter with it to receive the deployment:
 #: ``async def handler(deployment: CurrentDeployment) -> dict``.
 CurrentDeployment = NamedDependency[Deployment]
 
-__all__ = ["create_app", "CurrentDeployment"]
+__all__ = ["create_app", "CurrentActor", "CurrentDeployment"]

@@ -3,6 +3,9 @@
 One set of generic handlers serves every entity type, core and plugin ones alike, so an entity or
 a custom field added at run time has working routes at once. Bodies are decoded and responses
 encoded with msgspec directly: the record read path is one indexed query and one encode.
+
+Every route but the public ones needs credentials (:mod:`crmcore.api.auth`); record routes read
+and write as the request's actor, so its role's scopes and field rules hold.
 """
 
 from __future__ import annotations
@@ -21,55 +24,40 @@ from litestar.handlers import BaseRouteHandler
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
+from ..auth.permissions import Actor
 from ..deployment import Deployment, load_settings
 from ..entities import Field
 from ..plugins import call_each, discover, get_plugin_manager
-from ..records.errors import FieldError, ValidationError
+from ..records.errors import FieldError, Forbidden, ValidationError
 from ..records.query import ListQuery, parse_filter_params
+from ..records.service import RecordsService
+from ._http import JSON, MAX_BODY, _body, _deployment, _encode, _int_param, _json
+from .auth import AUTH_ROUTES, PUBLIC, AuthMiddleware, provide_actor
 from .openapi import build_openapi
-from .problems import ProblemError, exception_handlers
+from .problems import exception_handlers
 
 __all__ = ["create_app"]
 
-JSON = "application/json"
-MAX_BODY = 10 * 1024 * 1024
-_encode = msgspec.json.encode
 _RESERVED_PARAMS = {"filter", "sort", "limit", "cursor", "q", "count", "fields"}
-
-
-def _json(data: Any, status: int = 200) -> Response:
-    return Response(content=_encode(data), status_code=status, media_type=JSON)
-
-
-def _deployment(request: Request | ASGIConnection) -> Deployment:
-    return request.app.state.deployment
 
 
 def _provide_deployment(request: Request) -> Deployment:
     return request.app.state.deployment
 
 
-async def _body(request: Request) -> Any:
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise ProblemError(413, "Payload too large", f"the body may be at most {MAX_BODY} bytes")
-    if not raw:
-        raise ValidationError([FieldError("body", "required", "a JSON body is required")])
-    try:
-        return msgspec.json.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise ValidationError([FieldError("body", "invalid_json", f"the body is not valid JSON: {exc}")]) from None
-    except RecursionError:
-        raise ValidationError([FieldError("body", "invalid_json", "the body is nested too deeply")]) from None
+def _actor(request: Request | ASGIConnection) -> Actor:
+    return request.scope["user"]
 
 
-def _int_param(name: str, value: str | None, default: int | None = None) -> int | None:
-    if value is None or value == "":
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise ValidationError([FieldError(name, "invalid", f"{name} must be a whole number")]) from None
+def _records(request: Request) -> RecordsService:
+    """The records service acting as the request's actor."""
+    return _deployment(request).records.as_actor(request.scope["user"])
+
+
+def _manage_schema(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    """Guard of the custom-field and plugin routes."""
+    if not connection.scope["user"].has("manage_schema"):
+        raise Forbidden("this needs the manage_schema permission")
 
 
 def _record_path(request: Request) -> tuple[str, int]:
@@ -116,21 +104,21 @@ def _list_query(request: Request, *, deleted: bool = False) -> ListQuery:
 @get("/api/{entity:str}", include_in_schema=False)
 async def list_records(request: Request) -> Response:
     entity = request.path_params["entity"]
-    page = await _deployment(request).records.list(entity, _list_query(request))
+    page = await _records(request).list(entity, _list_query(request))
     return _json(page)
 
 
 @get("/api/{entity:str}/trash", include_in_schema=False)
 async def list_trash(request: Request) -> Response:
     entity = request.path_params["entity"]
-    page = await _deployment(request).records.list(entity, _list_query(request, deleted=True))
+    page = await _records(request).list(entity, _list_query(request, deleted=True))
     return _json(page)
 
 
 @post("/api/{entity:str}", include_in_schema=False)
 async def create_record(request: Request) -> Response:
     entity = request.path_params["entity"]
-    records = _deployment(request).records
+    records = _records(request)
     records.entity(entity)  # 404 for an unknown entity type before reading the body
     return _json(await records.create(entity, await _body(request)), 201)
 
@@ -152,32 +140,34 @@ async def _bulk_rows(request: Request) -> tuple[str, list[Any]]:
 @post("/api/{entity:str}/bulk", include_in_schema=False)
 async def bulk_create(request: Request) -> Response:
     entity, rows = await _bulk_rows(request)
-    return _json({"ids": await _deployment(request).records.bulk_create(entity, rows)}, 201)
+    return _json({"ids": await _records(request).bulk_create(entity, rows)}, 201)
 
 
 @patch("/api/{entity:str}/bulk", include_in_schema=False)
 async def bulk_update(request: Request) -> Response:
     """Each object names the record by ``id`` (and may give the ``version`` read)."""
     entity, rows = await _bulk_rows(request)
-    return _json({"updated": await _deployment(request).records.bulk_update(entity, rows)})
+    return _json({"updated": await _records(request).bulk_update(entity, rows)})
 
 
 @get("/api/{entity:str}/export", include_in_schema=False)
 async def export_records(request: Request) -> Stream:
     """Every record matching the list's filter and search, as CSV, streamed page by page."""
     entity_name = request.path_params["entity"]
-    records = _deployment(request).records
+    records = _records(request)
     entity = records.entity(entity_name)
     query = _list_query(request)
     query.limit, query.count = 500, False
-    fields = [f for f in entity.visible_fields if query.fields is None or f.name in query.fields]
-    await records.list(entity_name, msgspec.structs.replace(query, limit=1))  # errors before streaming
+    hidden = _actor(request).hidden_fields(entity_name)
+    fields = [f for f in entity.visible_fields
+              if f.name not in hidden and (query.fields is None or f.name in query.fields)]
+    await records.list(entity_name, msgspec.structs.replace(query, limit=1), action="export")  # errors before streaming
 
     async def rows():
         yield _csv_line(["id", *(c for f in fields for c in _export_columns(f))])
         cursor = query.cursor
         while True:
-            page = await records.list(entity_name, msgspec.structs.replace(query, cursor=cursor))
+            page = await records.list(entity_name, msgspec.structs.replace(query, cursor=cursor), action="export")
             for record in page.items:
                 yield _csv_line([record["id"], *(v for f in fields for v in _export_values(f, record[f.name]))])
             if not page.next_cursor:
@@ -219,13 +209,13 @@ def _export_values(field: Field, value: Any) -> list[Any]:
 @get("/api/{entity:str}/{record_id:int}", include_in_schema=False)
 async def get_record(request: Request) -> Response:
     entity, record_id = _record_path(request)
-    return _json(await _deployment(request).records.get(entity, record_id))
+    return _json(await _records(request).get(entity, record_id))
 
 
 @patch("/api/{entity:str}/{record_id:int}", include_in_schema=False)
 async def update_record(request: Request) -> Response:
     entity, record_id = _record_path(request)
-    records = _deployment(request).records
+    records = _records(request)
     records.entity(entity)
     data = await _body(request)
     if not isinstance(data, dict):
@@ -238,13 +228,13 @@ async def update_record(request: Request) -> Response:
 async def delete_record(request: Request) -> None:
     entity, record_id = _record_path(request)
     version = _int_param("version", request.query_params.get("version"))
-    await _deployment(request).records.delete(entity, record_id, version=version)
+    await _records(request).delete(entity, record_id, version=version)
 
 
 @post("/api/{entity:str}/{record_id:int}/restore", include_in_schema=False, status_code=200)
 async def restore_record(request: Request) -> Response:
     entity, record_id = _record_path(request)
-    return _json(await _deployment(request).records.restore(entity, record_id))
+    return _json(await _records(request).restore(entity, record_id))
 
 
 @get("/api/{entity:str}/{record_id:int}/history", include_in_schema=False)
@@ -254,44 +244,51 @@ async def record_history(request: Request) -> Response:
     if not 1 <= limit <= 1000:
         raise ValidationError([FieldError("limit", "invalid", "limit must be between 1 and 1000")])
     before = _int_param("before", request.query_params.get("before"))
-    return _json(await _deployment(request).records.history(entity, record_id, limit=limit, before_id=before))
+    return _json(await _records(request).history(entity, record_id, limit=limit, before_id=before))
 
 
 # -- meta, custom fields, plugins ---------------------------------------------------------------
 
 
-def _entity_meta(entity) -> dict[str, Any]:
+def _entity_meta(entity, actor: Actor) -> dict[str, Any]:
+    """An entity type as ``actor`` sees it: the fields its role hides are left out."""
+    hidden = actor.hidden_fields(entity.name)
     return {
         "name": entity.name, "label": entity.label, "label_plural": entity.label_plural,
         "plugin": entity.plugin, "title_field": entity.title,
-        "fields": [msgspec.to_builtins(f) | {"type": f.type.value} for f in entity.visible_fields],
+        "fields": [msgspec.to_builtins(f) | {"type": f.type.value, "read_only": actor.field_access(entity.name, f.name) == "read"}
+                   for f in entity.visible_fields if f.name not in hidden],
     }
 
 
-@get("/api/health", include_in_schema=True, tags=["meta"])
+@get("/api/health", include_in_schema=True, tags=["meta"], opt=PUBLIC)
 async def health(request: Request) -> dict[str, Any]:
     """Liveness and database check (public)."""
     await _deployment(request).db.fetchval("SELECT 1")
     return {"status": "ok"}
 
 
-@get("/", include_in_schema=False)
+@get("/", include_in_schema=False, opt=PUBLIC)
 async def index(request: Request) -> Response:
-    """Where to start: the deployment and the API's entry points (the web UI comes later)."""
+    """Where to start: the API's entry points (public); the entity routes once authenticated."""
     dep = _deployment(request)
-    return _json({
-        "name": dep.settings.name, "edition": dep.settings.edition,
-        "api": {"meta": "/api/meta", "openapi": "/schema", "health": "/api/health",
-                "entities": {e.name: f"/api/{e.name}" for e in dep.registry}},
-    })
+    actor: Actor | None = request.scope.get("user")
+    api: dict[str, Any] = {"meta": "/api/meta", "openapi": "/schema", "health": "/api/health",
+                           "login": "/api/auth/login", "me": "/api/auth/me"}
+    body: dict[str, Any] = {"name": dep.settings.name, "login": "/login", "api": api}
+    if actor is not None:
+        body["edition"] = dep.settings.edition
+        api["entities"] = {e.name: f"/api/{e.name}" for e in dep.registry if actor.scope(e.name, "read").value != "none"}
+    return _json(body)
 
 
 @get("/api/meta", tags=["meta"])
 async def meta(request: Request) -> Response:
     """Entities with their fields, pipelines, UI items and the deployment's settings."""
     dep = _deployment(request)
+    actor = _actor(request)
     return _json({
-        "entities": [_entity_meta(e) for e in dep.registry],
+        "entities": [_entity_meta(e, actor) for e in dep.registry],
         "pipelines": list(dep.pipelines.values()),
         "ui_items": dep.ui_items,
         "plugins": dep.settings.plugins,
@@ -303,7 +300,7 @@ async def meta(request: Request) -> Response:
 async def entity_meta(request: Request) -> Response:
     """One entity type with its fields."""
     entity = request.path_params["entity"]
-    return _json(_entity_meta(_deployment(request).records.entity(entity)))
+    return _json(_entity_meta(_deployment(request).records.entity(entity), _actor(request)))
 
 
 def _field_from(data: Any) -> Field:
@@ -315,7 +312,7 @@ def _field_from(data: Any) -> Field:
         raise ValidationError([FieldError(name, "invalid", str(exc))]) from None
 
 
-@get("/api/meta/entities/{entity:str}/fields", tags=["custom fields"])
+@get("/api/meta/entities/{entity:str}/fields", tags=["custom fields"], guards=[_manage_schema])
 async def list_custom_fields(request: Request) -> Response:
     """The entity's custom fields, removed ones included (``removed``: hidden, data kept)."""
     entity = request.path_params["entity"]
@@ -323,7 +320,7 @@ async def list_custom_fields(request: Request) -> Response:
     return _json([msgspec.to_builtins(f) | {"type": f.type.value, "removed": removed} for f, removed in fields])
 
 
-@post("/api/meta/entities/{entity:str}/fields/{name:str}/restore", tags=["custom fields"], status_code=200)
+@post("/api/meta/entities/{entity:str}/fields/{name:str}/restore", tags=["custom fields"], status_code=200, guards=[_manage_schema])
 async def restore_field(request: Request) -> Response:
     """Bring a removed custom field back, with its data."""
     entity, name = request.path_params["entity"], request.path_params["name"]
@@ -331,7 +328,7 @@ async def restore_field(request: Request) -> Response:
     return _json({"restored": name})
 
 
-@post("/api/meta/entities/{entity:str}/fields", tags=["custom fields"], status_code=201)
+@post("/api/meta/entities/{entity:str}/fields", tags=["custom fields"], status_code=201, guards=[_manage_schema])
 async def add_field(request: Request) -> Response:
     """Add a custom field: a real column, filterable, sortable and searchable at once."""
     entity = request.path_params["entity"]
@@ -340,7 +337,7 @@ async def add_field(request: Request) -> Response:
     return _json(added, 201)
 
 
-@patch("/api/meta/entities/{entity:str}/fields/{name:str}", tags=["custom fields"])
+@patch("/api/meta/entities/{entity:str}/fields/{name:str}", tags=["custom fields"], guards=[_manage_schema])
 async def change_field(request: Request) -> Response:
     """Relabel, change options, hide or show a custom field."""
     entity, name = request.path_params["entity"], request.path_params["name"]
@@ -350,21 +347,21 @@ async def change_field(request: Request) -> Response:
     return _json(await _deployment(request).update_custom_field(entity, name, **changes))
 
 
-@delete("/api/meta/entities/{entity:str}/fields/{name:str}", tags=["custom fields"], status_code=204)
+@delete("/api/meta/entities/{entity:str}/fields/{name:str}", tags=["custom fields"], status_code=204, guards=[_manage_schema])
 async def remove_field(request: Request) -> None:
     """Remove a custom field softly: hidden everywhere, data kept (purge drops it)."""
     entity, name = request.path_params["entity"], request.path_params["name"]
     await _deployment(request).remove_custom_field(entity, name)
 
 
-@post("/api/meta/entities/{entity:str}/fields/{name:str}/purge", tags=["custom fields"], status_code=200)
+@post("/api/meta/entities/{entity:str}/fields/{name:str}/purge", tags=["custom fields"], status_code=200, guards=[_manage_schema])
 async def purge_field(request: Request) -> Response:
     """Drop a removed custom field's column for good, after a backup."""
     entity, name = request.path_params["entity"], request.path_params["name"]
     return _json({"backup": await _deployment(request).purge_custom_field(entity, name)})
 
 
-@get("/api/meta/plugins", tags=["plugins"])
+@get("/api/meta/plugins", tags=["plugins"], guards=[_manage_schema])
 async def list_plugins(request: Request) -> Response:
     """Installed plugins, which are enabled, and why a broken one cannot load."""
     enabled = set(_deployment(request).settings.plugins)
@@ -387,7 +384,7 @@ async def _set_plugins(request: Request, plugins: list[str]) -> Response:
     return _json({"plugins": dep.settings.plugins})
 
 
-@post("/api/meta/plugins/{name:str}/enable", tags=["plugins"], status_code=200)
+@post("/api/meta/plugins/{name:str}/enable", tags=["plugins"], status_code=200, guards=[_manage_schema])
 async def enable_plugin(request: Request) -> Response:
     """Enable a plugin: requirements checked, its tables created."""
     name = request.path_params["name"]
@@ -395,7 +392,7 @@ async def enable_plugin(request: Request) -> Response:
     return await _set_plugins(request, plugins + [name] if name not in plugins else plugins)
 
 
-@post("/api/meta/plugins/{name:str}/disable", tags=["plugins"], status_code=200)
+@post("/api/meta/plugins/{name:str}/disable", tags=["plugins"], status_code=200, guards=[_manage_schema])
 async def disable_plugin(request: Request) -> Response:
     """Disable a plugin: hidden, its data kept."""
     name = request.path_params["name"]
@@ -444,13 +441,14 @@ def _plugin_routes(path: Path) -> list[tuple[str, Any]]:
     return routes
 
 
-def create_app(deployment_path: str | Path, *, database_url: str | None = None) -> Litestar:
-    """The web application for a deployment; the deployment opens on startup, closes on shutdown."""
+def create_app(deployment_path: str | Path, *, database_url: str | None = None, extra_plugins: Any = ()) -> Litestar:
+    """The web application for a deployment; the deployment opens on startup, closes on shutdown.
+    ``extra_plugins``: plugin objects registered besides the enabled ones (tests, embedding)."""
     path = Path(deployment_path)
     plugin_routes = _plugin_routes(path)
 
     async def startup(app: Litestar) -> None:
-        dep = await Deployment.open(path, database_url=database_url)
+        dep = await Deployment.open(path, database_url=database_url, extra_plugins=extra_plugins)
         await dep.watch_schema()
         app.state.deployment = dep
 
@@ -468,15 +466,17 @@ def create_app(deployment_path: str | Path, *, database_url: str | None = None) 
             index, health, meta, entity_meta, list_custom_fields, restore_field, add_field, change_field, remove_field, purge_field,
             list_plugins, enable_plugin, disable_plugin, openapi_schema, openapi_json,
             list_records, list_trash, export_records, create_record, bulk_create, bulk_update, get_record, update_record,
-            delete_record, restore_record, record_history,
+            delete_record, restore_record, record_history, *AUTH_ROUTES,
             *[_guarded(route, plugin) for plugin, route in plugin_routes],
         ],
         on_startup=[startup],
         on_shutdown=[shutdown],
         before_request=refresh,
         exception_handlers=exception_handlers,
-        # Plugin route handlers may take ``deployment: crmcore.Deployment``.
-        dependencies={"deployment": Provide(_provide_deployment, sync_to_thread=False)},
+        middleware=[AuthMiddleware()],
+        # Route handlers (plugins' too) may take ``deployment: CurrentDeployment`` and ``actor: CurrentActor``.
+        dependencies={"deployment": Provide(_provide_deployment, sync_to_thread=False),
+                      "actor": Provide(provide_actor, sync_to_thread=False)},
         openapi_config=OpenAPIConfig(title="crmcore API", version="0.1.0", path="/_litestar_schema"),
         request_max_body_size=MAX_BODY,
         debug=False,

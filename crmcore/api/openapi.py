@@ -9,10 +9,33 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from ..entities import EntityType, Field, FieldType
 from ..records.query import OPERATORS
+from .auth import AUTH_SCHEMA_TYPES, CSRF_HEADER, SESSION_COOKIE
 
-__all__ = ["build_openapi"]
+__all__ = ["build_openapi", "PUBLIC_OPERATIONS"]
+
+#: Operations anyone may call, without credentials.
+PUBLIC_OPERATIONS = {
+    ("/api/health", "get"), ("/api/auth/login", "post"), ("/api/auth/logout", "post"),
+    ("/api/auth/password-reset", "post"), ("/api/auth/password-reset/confirm", "post"),
+}
+_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+SECURITY_SCHEMES = {
+    "bearerToken": {
+        "type": "http", "scheme": "bearer",
+        "description": "A personal API token (POST /api/auth/tokens), sent as `Authorization: Bearer <token>`. "
+                       "A read-only token may only read.",
+    },
+    "sessionCookie": {
+        "type": "apiKey", "in": "cookie", "name": SESSION_COOKIE,
+        "description": "The session cookie a login sets (POST /api/auth/login). Unsafe methods (POST, PUT, "
+                       f"PATCH, DELETE) must also send the session's csrf_token in the `{CSRF_HEADER}` header.",
+    },
+}
 
 _PROBLEM = {"$ref": "#/components/schemas/Problem"}
 
@@ -218,6 +241,137 @@ COMMON_SCHEMAS = {
 }
 
 
+def _auth_schemas() -> dict[str, Any]:
+    _, components = msgspec.json.schema_components(AUTH_SCHEMA_TYPES, ref_template="#/components/schemas/{name}")
+    return components
+
+
+def _auth_paths() -> dict[str, Any]:
+    """The /api/auth routes: login, sessions, tokens, users, roles, teams, the security log."""
+    ref = lambda name: {"$ref": f"#/components/schemas/{name}"}  # noqa: E731
+    body = lambda name: {"required": True, "content": {"application/json": {"schema": ref(name)}}}  # noqa: E731
+    many = lambda name: {"type": "array", "items": ref(name)}  # noqa: E731
+    tag, admin = ["auth"], ["auth: administration"]
+    bad = {"422": _problem("Invalid input: errors name each field")}
+    limited = {"429": {**_problem("Too many failed attempts; the Retry-After header says for how long"),
+                       "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}}}
+    json_only = {"415": _problem("The body must be application/json")}
+    done = lambda what: {"description": what}  # noqa: E731
+    cookie = {"Set-Cookie": {"schema": {"type": "string"},
+                             "description": f"{SESSION_COOKIE}=...; HttpOnly; Secure; SameSite=Lax; Path=/"}}
+    needs = lambda permission: {"403": _problem(f"Needs the {permission} permission")}  # noqa: E731
+    name_param = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+    return {
+        "/api/auth/login": {"post": {
+            "operationId": "auth_login", "tags": tag, "summary": "Log in: opens a session (cookie) and gives its CSRF token",
+            "requestBody": body("AuthLoginRequest"),
+            "responses": {"200": {**_json(ref("AuthSession")), "headers": cookie},
+                          "401": _problem("Wrong e-mail or password"), **limited, **bad, **json_only}}},
+        "/api/auth/logout": {"post": {
+            "operationId": "auth_logout", "tags": tag, "summary": "End the session of the cookie sent and clear it",
+            "parameters": [{"name": "X-CSRF-Token", "in": "header", "schema": {"type": "string"}}],
+            "responses": {"204": done("Logged out"), "403": _problem("CSRF token missing or wrong")}}},
+        "/api/auth/me": {"get": {
+            "operationId": "auth_me", "tags": tag, "summary": "Who you are: user, role, permissions, teams",
+            "responses": {"200": _json(ref("AuthMe"))}}},
+        "/api/auth/password": {"post": {
+            "operationId": "auth_change_password", "tags": tag,
+            "summary": "Change your password (giving the current one); your other sessions end",
+            "requestBody": body("AuthPasswordChange"), "responses": {"204": done("Changed"), **limited, **bad}}},
+        "/api/auth/password-reset": {"post": {
+            "operationId": "auth_password_reset", "tags": tag,
+            "summary": "Ask for a one-time reset link (the same answer whether the account exists or not)",
+            "requestBody": body("AuthPasswordResetRequest"),
+            "responses": {"202": _json({"type": "object", "properties": {"detail": {"type": "string"}}}, "Accepted"),
+                          **limited, **bad, **json_only}}},
+        "/api/auth/password-reset/confirm": {"post": {
+            "operationId": "auth_password_reset_confirm", "tags": tag,
+            "summary": "Set a new password with a reset link's token (once); the user's sessions end",
+            "requestBody": body("AuthPasswordResetConfirm"),
+            "responses": {"204": done("Password set"), **limited, **bad, **json_only}}},
+        "/api/auth/tokens": {
+            "get": {"operationId": "auth_tokens", "tags": tag, "summary": "Your API tokens (others' with manage_tokens)",
+                    "parameters": [
+                        {"name": "user_id", "in": "query", "schema": {"type": "integer"}, "description": "another user's (manage_tokens)"},
+                        {"name": "all", "in": "query", "schema": {"type": "boolean"}, "description": "everyone's (manage_tokens)"}],
+                    "responses": {"200": _json(many("AuthToken")), **needs("manage_tokens"), **bad}},
+            "post": {"operationId": "auth_create_token", "tags": tag,
+                     "summary": "Create an API token; its secret is in this answer only",
+                     "requestBody": body("AuthTokenCreate"),
+                     "responses": {"201": _json(ref("AuthNewToken"), "Created"), **needs("manage_tokens"), **bad}}},
+        "/api/auth/tokens/{token_id}": {
+            "parameters": [{"name": "token_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+            "delete": {"operationId": "auth_revoke_token", "tags": tag, "summary": "Revoke an API token",
+                       "responses": {"204": done("Revoked"), "404": _problem("No such token of yours")}}},
+        "/api/auth/users": {
+            "get": {"operationId": "auth_users", "tags": admin, "summary": "Users with their roles and teams",
+                    "responses": {"200": _json(many("AuthUser")), **needs("manage_users")}},
+            "post": {"operationId": "auth_create_user", "tags": admin, "summary": "Add a user",
+                     "requestBody": body("AuthUserCreate"),
+                     "responses": {"201": _json(ref("AuthUser"), "Created"), **needs("manage_users"), **bad}}},
+        "/api/auth/users/{user_id}": {
+            "parameters": [{"name": "user_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+            "get": {"operationId": "auth_user", "tags": admin, "summary": "A user",
+                    "responses": {"200": _json(ref("AuthUser")), **needs("manage_users"), "404": _problem("No such user")}},
+            "patch": {"operationId": "auth_update_user", "tags": admin,
+                      "summary": "Change a user's role, teams, active flag or password",
+                      "requestBody": body("AuthUserPatch"),
+                      "responses": {"200": _json(ref("AuthUser")), **needs("manage_users"),
+                                    "404": _problem("No such user"), **bad}}},
+        "/api/auth/roles": {"get": {
+            "operationId": "auth_roles", "tags": admin, "summary": "Roles: scopes per entity and action, field rules, grants",
+            "responses": {"200": _json(many("Role")), **needs("manage_roles")}}},
+        "/api/auth/roles/{name}": {
+            "parameters": [name_param],
+            "get": {"operationId": "auth_role", "tags": admin, "summary": "A role",
+                    "responses": {"200": _json(ref("Role")), **needs("manage_roles"), "404": _problem("No such role")}},
+            "put": {"operationId": "auth_save_role", "tags": admin, "summary": "Create or replace a role",
+                    "requestBody": body("Role"),
+                    "responses": {"200": _json(ref("Role")), **needs("manage_roles"), **bad}},
+            "delete": {"operationId": "auth_delete_role", "tags": admin,
+                       "summary": "Delete a role (not a built-in one, nor one users have)",
+                       "responses": {"204": done("Deleted"), **needs("manage_roles"), "404": _problem("No such role"), **bad}}},
+        "/api/auth/teams": {
+            "get": {"operationId": "auth_teams", "tags": admin, "summary": "Teams and their members",
+                    "responses": {"200": _json(many("AuthTeam")), **needs("manage_roles")}},
+            "post": {"operationId": "auth_create_team", "tags": admin, "summary": "Add a team",
+                     "requestBody": body("AuthTeamCreate"),
+                     "responses": {"201": _json(ref("AuthTeam"), "Created"), **needs("manage_roles"), **bad}}},
+        "/api/auth/teams/{name}": {
+            "parameters": [name_param],
+            "delete": {"operationId": "auth_delete_team", "tags": admin, "summary": "Delete a team",
+                       "responses": {"204": done("Deleted"), **needs("manage_roles"), "404": _problem("No such team")}}},
+        "/api/auth/log": {"get": {
+            "operationId": "auth_log", "tags": admin,
+            "summary": "The security log, newest first: logins, failures, permission changes, token use",
+            "parameters": [
+                {"name": "event", "in": "query", "schema": {"type": "string"}, "description": "e.g. login_failed"},
+                {"name": "user_id", "in": "query", "schema": {"type": "integer"}},
+                {"name": "before", "in": "query", "schema": {"type": "integer"}, "description": "entries older than this id"},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}}],
+            "responses": {"200": _json(many("AuthLogEntry")), **needs("view_audit_log"), **bad}}},
+    }
+
+
+def _secure(doc: dict[str, Any]) -> None:
+    """Every operation needs a token or a session except the public ones (``security: []``)."""
+    doc["components"]["securitySchemes"] = SECURITY_SCHEMES
+    doc["security"] = [{"bearerToken": []}, {"sessionCookie": []}]
+    unauthenticated = _problem("No valid credentials: missing, wrong, revoked or expired token or session")
+    for path, item in doc["paths"].items():
+        for method in _METHODS:
+            operation = item.get(method)
+            if operation is None:
+                continue
+            if (path, method) in PUBLIC_OPERATIONS:
+                operation["security"] = []
+                continue
+            responses = operation.setdefault("responses", {})
+            responses.setdefault("401", unauthenticated)
+            if method != "get":
+                responses.setdefault("403", _problem("Not allowed: the role, a read-only token, or a missing CSRF token"))
+
+
 def build_openapi(entities: list[EntityType], base: dict[str, Any] | None = None, *, version: str = "0.1.0") -> dict[str, Any]:
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
@@ -228,8 +382,11 @@ def build_openapi(entities: list[EntityType], base: dict[str, Any] | None = None
     if base:
         doc["paths"].update(base.get("paths", {}))
         doc["components"]["schemas"].update(base.get("components", {}).get("schemas", {}))
+    doc["components"]["schemas"].update(_auth_schemas())
+    doc["paths"].update(_auth_paths())
     for entity in entities:
         for kind, schema in _entity_schemas(entity).items():
             doc["components"]["schemas"][_schema_name(entity, kind)] = schema
         doc["paths"].update(_entity_paths(entity))
+    _secure(doc)
     return doc
