@@ -683,8 +683,7 @@ class AuthService:
         target = await self.user(user_id)
         async with self.db.transaction():
             token = await self._new_reset(user_id)
-            await self.log("password_reset_requested", user_id=user_id, actor=actor, email=target["email"],
-                           detail={"sent": False, "link_for_admin": True})
+            await self.log("password_reset_link", user_id=user_id, actor=actor, email=target["email"])
         return self._reset_url(base_url, token)
 
     async def reset_password(self, token: str, password: str, *, ip: str | None) -> None:
@@ -926,7 +925,8 @@ class AuthService:
         ip: str | None = None, detail: dict[str, Any] | None = None,
     ) -> None:
         """Append to the security log: login, login_failed, login_rate_limited, logout,
-        password_changed, password_reset_requested, password_reset_rate_limited, password_reset,
+        password_changed, password_reset_requested, password_reset_rate_limited, password_reset_link
+        (an admin made a link), password_reset,
         user_created, user_disabled, user_enabled, role_changed, teams_changed, role_saved,
         role_deleted, team_created, team_deleted, token_created, token_revoked, token_used.
 
