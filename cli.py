@@ -28,7 +28,10 @@ __all__ = ["create_cli", "main"]
 
 T = TypeVar("T")
 #: Errors from the services whose message is meant for the user as it is.
-USER_ERRORS = (DeploymentError, PluginError, RegistryError, ValidationError, NotFound, crmcore.Conflict)
+USER_ERRORS = (
+    DeploymentError, PluginError, RegistryError, ValidationError, NotFound, crmcore.Conflict, crmcore.Forbidden,
+    crmcore.auth.Unauthenticated, crmcore.auth.RateLimited,
+)
 DEMO_DEFAULTS = {"region": "TR", "currency": "TRY", "timezone": "Europe/Istanbul", "locale": "en"}
 
 
@@ -165,15 +168,41 @@ def _init_commands(cli: CrmGroup) -> None:
     @click.option("--timezone", callback=_check("timezone"), help="IANA time zone, e.g. Europe/Istanbul.")
     @click.option("--locale", callback=_check("locale"), help="Locale, e.g. en, tr.")
     @click.option("--database-url", help="PostgreSQL URL; default: an SQLite file in the folder.")
+    @click.option("--admin-email", help="Create the first admin user with this e-mail (asked at a terminal).")
+    @click.option("--admin-name", help="The first admin's name (default: from the e-mail).")
+    @click.option("--admin-password-stdin", is_flag=True, help="Read the first admin's password from standard input.")
     def init(directory: Path, edition: str, currency: str | None, region: str | None, timezone: str | None,
-             locale: str | None, database_url: str | None) -> None:
-        """Create a deployment in DIRECTORY (crm.toml, database and tables)."""
-        settings = _init(directory, edition=edition, currency=currency, region=region, timezone=timezone,
-                         locale=locale, database_url=database_url)
+             locale: str | None, database_url: str | None, admin_email: str | None, admin_name: str | None,
+             admin_password_stdin: bool) -> None:
+        """Create a deployment in DIRECTORY (crm.toml, database and tables) and its first admin.
+
+        The admin comes from --admin-email/--admin-name/--admin-password-stdin (scripts), else
+        is asked for at a terminal; without either, no admin is made and the command says how.
+        """
+        admin = _admin_input(admin_email, admin_name, admin_password_stdin)
+
+        async def create_admin(dep: Deployment) -> dict[str, Any] | None:
+            if admin is None:
+                return None
+            email, name, password = admin
+            return await dep.auth.create_user(name=name, email=email, password=password, role="admin",
+                                              actor=_cli_actor())
+
+        made: list[dict[str, Any] | None] = []
+        settings = _init(directory, after=lambda dep: _collect(made, create_admin(dep)), edition=edition,
+                         currency=currency, region=region, timezone=timezone, locale=locale, database_url=database_url)
         click.echo(
             f"Created deployment {settings.name!r} in {directory} (edition {settings.edition}, region "
             f"{settings.region}, currency {settings.currency}, time zone {settings.timezone}, locale {settings.locale})"
         )
+        user = made[0] if made else None
+        if user is not None:
+            click.echo(f"Created the admin {user['email']} (id {user['id']})")
+            if not user["has_password"]:
+                _no_password_hint(user["email"])
+        else:
+            click.echo("No admin user yet; make one with:")
+            click.echo(f"  crm -d {directory} users add EMAIL --name NAME --role admin --password-stdin")
         click.echo("Next steps:")
         click.echo(f"  cd {directory}")
         click.echo("  crm demo             # load demo data (optional)")
@@ -181,8 +210,39 @@ def _init_commands(cli: CrmGroup) -> None:
         click.echo("  crm serve            # http://127.0.0.1:8000")
 
 
-def _init(directory: Path, **options: Any) -> crmcore.Settings:
-    """init_deployment, then open once so the database and its tables exist; undone on failure."""
+async def _collect(into: list[Any], result: Awaitable[Any]) -> None:
+    into.append(await result)
+
+
+def _admin_input(email: str | None, name: str | None, password_stdin: bool) -> tuple[str, str, str | None] | None:
+    """(email, name, password) of the first admin from the options, or asked at a terminal;
+    None: no admin now. Everything is read before the deployment is made."""
+    if email is None and (name is not None or password_stdin):
+        raise click.UsageError("--admin-name and --admin-password-stdin need --admin-email")
+    if email is None:
+        if not _interactive():
+            return None
+        click.echo("The first admin user (empty e-mail: none now)")
+        email = click.prompt("Admin e-mail", default="", show_default=False).strip()
+        if not email:
+            return None
+    if name is None:
+        local = email.partition("@")[0]
+        name = click.prompt("Admin name", default=local) if _interactive() else local
+    if password_stdin:
+        password = _password_from_stdin()
+        from crmcore.auth.service import check_password
+
+        check_password(password, email)  # refused before anything is made
+    else:
+        password = _prompt_password(email) if _interactive() else None
+    return email, name, password
+
+
+def _init(directory: Path, *, after: Callable[[Deployment], Awaitable[Any]] | None = None,
+          **options: Any) -> crmcore.Settings:
+    """init_deployment, then open once so the database and its tables exist (and run ``after``
+    on it); undone on failure."""
     existed = directory.exists()
     settings = crmcore.init_deployment(directory, **options)
 
@@ -190,7 +250,7 @@ def _init(directory: Path, **options: Any) -> crmcore.Settings:
         return None
 
     try:
-        with_deployment(directory, noop)
+        with_deployment(directory, after or noop)
     except BaseException:
         from crmcore.deployment import CONFIG_FILE
 
@@ -240,16 +300,38 @@ def _serve_commands(cli: CrmGroup) -> None:
                 return None
             return await _load_edition_demo(dep, dep.settings.edition)
 
-        loaded = with_deployment(directory, fill)
+        async def fill_and_logins(dep: Deployment) -> tuple[dict[str, int] | None, list[str]]:
+            return await fill(dep), await _demo_logins(dep)
+
+        loaded, logins = with_deployment(directory, fill_and_logins)
         if loaded is not None:
             click.echo("Loaded demo data: " + ", ".join(f"{n} {e}" for e, n in loaded.items()))
         else:
             click.echo(f"{directory} already holds data; serving it as it is")
         if not no_serve:
-            _serve(directory, host, port, False)
+            _serve(directory, host, port, False, notes=logins)
+        else:
+            for line in logins:
+                click.echo(line)
 
 
-def _serve(path: Path, host: str, port: int, reload: bool) -> None:
+async def _demo_logins(dep: Deployment) -> list[str]:
+    """How to log in to a demo deployment (when its demo users are there)."""
+    from crmcore.demo import DEMO_ADMIN_EMAIL, DEMO_ADMIN_PASSWORD, DEMO_PASSWORD
+
+    try:
+        admin = await dep.auth.user_by_email(DEMO_ADMIN_EMAIL)
+    except NotFound:
+        return []
+    lines = [f"Log in as {admin['email']} with the password {DEMO_ADMIN_PASSWORD} (admin)"]
+    others = [u for u in await dep.auth.users() if u["email"].endswith("@demo-crm.example.com") and u["has_password"]]
+    if others:
+        shown = ", ".join(f"{u['email']} ({u['role']})" for u in others[:2])
+        lines.append(f"  or as a sales user, e.g. {shown}, with the password {DEMO_PASSWORD}")
+    return lines
+
+
+def _serve(path: Path, host: str, port: int, reload: bool, notes: Sequence[str] = ()) -> None:
     import uvicorn
 
     async def check(dep: Deployment) -> None:  # a clean error before the server starts
@@ -258,6 +340,8 @@ def _serve(path: Path, host: str, port: int, reload: bool) -> None:
     with_deployment(path, check)
     _check_port_free(host, port)
     click.echo(f"Serving {path.resolve()} at http://{host}:{port} (Ctrl+C to stop)")
+    for line in notes:
+        click.echo(line)
     if reload:
         os.environ["CRM_DEPLOYMENT"] = str(path.resolve())
         uvicorn.run("cli:app_from_env", factory=True, host=host, port=port, reload=True)
@@ -330,8 +414,13 @@ def _demo_commands(cli: CrmGroup) -> None:
         async def load(dep: Deployment) -> dict[str, int]:
             return await _load_edition_demo(dep, edition or dep.settings.edition)
 
-        loaded = with_deployment(obj.path, load)
+        async def load_and_logins(dep: Deployment) -> tuple[dict[str, int], list[str]]:
+            return await load(dep), await _demo_logins(dep)
+
+        loaded, logins = with_deployment(obj.path, load_and_logins)
         click.echo("Loaded demo data: " + (", ".join(f"{n} {e}" for e, n in loaded.items()) or "nothing"))
+        for line in logins:
+            click.echo(line)
 
 
 def _plugin_module(name: str) -> crmcore.plugins.AvailablePlugin:
@@ -719,6 +808,425 @@ def _schema_commands(cli: CrmGroup) -> None:
             click.echo(line)
 
 
+# -- users, roles, teams, tokens, security log ---------------------------------------------------
+
+def _cli_actor() -> Any:
+    """Who the CLI acts as: the system (whoever may open the deployment folder), seen as ``cli``."""
+    import msgspec
+
+    from crmcore.auth import SYSTEM
+
+    return msgspec.structs.replace(SYSTEM, via="cli")
+
+
+def _interactive() -> bool:
+    """Whether a person is at the keyboard (prompts are allowed)."""
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _password_from_stdin() -> str:
+    """The password on standard input (one line; the newline is not part of it)."""
+    value = click.get_text_stream("stdin").read()
+    if value.endswith("\n"):
+        value = value[:-1]
+    if value.endswith("\r"):
+        value = value[:-1]
+    if not value:
+        raise click.UsageError("no password on standard input")
+    return value
+
+
+def _prompt_password(email: str | None, *, allow_empty: bool = False) -> str | None:
+    """Ask for a new password twice (hidden), again while the policy refuses it."""
+    from crmcore.auth.service import check_password
+
+    def checked(value: str) -> str:
+        if allow_empty and value == "":
+            return value
+        try:
+            return check_password(value, email)
+        except ValidationError as exc:
+            raise click.UsageError(exc.errors[0].message) from None
+
+    label = "Password (empty: none for now)" if allow_empty else "Password"
+    value = click.prompt(label, hide_input=True, confirmation_prompt=not allow_empty, value_proc=checked,
+                         default="" if allow_empty else None, show_default=False)
+    if allow_empty and value:
+        click.prompt("Repeat for confirmation", hide_input=True, value_proc=lambda v: _same(v, value))
+    return value or None
+
+
+def _same(repeated: str, value: str) -> str:
+    if repeated != value:
+        raise click.UsageError("the two entered values do not match")
+    return repeated
+
+
+def _new_password(email: str, from_stdin: bool, *, required: bool) -> str | None:
+    """A password from stdin (``--password-stdin``), a prompt (at a terminal), or none."""
+    if from_stdin:
+        return _password_from_stdin()
+    if _interactive():
+        return _prompt_password(email, allow_empty=not required)
+    if required:
+        raise click.UsageError("give the password on standard input with --password-stdin "
+                               "(no terminal to ask it at)")
+    return None
+
+
+def _no_password_hint(email: str) -> None:
+    click.echo(f"{email} has no password yet, so cannot log in: set one with "
+               f"`crm users set-password {email}` or hand out `crm users reset-link {email}`")
+
+
+def _user_row(user: dict[str, Any]) -> tuple:
+    return (user["id"], user["email"], user["name"], user["role"] or "-", ", ".join(user["teams"]) or "-",
+            "yes" if user["active"] else "no", "yes" if user["has_password"] else "no")
+
+
+_USER_HEADERS = ["id", "email", "name", "role", "teams", "active", "password"]
+
+
+def _show_user(verb: str, user: dict[str, Any]) -> None:
+    click.echo(f"{verb} {user['email']} (id {user['id']}): role {user['role'] or '-'}, "
+               f"teams {', '.join(user['teams']) or '-'}, {'active' if user['active'] else 'disabled'}")
+
+
+def _json_out(value: Any) -> None:
+    import msgspec
+
+    click.echo(msgspec.json.format(msgspec.json.encode(value), indent=2).decode())
+
+
+def _users_commands(cli: CrmGroup) -> None:
+    @cli.group()
+    def users() -> None:
+        """Users: add, list, disable, enable, roles, teams, passwords."""
+
+    @users.command("add")
+    @click.argument("email")
+    @click.option("--name", required=True, help="The user's full name.")
+    @click.option("--role", default="agent", show_default=True, help="A role (see crm roles list).")
+    @click.option("--team", "teams", multiple=True, help="A team (repeat for several; the first is the primary team).")
+    @click.option("--locale", callback=_check("locale"), help="The user's locale, e.g. en, tr.")
+    @click.option("--time-zone", callback=_check("timezone"), help="The user's IANA time zone.")
+    @click.option("--password-stdin", is_flag=True,
+                  help="Read the password from standard input (else asked at a terminal, or none).")
+    @click.pass_obj
+    def add(obj: Obj, email: str, name: str, role: str, teams: tuple[str, ...], locale: str | None,
+            time_zone: str | None, password_stdin: bool) -> None:
+        """Add a user with e-mail EMAIL (their login)."""
+        password = _new_password(email, password_stdin, required=False)
+        fields = {k: v for k, v in (("locale", locale), ("time_zone", time_zone)) if v is not None}
+
+        async def apply(dep: Deployment) -> dict[str, Any]:
+            return await dep.auth.create_user(name=name, email=email, password=password, role=role,
+                                              teams=list(teams), fields=fields, actor=_cli_actor())
+
+        user = with_deployment(obj.path, apply)
+        _show_user("Added", user)
+        if not user["has_password"]:
+            _no_password_hint(user["email"])
+
+    @users.command("list")
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+    @click.pass_obj
+    def list_(obj: Obj, as_json: bool) -> None:
+        """Every user: role, teams, active, whether a password is set."""
+        async def get(dep: Deployment) -> list[dict[str, Any]]:
+            return await dep.auth.users()
+
+        found = with_deployment(obj.path, get)
+        if as_json:
+            _json_out(found)
+        elif not found:
+            click.echo("No users yet; add one with: crm users add EMAIL --name NAME --role admin")
+        else:
+            _table([_user_row(u) for u in found], _USER_HEADERS)
+
+    def _change(obj: Obj, email: str, change: Callable[[Deployment, int], Awaitable[T]]) -> T:
+        async def apply(dep: Deployment) -> T:
+            user = await dep.auth.user_by_email(email)
+            return await change(dep, user["id"])
+        return with_deployment(obj.path, apply)
+
+    @users.command()
+    @click.argument("email")
+    @click.pass_obj
+    def disable(obj: Obj, email: str) -> None:
+        """Disable user EMAIL: their sessions end and their tokens stop working."""
+        user = _change(obj, email, lambda dep, uid: dep.auth.set_active(uid, False, actor=_cli_actor()))
+        _show_user("Disabled", user)
+
+    @users.command()
+    @click.argument("email")
+    @click.pass_obj
+    def enable(obj: Obj, email: str) -> None:
+        """Enable user EMAIL again."""
+        user = _change(obj, email, lambda dep, uid: dep.auth.set_active(uid, True, actor=_cli_actor()))
+        _show_user("Enabled", user)
+
+    @users.command("set-role")
+    @click.argument("email")
+    @click.argument("role")
+    @click.pass_obj
+    def set_role(obj: Obj, email: str, role: str) -> None:
+        """Give user EMAIL the role ROLE (see crm roles list)."""
+        user = _change(obj, email, lambda dep, uid: dep.auth.set_role(uid, role, actor=_cli_actor()))
+        _show_user("Changed", user)
+
+    @users.command("set-teams")
+    @click.argument("email")
+    @click.argument("teams", nargs=-1)
+    @click.pass_obj
+    def set_teams(obj: Obj, email: str, teams: tuple[str, ...]) -> None:
+        """Put user EMAIL in TEAMS (the first is their primary team; none: in no team)."""
+        user = _change(obj, email, lambda dep, uid: dep.auth.set_teams(uid, list(teams), actor=_cli_actor()))
+        _show_user("Changed", user)
+
+    @users.command("set-password")
+    @click.argument("email")
+    @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+    @click.pass_obj
+    def set_password(obj: Obj, email: str, password_stdin: bool) -> None:
+        """Set the password of user EMAIL (asked at a terminal). Their sessions end."""
+        password = _new_password(email, password_stdin, required=True)
+
+        async def apply(dep: Deployment, uid: int) -> None:
+            await dep.auth.set_password(uid, password, actor=_cli_actor())
+
+        _change(obj, email, apply)
+        click.echo(f"Set the password of {email}; their sessions were ended")
+
+    @users.command("reset-link")
+    @click.argument("email")
+    @click.option("--base-url", default="http://127.0.0.1:8000", show_default=True,
+                  help="Where the deployment is served.")
+    @click.pass_obj
+    def reset_link(obj: Obj, email: str, base_url: str) -> None:
+        """Print a one-time link (valid one hour) with which user EMAIL sets a new password."""
+        if not base_url.startswith(("http://", "https://")):
+            raise click.BadParameter("the base URL starts with http:// or https://", param_hint="--base-url")
+        link = _change(obj, email, lambda dep, uid: dep.auth.reset_link(uid, base_url=base_url, actor=_cli_actor()))
+        click.echo(link)
+        click.echo(f"Hand this link to {email}: it works once, within the hour.", err=True)
+
+
+def _roles_commands(cli: CrmGroup) -> None:
+    @cli.group()
+    def roles() -> None:
+        """Roles: what each role may do with which records and fields."""
+
+    @roles.command("list")
+    @click.pass_obj
+    def list_(obj: Obj) -> None:
+        """Every role: built-in or not, how many users have it."""
+        from crmcore.auth import BUILTIN_ROLES
+
+        async def get(dep: Deployment) -> tuple[list[Any], list[dict[str, Any]]]:
+            return await dep.auth.roles(), await dep.auth.users()
+
+        found, people = with_deployment(obj.path, get)
+        counts: dict[str, int] = {}
+        for user in people:
+            counts[user["role"]] = counts.get(user["role"], 0) + 1
+        rows = []
+        for role in found:
+            kind = ("built-in" if BUILTIN_ROLES.get(role.name) == role else "built-in, changed") \
+                if role.builtin else "custom"
+            rows.append((role.name, role.label, kind, counts.get(role.name, 0), role.description))
+        _table(rows, ["name", "label", "kind", "users", "description"])
+
+    @roles.command()
+    @click.argument("name")
+    @click.pass_obj
+    def show(obj: Obj, name: str) -> None:
+        """Print role NAME as JSON (the form crm roles set takes)."""
+        async def get(dep: Deployment) -> Any:
+            return await dep.auth.role(name)
+
+        _json_out(with_deployment(obj.path, get))
+
+    @roles.command("set")
+    @click.argument("name")
+    @click.option("--file", "file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                  help="The role as JSON, or TOML (.toml); see crm roles show NAME.")
+    @click.pass_obj
+    def set_(obj: Obj, name: str, file: Path) -> None:
+        """Create or replace role NAME from a JSON or TOML file."""
+        import tomllib
+
+        import msgspec
+
+        text = file.read_text(encoding="utf-8")
+        try:
+            data = tomllib.loads(text) if file.suffix.lower() == ".toml" else msgspec.json.decode(text)
+        except (tomllib.TOMLDecodeError, msgspec.DecodeError) as exc:
+            raise click.ClickException(f"{file}: not valid {'TOML' if file.suffix.lower() == '.toml' else 'JSON'}: {exc}") from None
+        if not isinstance(data, dict):
+            raise click.ClickException(f"{file}: expected an object with the role's parts (see crm roles show admin)")
+        if data.get("name", name) != name:
+            raise click.ClickException(f"{file} describes role {data['name']!r}, not {name!r}")
+        data["name"] = name
+
+        async def apply(dep: Deployment) -> Any:
+            return await dep.auth.save_role(data, actor=_cli_actor())
+
+        role = with_deployment(obj.path, apply)
+        click.echo(f"Saved role {role.name}" + (" (built-in, changed)" if role.builtin else ""))
+
+    @roles.command()
+    @click.argument("name")
+    @click.pass_obj
+    def delete(obj: Obj, name: str) -> None:
+        """Delete role NAME (not a built-in one, nor one users have)."""
+        async def apply(dep: Deployment) -> None:
+            await dep.auth.delete_role(name, actor=_cli_actor())
+
+        with_deployment(obj.path, apply)
+        click.echo(f"Deleted role {name}")
+
+
+def _teams_commands(cli: CrmGroup) -> None:
+    @cli.group()
+    def teams() -> None:
+        """Teams: groups of users whose records a team scope reaches."""
+
+    @teams.command("list")
+    @click.pass_obj
+    def list_(obj: Obj) -> None:
+        """Every team with its members."""
+        async def get(dep: Deployment) -> tuple[list[dict[str, Any]], dict[int, str]]:
+            return await dep.auth.teams(), {u["id"]: u["email"] for u in await dep.auth.users()}
+
+        found, emails = with_deployment(obj.path, get)
+        if not found:
+            click.echo("No teams yet; add one with: crm teams add NAME")
+            return
+        _table([(t["id"], t["name"], len(t["members"]), ", ".join(emails.get(m, str(m)) for m in t["members"]))
+                for t in found], ["id", "name", "members", "member e-mails"])
+
+    @teams.command("add")
+    @click.argument("name")
+    @click.pass_obj
+    def add(obj: Obj, name: str) -> None:
+        """Add a team NAME."""
+        async def apply(dep: Deployment) -> dict[str, Any]:
+            return await dep.auth.create_team(name, actor=_cli_actor())
+
+        team = with_deployment(obj.path, apply)
+        click.echo(f"Added team {team['name']} (id {team['id']}); put users in it with: crm users set-teams EMAIL TEAM...")
+
+    @teams.command()
+    @click.argument("name")
+    @click.pass_obj
+    def remove(obj: Obj, name: str) -> None:
+        """Remove team NAME (only when it has no members)."""
+        async def apply(dep: Deployment) -> None:
+            await dep.auth.delete_team(name, actor=_cli_actor())
+
+        with_deployment(obj.path, apply)
+        click.echo(f"Removed team {name}")
+
+
+def _when(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value is not None else "-"
+
+
+def _tokens_commands(cli: CrmGroup) -> None:
+    @cli.group()
+    def tokens() -> None:
+        """Personal API tokens (sent as Authorization: Bearer TOKEN)."""
+
+    @tokens.command()
+    @click.argument("email")
+    @click.argument("name")
+    @click.option("--read-only", is_flag=True, help="The token may only read.")
+    @click.option("--expires-days", type=click.IntRange(1, 3650), help="Expire after this many days (default: never).")
+    @click.pass_obj
+    def create(obj: Obj, email: str, name: str, read_only: bool, expires_days: int | None) -> None:
+        """Make an API token NAME for user EMAIL; it is printed once and never shown again."""
+        import datetime as dt
+
+        expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=expires_days) if expires_days else None
+
+        async def apply(dep: Deployment) -> Any:
+            user = await dep.auth.user_by_email(email)
+            return await dep.auth.create_token(user["id"], name, read_only=read_only, expires_at=expires,
+                                               actor=_cli_actor())
+
+        new = with_deployment(obj.path, apply)
+        info = new.info
+        click.echo(new.token)
+        click.echo(f"Token {info['id']} ({info['name']!r} for {email}{', read-only' if info['read_only'] else ''}"
+                   f"{', expires ' + _when(info['expires_at']) + ' UTC' if info['expires_at'] else ''}): "
+                   "copy it now, it is not shown again", err=True)
+
+    @tokens.command("list")
+    @click.argument("email", required=False)
+    @click.pass_obj
+    def list_(obj: Obj, email: str | None) -> None:
+        """API tokens (of user EMAIL, or everyone's); never the tokens themselves."""
+        async def get(dep: Deployment) -> tuple[list[dict[str, Any]], dict[int, str]]:
+            user_id = (await dep.auth.user_by_email(email))["id"] if email else None
+            return await dep.auth.tokens(user_id=user_id), {u["id"]: u["email"] for u in await dep.auth.users()}
+
+        found, emails = with_deployment(obj.path, get)
+        if not found:
+            click.echo("No API tokens" + (f" of {email}" if email else "") + "; make one with: crm tokens create EMAIL NAME")
+            return
+        _table([(t["id"], emails.get(t["user_id"], t["user_id"]), t["name"], t["prefix"] + "...",
+                 "read" if t["read_only"] else "read/write", _when(t["created_at"]), _when(t["expires_at"]),
+                 _when(t["last_used_at"]), _when(t["revoked_at"])) for t in found],
+               ["id", "user", "name", "prefix", "access", "created", "expires", "last used", "revoked"])
+
+    @tokens.command()
+    @click.argument("token_id", metavar="ID", type=int)
+    @click.pass_obj
+    def revoke(obj: Obj, token_id: int) -> None:
+        """Revoke API token ID (see crm tokens list): it stops working at once."""
+        async def apply(dep: Deployment) -> None:
+            await dep.auth.revoke_token(token_id, actor=_cli_actor())
+
+        with_deployment(obj.path, apply)
+        click.echo(f"Revoked token {token_id}")
+
+
+def _security_log_commands(cli: CrmGroup) -> None:
+    @cli.command("security-log")
+    @click.option("--event", help="Only this event (login, login_failed, role_changed, token_used ...).")
+    @click.option("--user", "email", help="Only entries about this user (by e-mail).")
+    @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000), help="How many entries.")
+    @click.option("--before", "before_id", type=int, help="Only entries older than this id (the next page).")
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+    @click.pass_obj
+    def security_log(obj: Obj, event: str | None, email: str | None, limit: int, before_id: int | None,
+                     as_json: bool) -> None:
+        """The security log, newest first: logins, failures, permission changes, token use."""
+        async def get(dep: Deployment) -> list[dict[str, Any]]:
+            user_id = (await dep.auth.user_by_email(email))["id"] if email else None
+            return await dep.auth.security_log(event=event, user_id=user_id, before_id=before_id, limit=limit)
+
+        found = with_deployment(obj.path, get)
+        if as_json:
+            _json_out(found)
+            return
+        if not found:
+            click.echo("No entries.")
+            return
+        import msgspec
+
+        _table([(e["id"], e["at"].strftime("%Y-%m-%d %H:%M:%S"), e["event"], e["user_id"] or "-",
+                 e["actor_id"] or "-", e["email"] or "-", e["ip"] or "-",
+                 msgspec.json.encode(e["detail"]).decode() if e["detail"] else "") for e in found],
+               ["id", "at (UTC)", "event", "user", "actor", "e-mail", "address", "detail"])
+        if len(found) == limit:
+            click.echo(f"(more: --before {found[-1]['id']})")
+
+
 # -- the factory -------------------------------------------------------------------------------
 
 def create_cli(deployment: str | Path | None = None) -> click.Group:
@@ -738,7 +1246,8 @@ def create_cli(deployment: str | Path | None = None) -> click.Group:
         ctx.obj = Obj(deployment)
 
     for add in (_init_commands, _serve_commands, _demo_commands, _plugins_commands, _plugin_new_commands,
-                _fields_commands, _schema_commands):
+                _fields_commands, _schema_commands, _users_commands, _roles_commands, _teams_commands,
+                _tokens_commands, _security_log_commands):
         add(cli)
     cli.core_names = frozenset(cli.commands)
     path = Path(deployment if deployment is not None else os.environ.get("CRM_DEPLOYMENT") or ".")

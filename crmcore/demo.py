@@ -25,7 +25,14 @@ from .deployment import DeploymentError
 from .fieldvalues import currency_precision
 from .records.query import ListQuery
 
-__all__ = ["load_demo", "DemoError"]
+__all__ = ["load_demo", "DemoError", "DEMO_ADMIN_EMAIL", "DEMO_ADMIN_PASSWORD", "DEMO_PASSWORD", "DEMO_TEAMS"]
+
+#: The demo's administrator and its password (printed when the demo server starts).
+DEMO_ADMIN_EMAIL = "admin@example.com"
+DEMO_ADMIN_PASSWORD = "demo-admin-password"
+#: The password of every other demo user (so each role can be tried out).
+DEMO_PASSWORD = "demo-password"
+DEMO_TEAMS = ["Türkiye", "Europe"]
 
 UTC = dt.timezone.utc
 
@@ -196,6 +203,12 @@ SALES_TEAM = [
     ("Jonas Becker", "de_DE", "DE", "de", "Europe/Berlin"),
     ("Emily Clarke", "en_GB", "GB", "en", "Europe/London"),
 ]
+#: Each sales person's team and role: a sales manager and agents in each team.
+SALES_ROLES = {
+    "Ayşe Yılmaz": ("Türkiye", "sales_manager"), "Mehmet Demir": ("Türkiye", "agent"),
+    "Zeynep Kaya": ("Türkiye", "agent"), "Jonas Becker": ("Europe", "sales_manager"),
+    "Emily Clarke": ("Europe", "agent"),
+}
 CALL_SUBJECTS = ["Intro call", "Follow-up call", "Discuss quote", "Check-in", "Renewal call", "Reference call"]
 MEETING_SUBJECTS = ["Product demo", "Kick-off meeting", "Requirements workshop", "Quarterly review", "On-site visit"]
 EMAIL_SUBJECTS = ["Sent proposal", "Sent brochure", "Answered pricing question", "Shared case study", "Sent contract draft"]
@@ -221,6 +234,42 @@ def _money(amount: int, currency: str) -> dict[str, str]:
 
 
 # -- the loader --------------------------------------------------------------------------------
+
+async def _demo_users(deployment: Any, people: list[dict[str, Any]]) -> tuple[list[int], int]:
+    """The demo's teams and users (those already there are kept as they are): the sales
+    people's ids in order, and how many users were made."""
+    from .auth.permissions import SYSTEM
+    from .records.errors import NotFound
+
+    auth = deployment.auth
+    existing_teams = {t["name"] for t in await auth.teams()}
+    for team in DEMO_TEAMS:
+        if team not in existing_teams:
+            await auth.create_team(team, actor=SYSTEM)
+    created = 0
+    try:
+        await auth.user_by_email(DEMO_ADMIN_EMAIL)
+    except NotFound:
+        await auth.create_user(name="Demo Admin", email=DEMO_ADMIN_EMAIL, password=DEMO_ADMIN_PASSWORD,
+                               role="admin", teams=list(DEMO_TEAMS), actor=SYSTEM)
+        created += 1
+    shared = await auth.hash_password(DEMO_PASSWORD)
+    ids = []
+    for person in people:
+        try:
+            ids.append((await auth.user_by_email(person["email"]))["id"])
+            continue
+        except NotFound:
+            pass
+        team, role = SALES_ROLES.get(person["name"], (DEMO_TEAMS[0], "agent"))
+        fields = {k: v for k, v in person.items() if k not in ("name", "email")}
+        user = await auth.create_user(name=person["name"], email=person["email"], role=role, teams=[team],
+                                      fields=fields, actor=SYSTEM)
+        await auth.set_password_hash(user["id"], shared, actor=SYSTEM)
+        ids.append(user["id"])
+        created += 1
+    return ids, created
+
 
 async def load_demo(
     deployment: Any, *, contacts: int = 240, seed: int = 1, today: dt.date | None = None,
@@ -264,15 +313,14 @@ async def load_demo(
             return f"{number} {name}" if country.code != "FR" else f"{number}, {name}"
         return f"{name} {number}"
 
-    # Users: the sales team.
-    user_rows = []
-    for name, _locale, code, lang, tz in SALES_TEAM:
-        country = next(c for c in COUNTRIES if c.code == code)
-        user_rows.append({
-            "name": name, "email": f"{_slug(name, '.')}@demo-crm.example.com", "phone": phone(country, True),
-            "locale": lang, "time_zone": tz, "active": True,
-        })
-    user_ids = await records.bulk_create("user", user_rows)
+    # Users: the sales team in two teams (a sales manager and agents each), and an admin.
+    # Passwords are hashed twice in all (argon2 is slow on purpose): the admin's, and one
+    # shared by the sales team.
+    user_ids, created = await _demo_users(deployment, [
+        {"name": name, "email": f"{_slug(name, '.')}@demo-crm.example.com",
+         "phone": phone(next(c for c in COUNTRIES if c.code == code), True), "locale": lang, "time_zone": tz}
+        for name, _locale, code, lang, tz in SALES_TEAM
+    ])
 
     # Companies: about one for every four contacts.
     company_count = max(1, round(contacts / 4))
@@ -434,6 +482,6 @@ async def load_demo(
     activity_ids = await records.bulk_create("activity", activity_rows)
 
     return {
-        "user": len(user_ids), "company": len(company_ids), "contact": len(contact_ids),
+        "user": created, "company": len(company_ids), "contact": len(contact_ids),
         "deal": len(deal_ids), "activity": len(activity_ids),
     }

@@ -549,6 +549,24 @@ class AuthService:
             await self.log("password_changed", user_id=user_id, actor=actor, email=target["email"],
                            detail={"by": "self" if actor.user_id == user_id else "admin"})
 
+    async def hash_password(self, password: str) -> str:
+        """An argon2id hash of a password that passes the policy (for loaders giving many users
+        one password: hash once, then :meth:`set_password_hash`)."""
+        return await self._hash(check_password(password))
+
+    async def set_password_hash(self, user_id: int, password_hash: str, *, actor: Actor) -> None:
+        """Give a user a password already hashed by :meth:`hash_password` (``manage_users``).
+        Ends the user's sessions. Logged as ``password_changed``."""
+        self._require(actor, "manage_users")
+        if not isinstance(password_hash, str) or not password_hash.startswith("$argon2"):
+            raise _invalid("password_hash", "invalid", "expected an argon2 hash made by hash_password()")
+        target = await self.user(user_id)
+        async with self.db.transaction():
+            await self._store_password(user_id, password_hash)
+            await self._end_sessions(user_id)
+            await self.log("password_changed", user_id=user_id, actor=actor, email=target["email"],
+                           detail={"by": "admin"})
+
     async def change_password(self, actor: Actor, current: str, new: str, *, keep_session: str | None = None) -> None:
         """A user changes their own password, giving the current one. Other sessions end.
         A wrong current password counts as a failed login (and is rate limited like one)."""
