@@ -829,7 +829,7 @@ def _interactive() -> bool:
 
 def _password_from_stdin() -> str:
     """The password on standard input (one line; the newline is not part of it)."""
-    value = click.get_text_stream("stdin").read()
+    value = sys.stdin.read()
     if value.endswith("\n"):
         value = value[:-1]
     if value.endswith("\r"):
