@@ -424,16 +424,17 @@ def _guarded(route: Any, plugin: str) -> Router:
     """Plugin routes answer 404 once their plugin is disabled (litestar cannot unregister)."""
 
     def plugin_enabled(connection: ASGIConnection, _: BaseRouteHandler) -> None:
-        if plugin and plugin not in _deployment(connection).settings.plugins:
+        dep = _deployment(connection)
+        if plugin and plugin not in dep.settings.plugins and plugin not in {dep.pm.get_name(e) for e in dep.extra_plugins}:
             raise NotFoundException(f"plugin {plugin!r} is not enabled")
 
     return Router(path="/", route_handlers=[route], guards=[plugin_enabled])
 
 
-def _plugin_routes(path: Path) -> list[tuple[str, Any]]:
+def _plugin_routes(path: Path, extra_plugins: Any = ()) -> list[tuple[str, Any]]:
     """Routes of the deployment's enabled plugins, read before the database is opened."""
     settings = load_settings(path)
-    pm = get_plugin_manager(settings.plugins)
+    pm = get_plugin_manager(settings.plugins, extra_plugins=extra_plugins)
     routes: list[tuple[str, Any]] = []
     call_each(pm, "crm_register_routes", lambda plugin: {
         "register": lambda handler: routes.append((plugin, handler)), "deployment": None,
@@ -445,7 +446,7 @@ def create_app(deployment_path: str | Path, *, database_url: str | None = None, 
     """The web application for a deployment; the deployment opens on startup, closes on shutdown.
     ``extra_plugins``: plugin objects registered besides the enabled ones (tests, embedding)."""
     path = Path(deployment_path)
-    plugin_routes = _plugin_routes(path)
+    plugin_routes = _plugin_routes(path, extra_plugins)
 
     async def startup(app: Litestar) -> None:
         dep = await Deployment.open(path, database_url=database_url, extra_plugins=extra_plugins)

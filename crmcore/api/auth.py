@@ -27,8 +27,8 @@ a dependency named ``actor``::
         page = await records.list("hello_greeting", ListQuery(limit=1, count=True))
         return {"greetings": page.total, "can_call": actor.has("hello.call")}
 
-A public plugin route (a web form for visitors) declares ``opt={"public": True}``; its ``actor``
-is then ``None`` unless valid credentials came along.
+A public plugin route (a web form for visitors) declares ``opt={"public": True}``; its actor
+is ``None`` unless valid credentials came along, so it takes ``actor: OptionalActor``.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ from .problems import ProblemError
 
 __all__ = [
     "AUTH_ROUTES", "AuthMiddleware", "CSRF_COOKIE", "CSRF_FIELD", "CSRF_HEADER", "CurrentActor", "Credentials",
-    "SESSION_COOKIE", "provide_actor",
+    "OptionalActor", "SESSION_COOKIE", "provide_actor",
 ]
 
 SESSION_COOKIE = "crm_session"
@@ -72,6 +72,8 @@ PUBLIC = {"public": True}
 
 #: Annotate a route handler's parameter with it to receive the request's actor.
 CurrentActor = NamedDependency[Actor]
+#: The same for a public route: ``None`` when the request came without (valid) credentials.
+OptionalActor = NamedDependency[Actor | None]
 
 
 class Credentials(msgspec.Struct, frozen=True):
@@ -314,7 +316,7 @@ async def login_submit(request: Request) -> Response:
                                              error=error, **kw)
     if not _form_csrf_ok(request, form):
         return again(403, _EXPIRED_FORM)
-    if not email or not password:
+    if not email or not password or not _one_line(email) or len(email) > 320:
         return again(422, "Enter your e-mail address and your password.")
     try:
         grant = await _deployment(request).auth.login(
@@ -361,7 +363,7 @@ async def reset_request_submit(request: Request) -> Response:
     email = form.get("email", "").strip()
     if not _form_csrf_ok(request, form):
         return _page(request, "reset_request.html", 403, email=email, error=_EXPIRED_FORM)
-    if not email or "@" not in email:
+    if not email or "@" not in email or not _one_line(email) or len(email) > 320:
         return _page(request, "reset_request.html", 422, email=email, error="Enter the e-mail address you sign in with.")
     try:
         await _deployment(request).auth.request_password_reset(email, ip=_client_ip(request), base_url=_base_url(request))
@@ -407,9 +409,16 @@ async def reset_confirm_submit(request: Request) -> Response:
 
 # -- request and response shapes of the JSON routes (documented in /schema) -------------------
 
-_Email = Annotated[str, msgspec.Meta(min_length=3, max_length=320)]
+#: One line of text: no control characters (PostgreSQL refuses NUL; none belongs in a name).
+_ONE_LINE = r"^[^\x00-\x1f\x7f]*$"
+_Email = Annotated[str, msgspec.Meta(min_length=3, max_length=320, pattern=_ONE_LINE)]
 _Secret = Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
+_Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=_ONE_LINE)]
 _When = Annotated[dt.datetime, msgspec.Meta(tz=True)]
+
+
+def _one_line(value: str) -> bool:
+    return not any(ord(c) < 32 or ord(c) == 127 for c in value)
 
 
 class AuthLoginRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -432,7 +441,7 @@ class AuthPasswordResetConfirm(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class AuthTokenCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=_ONE_LINE)]
     read_only: bool = False
     expires_at: _When | None = None
     #: Another user's token (needs ``manage_tokens``); yours when absent.
@@ -440,22 +449,22 @@ class AuthTokenCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class AuthUserCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    name: _Name
     email: _Email
     password: _Secret | None = None
-    role: str = "agent"
-    teams: list[str] = []
+    role: _Name = "agent"
+    teams: list[_Name] = []
 
 
 class AuthUserPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    role: str | msgspec.UnsetType = msgspec.UNSET
-    teams: list[str] | msgspec.UnsetType = msgspec.UNSET
+    role: _Name | msgspec.UnsetType = msgspec.UNSET
+    teams: list[_Name] | msgspec.UnsetType = msgspec.UNSET
     active: bool | msgspec.UnsetType = msgspec.UNSET
     password: _Secret | msgspec.UnsetType = msgspec.UNSET
 
 
 class AuthTeamCreate(msgspec.Struct, forbid_unknown_fields=True):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=_ONE_LINE)]
 
 
 class AuthUser(msgspec.Struct, kw_only=True):
@@ -532,6 +541,14 @@ def _auth(request: Request):
     return _deployment(request).auth
 
 
+def _name_param(request: Request, kind: str) -> str:
+    """A role's or team's name from the path; NotFound when it cannot be one."""
+    name = request.path_params["name"]
+    if not _one_line(name) or len(name) > 200:
+        raise NotFound(kind, name.encode("unicode_escape").decode()[:60])
+    return name
+
+
 @post("/api/auth/login", opt=PUBLIC, include_in_schema=False, status_code=200)
 async def api_login(request: Request) -> Response:
     _json_only(request)
@@ -573,7 +590,13 @@ async def api_change_password(request: Request) -> None:
     data = _convert(await _body(request), AuthPasswordChange)
     credentials = _credentials(request)
     keep = credentials.token if credentials and credentials.via == "session" else None
-    await _auth(request).change_password(_actor(request), data.current, data.new, keep_session=keep)
+    try:
+        await _auth(request).change_password(_actor(request), data.current, data.new, keep_session=keep)
+    except Unauthenticated as exc:  # not the request's credentials: a wrong field
+        raise ValidationError([FieldError("current", "wrong", str(exc))]) from None
+    except ValidationError as exc:  # the password policy names "password": here it is "new"
+        raise ValidationError([FieldError("new" if e.field == "password" else e.field, e.code, e.message)
+                               for e in exc.errors]) from None
 
 
 @post("/api/auth/password-reset", opt=PUBLIC, include_in_schema=False, status_code=202)
@@ -678,7 +701,9 @@ async def api_update_user(request: Request) -> Response:
     if data.active is not msgspec.UNSET:
         await auth.set_active(user_id, data.active, actor=actor)
     if data.password is not msgspec.UNSET:
-        await auth.set_password(user_id, data.password, actor=actor)
+        credentials = _credentials(request)
+        keep = credentials.token if credentials and credentials.via == "session" else None
+        await auth.set_password(user_id, data.password, actor=actor, keep_session=keep)
     return _json(await auth.user(user_id))
 
 
@@ -694,7 +719,7 @@ async def api_roles(request: Request) -> Response:
 @get("/api/auth/roles/{name:str}", include_in_schema=False)
 async def api_role(request: Request) -> Response:
     _require(_actor(request), "manage_roles", "manage_users")
-    return _json(await _auth(request).role(request.path_params["name"]))
+    return _json(await _auth(request).role(_name_param(request, "role")))
 
 
 @put("/api/auth/roles/{name:str}", include_in_schema=False)
@@ -702,7 +727,7 @@ async def api_save_role(request: Request) -> Response:
     """Create or replace a role: entity scopes, field rules, grants."""
     actor = _actor(request)
     _require(actor, "manage_roles")
-    name = request.path_params["name"]
+    name = _name_param(request, "role")
     data = await _body(request)
     if not isinstance(data, dict):
         raise ValidationError([FieldError("body", "invalid", "expected a JSON object describing the role")])
@@ -717,7 +742,7 @@ async def api_save_role(request: Request) -> Response:
 async def api_delete_role(request: Request) -> None:
     actor = _actor(request)
     _require(actor, "manage_roles")
-    await _auth(request).delete_role(request.path_params["name"], actor=actor)
+    await _auth(request).delete_role(_name_param(request, "role"), actor=actor)
 
 
 @get("/api/auth/teams", include_in_schema=False)
@@ -738,7 +763,7 @@ async def api_create_team(request: Request) -> Response:
 async def api_delete_team(request: Request) -> None:
     actor = _actor(request)
     _require(actor, "manage_roles")
-    await _auth(request).delete_team(request.path_params["name"], actor=actor)
+    await _auth(request).delete_team(_name_param(request, "team"), actor=actor)
 
 
 # -- the security log --
@@ -752,6 +777,8 @@ async def api_log(request: Request) -> Response:
     limit = _int_param("limit", params.get("limit"), 100)
     if not 1 <= limit <= 1000:
         raise ValidationError([FieldError("limit", "invalid", "limit must be between 1 and 1000")])
+    if not _one_line(params.get("event") or ""):
+        raise ValidationError([FieldError("event", "invalid", "an event name is one word, e.g. login_failed")])
     return _json(await _auth(request).security_log(
         event=params.get("event") or None, user_id=_int_param("user_id", params.get("user_id")),
         before_id=_int_param("before", params.get("before")), limit=limit))
