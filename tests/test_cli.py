@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 import crmcore
-from crmcore.testing import free_port
+from crmcore.testing import free_port, make_user
 from cli import _deployment_from_argv, create_cli
 
 VENV_BIN = Path(sys.executable).parent
@@ -510,6 +510,15 @@ def test_run_demo_serves_the_api(tmp_path):
             except httpx.TransportError:
                 assert time.monotonic() < deadline, "the server did not come up"
                 time.sleep(0.2)
+        assert response.status_code == 401  # the API needs credentials: an admin's token
+
+        async def admin_token() -> str:
+            async with await crmcore.Deployment.open(tmp_path / "demo") as dep:
+                return (await make_user(dep, role="admin")).token
+
+        token = asyncio.run(admin_token())
+        response = httpx.get(f"http://127.0.0.1:{port}/api/contact", params={"count": "true", "limit": 1},
+                             headers={"Authorization": f"Bearer {token}"})
         assert response.status_code == 200 and response.json()["total"] == 240
         busy = subprocess.run([str(VENV_BIN / "crm"), "-d", str(tmp_path / "demo"), "serve", "--port", str(port)],
                               env=env, capture_output=True, text=True, timeout=60)
