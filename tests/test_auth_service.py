@@ -130,6 +130,9 @@ async def test_create_user_refusals(dep):
     with pytest.raises(ValidationError) as exc:  # the records service's own check
         await dep.auth.create_user(name="X", email="admin@example.com", actor=SYSTEM)
     assert fields(exc.value) == {"email"}
+    with pytest.raises(ValidationError, match="another user already has this e-mail") as exc:  # letter case
+        await dep.auth.create_user(name="X", email="Admin@example.com", actor=SYSTEM)
+    assert [(e.field, e.code) for e in exc.value.errors] == [("email", "unique")]
     with pytest.raises(ValidationError) as exc:
         await dep.auth.create_user(name="X", email="not an email", actor=SYSTEM)
     assert fields(exc.value) == {"email"}

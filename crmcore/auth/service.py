@@ -236,14 +236,17 @@ class AuthService:
     async def _hash(self, password: str) -> str:
         return await asyncio.to_thread(self.hasher.hash, password)
 
+    async def _dummy_hash(self) -> str:
+        """A hash of a random password, made with the current parameters (once)."""
+        params = (self.hasher.time_cost, self.hasher.memory_cost, self.hasher.parallelism)
+        if self._dummy is None or self._dummy[0] != params:
+            self._dummy = (params, await self._hash(secrets.token_urlsafe(16)))
+        return self._dummy[1]
+
     async def _verify(self, password_hash: str | None, password: str) -> bool:
         """Whether ``password`` matches; without a hash, one is verified anyway (same time spent)."""
         if password_hash is None:
-            params = (self.hasher.time_cost, self.hasher.memory_cost, self.hasher.parallelism)
-            if self._dummy is None or self._dummy[0] != params:
-                self._dummy = (params, await self._hash(secrets.token_urlsafe(16)))
-            password_hash = self._dummy[1]
-            await asyncio.to_thread(self._check, password_hash, password)
+            await asyncio.to_thread(self._check, await self._dummy_hash(), password)
             return False
         return await asyncio.to_thread(self._check, password_hash, password)
 
@@ -422,6 +425,10 @@ class AuthService:
         self._require(actor, "manage_users")
         role = await self._known_role(role)
         team_ids = await self._team_ids_by_name(teams)
+        if isinstance(email, str):  # e-mail addresses are logins: unique whatever their letter case
+            same = await self._login_row(email)
+            if same is not None and same[1] != email.strip():
+                raise _invalid("email", "unique", f"another user already has this e-mail address ({same[1]})")
         if password is not None:
             check_password(password, email)
         password_hash = await self._hash(password) if password is not None else None
@@ -603,6 +610,7 @@ class AuthService:
         same message whether the account exists or not); RateLimited after too many failures for
         the account or the address. Every attempt is logged."""
         key = _email_key(email)
+        await self._dummy_hash()  # made before the first check, so no attempt takes longer for it
         row = await self._login_row(key) if key else None
         user_id = row[0] if row else None
         await self._rate_limit("login_failed", key, ip, limited_event="login_rate_limited", what="failed logins",
