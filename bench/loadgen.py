@@ -20,14 +20,16 @@ def have_wrk() -> bool:
     return shutil.which("wrk") is not None
 
 
-def _lua(paths: list[str], seed: int) -> str:
+def _lua(paths: list[str], seed: int, headers: dict[str, str] | None = None) -> str:
     items = ",".join('"' + p.replace('"', '') + '"' for p in paths)
+    sent = ",".join(f'["{k}"] = "{v}"' for k, v in (headers or {}).items() if '"' not in k + v)
     return (
         f"local paths = {{{items}}}\n"
         f"local n = #paths\n"
+        f"local headers = {{{sent}}}\n"
         f"math.randomseed({seed})\n"
         "request = function()\n"
-        "  return wrk.format('GET', paths[math.random(1, n)])\n"
+        "  return wrk.format('GET', paths[math.random(1, n)], headers)\n"
         "end\n"
     )
 
@@ -40,9 +42,10 @@ def _ms(text: str) -> float:
     return float(value) * _UNITS[unit]
 
 
-def run_wrk(base: str, paths: list[str], seconds: float, connections: int, seed: int = 1) -> dict:
+def run_wrk(base: str, paths: list[str], seconds: float, connections: int, seed: int = 1,
+            headers: dict[str, str] | None = None) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(_lua(paths, seed))
+        script.write(_lua(paths, seed, headers))
     try:
         proc = subprocess.run(
             ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s", script.name, base],
@@ -63,7 +66,8 @@ def run_wrk(base: str, paths: list[str], seconds: float, connections: int, seed:
     }
 
 
-async def _httpx(base: str, paths: list[str], seconds: float, connections: int, seed: int) -> dict:
+async def _httpx(base: str, paths: list[str], seconds: float, connections: int, seed: int,
+                 headers: dict[str, str] | None = None) -> dict:
     import httpx
 
     rnd = random.Random(seed)
@@ -71,7 +75,7 @@ async def _httpx(base: str, paths: list[str], seconds: float, connections: int, 
     bad = 0
     deadline = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30, headers=headers) as client:
         async def worker() -> None:
             nonlocal bad
             while time.perf_counter() < deadline:
@@ -90,7 +94,9 @@ async def _httpx(base: str, paths: list[str], seconds: float, connections: int, 
             "socket_errors": 0, "p50_ms": pick(0.5), "p90_ms": pick(0.9), "p99_ms": pick(0.99)}
 
 
-def run_load(base: str, paths: list[str], seconds: float, connections: int, seed: int = 1) -> dict:
+def run_load(base: str, paths: list[str], seconds: float, connections: int, seed: int = 1,
+             headers: dict[str, str] | None = None) -> dict:
+    """``headers`` go with every request (e.g. ``Authorization``)."""
     if have_wrk():
-        return run_wrk(base, paths, seconds, connections, seed)
-    return asyncio.run(_httpx(base, paths, seconds, connections, seed))
+        return run_wrk(base, paths, seconds, connections, seed, headers)
+    return asyncio.run(_httpx(base, paths, seconds, connections, seed, headers))

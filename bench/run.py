@@ -38,7 +38,7 @@ from crmcore.storage.schema import search_columns, search_expression  # noqa: E4
 
 import datagen  # noqa: E402
 import loadgen  # noqa: E402
-from crmcore.testing import PostgresServer, find_postgres_bin, free_port  # noqa: E402
+from crmcore.testing import PostgresServer, find_postgres_bin, free_port, make_user  # noqa: E402
 
 RAW_INSERT_COLUMNS = ["version", "created_at", "updated_at", "created_by", "updated_by", "owner_id",
                       "first_name", "last_name", "email", "city", "segment", "score"]
@@ -316,8 +316,11 @@ class RawReader:
 
 
 class Server:
-    def __init__(self, kind: str, env: dict[str, str], loop: str, http: str, logdir: Path):
+    def __init__(self, kind: str, env: dict[str, str], loop: str, http: str, logdir: Path,
+                 headers: dict[str, str] | None = None):
         self.kind, self.port = kind, free_port()
+        #: Sent with every request (crmcore: an API token; the raw baseline has no auth).
+        self.headers = dict(headers or {})
         self.log = logdir / f"{kind}-server.log"
         self.proc = subprocess.Popen(
             [sys.executable, str(HERE / "serve.py"), kind, str(self.port), loop, http],
@@ -339,7 +342,7 @@ class Server:
         raise RuntimeError(f"{self.kind} server did not answer {health} within {timeout}s")
 
     def get(self, path: str) -> tuple[int, bytes]:
-        with urllib.request.urlopen(self.base + path, timeout=10) as response:
+        with urllib.request.urlopen(urllib.request.Request(self.base + path, headers=self.headers), timeout=10) as response:
             return response.status, response.read()
 
     def stop(self) -> None:
@@ -372,11 +375,12 @@ async def http_pair(crm: Server, raw: Server, crm_paths: list[str], raw_paths: l
         status, _ = server.get(paths[0])
         if status != 200:
             raise RuntimeError(f"{server.kind}: GET {paths[0]} answered {status}")
-        await asyncio.to_thread(loadgen.run_load, server.base, paths, warmup, connections)
+        await asyncio.to_thread(loadgen.run_load, server.base, paths, warmup, connections, 1, server.headers)
     best: dict[str, dict] = {}
     for i in range(rounds):
         for server, paths in ((crm, crm_paths), (raw, raw_paths)):
-            result = await asyncio.to_thread(loadgen.run_load, server.base, paths, seconds, connections, i + 1)
+            result = await asyncio.to_thread(loadgen.run_load, server.base, paths, seconds, connections, i + 1,
+                                             server.headers)
             if result["non_2xx"] or result["socket_errors"]:
                 raise RuntimeError(f"{server.kind}: {result['non_2xx']} non-2xx answers, "
                                    f"{result['socket_errors']} socket errors under load")
@@ -419,6 +423,8 @@ async def run_backend(backend: str, args: argparse.Namespace) -> dict:
         await dep.add_custom_field("contact", Field(name="score", type=FieldType.INTEGER, indexed=True))
         owners = await dep.records.bulk_create("user", [
             {"name": f"User {i}", "email": f"user{i}@example.com"} for i in range(USERS)])
+        # The crmcore HTTP server is called as an admin, with an API token (one query per request).
+        bench_admin = await make_user(dep, role="admin", email="bench-admin@example.com")
         entity = dep.registry.get("contact")
         expression = search_expression(entity)
         columns = dep.records.codec(entity).columns
@@ -562,7 +568,7 @@ async def run_backend(backend: str, args: argparse.Namespace) -> dict:
             env["CRM_DATABASE_URL"] = url
         log(f"[{backend}] HTTP: uvicorn ({loop}, {http}, 1 worker, no access log) crmcore app and raw app; "
             f"load: {info['load_tool']}, {args.connections} connections")
-        crm_server = Server("crm", env, loop, http, tmp)
+        crm_server = Server("crm", env, loop, http, tmp, headers=bench_admin.headers)
         servers.append(crm_server)
         raw_server = Server("raw", env, loop, http, tmp)
         servers.append(raw_server)

@@ -335,6 +335,17 @@ def test_logout_ends_the_session_server_side(site, admin):
     problem(site.get("/api/auth/me"), 401)
 
 
+def test_a_new_login_ends_the_session_it_replaces(site, admin):
+    agent = crm_user(site, role="agent")
+    login(site, admin)
+    first = site.cookies.get("crm_session")
+    login(site, agent)  # another user signs in on the same browser
+    assert site.get("/api/auth/me").json()["user"]["id"] == agent.id
+    site.cookies.set("crm_session", first, domain="testserver.local")
+    problem(site.get("/api/auth/me"), 401)
+    assert site.options("/api/contact").status_code < 400  # OPTIONS needs no credentials
+
+
 def test_password_change_ends_other_sessions(site, crm_client, admin):
     other = crm_client(site.app.state.deployment.path, role=None)  # a second browser
     other.follow_redirects = False

@@ -148,7 +148,8 @@ class AuthMiddleware(ASGIMiddleware):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         handler = scope.get("route_handler")
-        public = bool(handler is not None and handler.opt.get("public"))
+        # OPTIONS (litestar's Allow answer, a CORS preflight) never carries credentials
+        public = bool(handler is not None and handler.opt.get("public")) or scope.get("method") == "OPTIONS"
         connection: ASGIConnection = ASGIConnection(scope)
         try:
             actor, credentials = await _authenticate(connection)
@@ -328,8 +329,16 @@ async def login_submit(request: Request) -> Response:
                      headers={"retry-after": str(exc.retry_after)})
     except ValidationError as exc:
         return again(422, "; ".join(e.message for e in exc.errors))
+    await _end_previous_session(request)
     return Redirect(next_path, status_code=303, cookies=[_session_cookie(request, grant.token, grant.expires_at)],
                     headers={"cache-control": "no-store"})
+
+
+async def _end_previous_session(request: Request) -> None:
+    """A login replaces the browser's session cookie: the session it named ends too."""
+    credentials = _credentials(request)
+    if request.scope.get("user") is not None and credentials is not None and credentials.via == "session":
+        await _deployment(request).auth.logout(credentials.token)
 
 
 async def _end_session(request: Request, given: str | None) -> bool:
@@ -557,6 +566,7 @@ async def api_login(request: Request) -> Response:
     grant = await auth.login(data.email, data.password, ip=_client_ip(request),
                              user_agent=request.headers.get("user-agent"))
     user = await auth.user(grant.user_id)
+    await _end_previous_session(request)
     response = _json({"user": user, "csrf_token": grant.csrf_token, "expires_at": grant.expires_at})
     response.set_cookie(_session_cookie(request, grant.token, grant.expires_at))
     response.headers["cache-control"] = "no-store"
