@@ -13,6 +13,7 @@ import re
 import textwrap
 
 import click
+import msgspec
 import pytest
 from click.testing import CliRunner
 
@@ -344,3 +345,55 @@ async def test_hook_crm_startup(make_deployment):
     assert sorted(kind for kind, _ in calls) == ["async", "sync"]
     assert all(d is dep for _, d in calls)
     assert (await dep.records.list("contact", crmcore.ListQuery(count=True))).total == 1
+
+
+async def test_hook_crm_register_permissions(make_deployment):
+    def crm_register_permissions(register):
+        register(crmcore.Permission(name="call", label="Place calls", roles=("admin", "agent")))
+
+    dep = await make_deployment(extra_plugins=[named("phones", crm_register_permissions=crm_register_permissions)])
+    assert dep.permissions["phones.call"].label == "Place calls"
+    assert "manage_users" in dep.permissions  # the core's own
+    admin = await dep.auth.create_user(name="Ann", email="ann@example.com", role="admin", actor=crmcore.SYSTEM)
+    agent = await dep.auth.create_user(name="Ali", email="ali@example.com", role="agent", actor=crmcore.SYSTEM)
+    viewer = await dep.auth.create_user(name="Vic", email="vic@example.com", role="read_only", actor=crmcore.SYSTEM)
+    assert (await dep.auth.actor_for_user(agent["id"])).has("phones.call")
+    assert (await dep.auth.actor_for_user(admin["id"])).has("phones.call")
+    assert not (await dep.auth.actor_for_user(viewer["id"])).has("phones.call")
+    # An admin grants it to another role by name.
+    role = await dep.auth.role("read_only")
+    await dep.auth.save_role(msgspec.structs.replace(role, grants=["phones.call"]), actor=crmcore.SYSTEM)
+    assert (await dep.auth.actor_for_user(viewer["id"])).has("phones.call")
+
+    def twice(register):
+        register(crmcore.Permission(name="call"))
+        register(crmcore.Permission(name="call"))
+
+    with pytest.raises(PluginError, match="twice.call"):
+        await make_deployment(extra_plugins=[named("twice", crm_register_permissions=twice)])
+
+
+async def test_hook_crm_deliver_password_reset(make_deployment, caplog):
+    sent = []
+
+    def crm_deliver_password_reset(user, link):
+        sent.append((user["email"], link))
+
+    async def failing(user, link, deployment):
+        raise RuntimeError("smtp is down")
+
+    dep = await make_deployment(extra_plugins=[
+        named("mailer", crm_deliver_password_reset=crm_deliver_password_reset),
+        named("broken", crm_deliver_password_reset=failing),
+    ])
+    user = await dep.auth.create_user(name="Ann", email="ann@example.com", password="first password 1",
+                                      actor=crmcore.SYSTEM)
+    with caplog.at_level(logging.ERROR):
+        await dep.auth.request_password_reset("ann@example.com", ip="127.0.0.1", base_url="https://crm.example")
+        await dep.auth.request_password_reset("nobody@example.com", ip="127.0.0.1", base_url="https://crm.example")
+    assert "smtp is down" in caplog.text  # logged; the other plugin still delivered
+    [(email, link)] = sent
+    assert email == "ann@example.com" and link.startswith("https://crm.example/password/reset/")
+    await dep.auth.reset_password(link.rsplit("/", 1)[1], "second password 2", ip="127.0.0.1")
+    grant = await dep.auth.login("ann@example.com", "second password 2", ip="127.0.0.1")
+    assert grant.user_id == user["id"]
