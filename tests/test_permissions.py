@@ -7,7 +7,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from crmcore import Forbidden, ListQuery, NotFound, ValidationError
+from crmcore import SYSTEM, DeploymentError, Forbidden, ListQuery, NotFound, ValidationError
 from crmcore.auth.permissions import ADMIN, BUILTIN_ROLES, Actor, Role, Scope, effective_grants
 
 
@@ -219,3 +219,20 @@ async def test_system_and_admin_reach_everything(world):
     assert admin.has("manage_users")
     assert (await world.dep.records.as_actor(admin).get("contact", record["id"]))["owner_id"] == world.ids["sam"]
     assert not world.actor("ali").has("manage_users")
+
+
+async def test_automation_runs_as_its_configured_user(make_deployment):
+    dep = await make_deployment()
+    assert (await dep.automation_actor()).system
+    dep = await make_deployment(automation_user="robot@example.com")
+    with pytest.raises(DeploymentError, match="robot@example.com"):
+        await dep.automation_actor()
+    robot = await dep.auth.create_user(name="Robot", email="robot@example.com", role="agent", actor=SYSTEM)
+    actor = await dep.automation_actor()
+    assert actor.user_id == robot["id"] and actor.via == "automation" and not actor.system
+    other = await dep.records.create("user", {"name": "Other", "email": "other@example.com"})
+    with pytest.raises(Forbidden):  # the robot's role applies to what automation does
+        await dep.records.as_actor(actor).create("contact", {"last_name": "A", "owner_id": other["id"]})
+    await dep.auth.set_active(robot["id"], False, actor=SYSTEM)
+    with pytest.raises(DeploymentError, match="disabled"):
+        await dep.automation_actor()
