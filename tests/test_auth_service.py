@@ -687,3 +687,28 @@ async def test_security_log_filters_and_pages(dep):
         with pytest.raises(ValidationError) as exc:
             await dep.auth.security_log(limit=limit)
         assert fields(exc.value) == {"limit"}
+
+
+async def test_control_characters_find_nothing_and_are_refused_in_names(dep):
+    """PostgreSQL refuses NUL in text: such input must end as a clear answer, not a database error."""
+    user = await add(dep, "ann@example.com", role="admin")
+    with pytest.raises(Unauthenticated):
+        await dep.auth.login("ann@example.com\x00", "whatever password", ip="127.0.0.1")
+    with pytest.raises(NotFound):
+        await dep.auth.role("agent\x00")
+    with pytest.raises(NotFound):
+        await dep.auth.delete_team("north\x00", actor=SYSTEM)
+    with pytest.raises(NotFound):
+        await dep.auth.user_by_email("ann\x00@example.com")
+    assert await dep.auth.security_log(event="login\x00") == []
+    for attempt, field in (
+        (dep.auth.create_token(user["id"], "ci\x00", actor=SYSTEM), "name"),
+        (dep.auth.create_team("north\x00", actor=SYSTEM), "name"),
+        (dep.auth.set_role(user["id"], "admin\x00", actor=SYSTEM), "role"),
+        (dep.auth.set_teams(user["id"], ["north\x00"], actor=SYSTEM), "teams"),
+        (dep.auth.save_role(Role(name="viewer", label="View\x00er"), actor=SYSTEM), "label"),
+    ):
+        with pytest.raises(ValidationError) as refused:
+            await attempt
+        assert field in fields(refused.value)
+    await dep.auth.request_password_reset("ann\x00@example.com", ip="127.0.0.1", base_url="https://crm.example")

@@ -87,8 +87,12 @@ def check_role(data: Any) -> Role:
         field = where[1].rstrip("`").split("[")[0].split(".")[0] if len(where) == 2 else "body"
         raise ValidationError([FieldError(field, "invalid", f"{exc}; scopes are none, own, team, all")]) from None
     errors = []
-    if not role.name or not role.name.replace("_", "").isalnum() or not role.name.islower():
+    if not role.name or not role.name.replace("_", "").isalnum() or not role.name.isascii() or not role.name.islower():
         errors.append(FieldError("name", "invalid", "a role name is lower-case letters, digits and _"))
+    for name, limit in (("label", 100), ("description", 1000)):
+        text = getattr(role, name)
+        if len(text) > limit or any(ord(c) < 32 or ord(c) == 127 for c in text):
+            errors.append(FieldError(name, "invalid", f"the {name} is one line of at most {limit} characters"))
     for entity, rules in role.entities.items():
         for action in rules:
             if action not in ACTIONS:

@@ -24,6 +24,7 @@ import hashlib
 import inspect
 import logging
 import math
+import re
 import secrets
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +62,7 @@ ACCOUNT_LIMIT = 5
 ADDRESS_LIMIT = 20
 TOKEN_PREFIX = "crm_"
 NAME_MAX = 100
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class SessionGrant(msgspec.Struct, kw_only=True):
@@ -99,8 +101,15 @@ def _sha256(secret: str) -> str:
 
 
 def _email_key(email: Any) -> str:
-    """How the security log and the rate limits name an account: trimmed, lower case."""
-    return str(email or "").strip().lower()[:320]
+    """How the security log and the rate limits name an account: trimmed, lower case, without
+    control characters (no address has them; PostgreSQL refuses NUL in text)."""
+    return _CONTROL.sub("", str(email or "")).strip().lower()[:320]
+
+
+def _name(value: Any) -> str | None:
+    """A name to look something up by, or None when it cannot name anything (not text, or
+    holding control characters): such input finds nothing rather than reaching the database."""
+    return value if isinstance(value, str) and not _CONTROL.search(value) else None
 
 
 def _shown(value: dt.datetime) -> str:
@@ -282,6 +291,8 @@ class AuthService:
 
     async def _login_row(self, email: str) -> tuple | None:
         """(id, email, active, password_hash) of the live user with this e-mail (case-insensitive)."""
+        if _name(email) is None:
+            return None
         key = _email_key(email)
         rows = await self.db.fetch(
             f'SELECT u."id", u."email", u."active", a."password_hash" FROM {self._users} u '
@@ -303,16 +314,16 @@ class AuthService:
         return found
 
     async def _known_role(self, name: Any, field: str = "role") -> str:
-        if isinstance(name, str) and name in BUILTIN_ROLES:
+        if _name(name) in BUILTIN_ROLES:
             return name
-        if isinstance(name, str) and await self.db.fetchval('SELECT "name" FROM crm_role WHERE "name" = ?', (name,)):
+        if _name(name) and await self.db.fetchval('SELECT "name" FROM crm_role WHERE "name" = ?', (name,)):
             return name
         known = ", ".join(r.name for r in await self.roles())
         raise _invalid(field, "unknown_role", f"unknown role {name!r}; roles are: {known}")
 
     async def _team_ids_by_name(self, names: Any) -> list[int]:
-        if isinstance(names, str) or not all(isinstance(n, str) for n in names):
-            raise _invalid("teams", "invalid", "teams are a list of team names")
+        if isinstance(names, str) or not all(_name(n) is not None for n in names):
+            raise _invalid("teams", "invalid", "teams are a list of team names (one line each)")
         names = list(dict.fromkeys(n.strip() for n in names))
         if not names:
             return []
@@ -769,8 +780,8 @@ class AuthService:
         errors = []
         if not isinstance(name, str) or not name.strip():
             errors.append(FieldError("name", "required", "give the token a name saying what it is for"))
-        elif len(name.strip()) > NAME_MAX:
-            errors.append(FieldError("name", "too_long", f"a token name has at most {NAME_MAX} characters"))
+        elif len(name.strip()) > NAME_MAX or _name(name) is None:
+            errors.append(FieldError("name", "invalid", f"a token name is one line of at most {NAME_MAX} characters"))
         if expires_at is not None:
             if not isinstance(expires_at, dt.datetime) or expires_at.tzinfo is None:
                 errors.append(FieldError("expires_at", "invalid", "an expiry is a date and time with a time zone"))
@@ -831,7 +842,7 @@ class AuthService:
     async def role(self, name: str) -> Role:
         """A role by name; NotFound("role", name)."""
         definition = await self.db.fetchval('SELECT "definition" FROM crm_role WHERE "name" = ?', (name,)) \
-            if isinstance(name, str) else None
+            if _name(name) else None
         if definition is not None:
             return self._role_of(name, definition)[0]
         if isinstance(name, str) and name in BUILTIN_ROLES:
@@ -916,7 +927,7 @@ class AuthService:
         if not isinstance(name, str) or not name.strip():
             raise _invalid("name", "required", "a team needs a name")
         name = name.strip()
-        if len(name) > NAME_MAX or "\n" in name:
+        if len(name) > NAME_MAX or _name(name) is None:
             raise _invalid("name", "invalid", f"a team name is one line of at most {NAME_MAX} characters")
         if await self.db.fetchval('SELECT "id" FROM crm_team WHERE "name" = ?', (name,)) is not None:
             raise _invalid("name", "unique", f"a team named {name!r} already exists")
@@ -934,7 +945,7 @@ class AuthService:
         :meth:`set_teams`). Records that named the team keep its id. Logged (``team_deleted``)."""
         self._require(actor, "manage_roles")
         team_id = await self.db.fetchval('SELECT "id" FROM crm_team WHERE "name" = ?', (name,)) \
-            if isinstance(name, str) else None
+            if _name(name) else None
         if team_id is None:
             raise NotFound("team", name)
         members = await self.db.fetchval('SELECT COUNT(*) FROM crm_team_member WHERE "team_id" = ?', (team_id,))
@@ -973,6 +984,8 @@ class AuthService:
         ``before_id`` = the last id seen. ``limit``: 1 to 1000."""
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
             raise _invalid("limit", "invalid", "limit is a whole number from 1 to 1000")
+        if event is not None and _name(event) is None:
+            return []  # no event is named so
         where, params = [], []
         for column, value in (("event", event), ("user_id", user_id)):
             if value is not None:
