@@ -54,6 +54,10 @@ class Settings(msgspec.Struct, kw_only=True):
     #: Region phone numbers without a country code are read in (ISO 3166 alpha-2).
     region: str = "US"
     database_url: str | None = None
+    #: The public address of the web app (``https://crm.example.com``): links sent out, such as
+    #: password resets, point there. Unset: only requests to a loopback address get links (a
+    #: request's Host header could name anyone's site).
+    base_url: str | None = None
     #: Session cookies only over HTTPS (browsers allow them on http://localhost too). Turn off
     #: only for a deployment served over plain HTTP on a private network.
     secure_cookies: bool = True
@@ -84,6 +88,13 @@ def check_setting(name: str, value: str) -> str:
         except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
             raise ValueError(f"{value!r} is not a time zone; use an IANA name such as Europe/Istanbul") from None
         return value
+    if name == "base_url":
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value) if isinstance(value, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError(f"{value!r} is not a base URL; use e.g. https://crm.example.com")
+        return value.rstrip("/")
     if name == "locale":
         from babel import Locale, UnknownLocaleError
 
@@ -95,13 +106,14 @@ def check_setting(name: str, value: str) -> str:
     return value
 
 
-CHECKED_SETTINGS = ("region", "currency", "timezone", "locale")
+CHECKED_SETTINGS = ("region", "currency", "timezone", "locale", "base_url")
 
 
 def _checked(settings: Settings, where: str) -> Settings:
     try:
         for name in CHECKED_SETTINGS:
-            setattr(settings, name, check_setting(name, getattr(settings, name)))
+            if getattr(settings, name) is not None:
+                setattr(settings, name, check_setting(name, getattr(settings, name)))
     except ValueError as exc:
         raise DeploymentError(f"{where}: {name}: {exc}") from None
     return settings

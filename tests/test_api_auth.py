@@ -106,7 +106,7 @@ def mailbox():
 @pytest.fixture
 def site(crm_client, mailbox):
     """An anonymous client (a browser) of a deployment with the mailbox and whoami plugins."""
-    client = crm_client(role=None, extra_plugins=[mailbox, WhoAmI])
+    client = crm_client(role=None, extra_plugins=[mailbox, WhoAmI], base_url="https://testserver.local")
     client.follow_redirects = False  # the tests look at each redirect
     return client
 
@@ -646,3 +646,21 @@ def test_openapi_describes_security_and_auth_routes(site, admin):
     check(site.post("/api/auth/users", json={"name": "New", "email": "new@example.com"}, headers=h),
           "/api/auth/users", "post", "201")
     check(site.post("/api/auth/password-reset", json={"email": agent.email}), "/api/auth/password-reset", "post", "202")
+
+
+def test_reset_links_need_the_public_address(crm_client, mailbox):
+    """Without base_url, a link built from the request's Host header could point anywhere: only
+    loopback requests get one."""
+    client = crm_client(role="agent", extra_plugins=[mailbox])
+    email = client.get("/api/auth/me").json()["user"]["email"]
+    assert client.post("/api/auth/password-reset", json={"email": email}).status_code == 202
+    assert mailbox.sent == []
+    client.base_url = "http://127.0.0.1:8000"
+    assert client.post("/api/auth/password-reset", json={"email": email}).status_code == 202
+    [(_, link)] = mailbox.sent
+    assert link.startswith("http://127.0.0.1:8000/password/reset/")
+
+
+def test_a_wrong_base_url_is_refused_naming_it(tmp_path):
+    with pytest.raises(crmcore.DeploymentError, match="base_url: 'ftp://crm' is not a base URL"):
+        crmcore.init_deployment(tmp_path / "d", base_url="ftp://crm")

@@ -224,10 +224,12 @@ def _cleared_session(request: Request) -> Cookie:
                   httponly=True, samesite="lax")
 
 
-def _base_url(request: Request) -> str:
-    """Where reset links point: the ``base_url`` setting when there is one, else this request's."""
-    configured = getattr(_deployment(request).settings, "base_url", None)
-    return (configured or str(request.base_url)).rstrip("/")
+def _base_url(request: Request) -> str | None:
+    """Where reset links point without a ``base_url`` setting (which wins): this request's own
+    address, but only on a loopback address, since the Host header is the client's to choose."""
+    if request.url.hostname in ("127.0.0.1", "localhost", "::1", "[::1]"):
+        return str(request.base_url).rstrip("/")
+    return None
 
 
 def safe_next(value: str | None) -> str:

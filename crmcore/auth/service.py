@@ -684,18 +684,25 @@ class AuthService:
     def _reset_url(base_url: str, token: str) -> str:
         return f"{str(base_url).rstrip('/')}/password/reset/{token}"
 
-    async def request_password_reset(self, email: str, *, ip: str | None, base_url: str) -> None:
+    async def request_password_reset(self, email: str, *, ip: str | None, base_url: str | None = None) -> None:
         """Make a one-time reset token and hand the link to ``crm_deliver_password_reset``
-        implementations. Says nothing about whether the account exists. Rate limited like logins."""
+        implementations. Says nothing about whether the account exists. Rate limited like logins.
+
+        The link points to the ``base_url`` setting, else to ``base_url`` given (the API gives a
+        loopback request's own address); with neither, nothing is sent and the log says why."""
+        base_url = self.deployment.settings.base_url or base_url
         key = _email_key(email)
         row = await self._login_row(key) if key else None
         user_id = row[0] if row else None
         await self._rate_limit("password_reset_requested", key, ip, limited_event="password_reset_rate_limited",
                                what="password reset requests", user_id=user_id)
-        sent = row is not None and bool(row[2])
+        sent = row is not None and bool(row[2]) and bool(base_url)
+        reason = "unknown_email" if row is None else "disabled" if not row[2] else None if base_url else "no_base_url"
+        if reason == "no_base_url":
+            log.warning("password reset for %s not sent: set base_url in crm.toml to the web app's address", key)
         async with self.db.transaction():
             await self.log("password_reset_requested", user_id=user_id, email=key, ip=ip,
-                           detail={"sent": sent} if row is not None else {"sent": False, "reason": "unknown_email"})
+                           detail={"sent": sent, **({"reason": reason} if reason else {})})
             token = await self._new_reset(user_id) if sent else None
         if token is None:
             return
