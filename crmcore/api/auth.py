@@ -210,7 +210,7 @@ def _json_only(request: Request) -> None:
 
 
 def _secure(request: Request) -> bool:
-    return bool(getattr(_deployment(request).settings, "secure_cookies", True))
+    return _deployment(request).settings.secure_cookies
 
 
 def _session_cookie(request: Request, token: str, expires_at: dt.datetime) -> Cookie:
