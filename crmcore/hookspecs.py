@@ -104,23 +104,28 @@ def crm_register_routes(register, deployment):
     """Add HTTP routes to the REST API or the web app.
 
     :param register: ``register(handler)`` takes litestar route handlers, controllers or routers.
-        Paths should start with ``/api/<plugin>/`` or ``/<plugin>/``. A handler may take
-        ``deployment: crmcore.api.CurrentDeployment`` to reach the records service. A disabled plugin's
-        routes answer 404.
+        Paths should start with ``/api/<plugin>/`` or ``/<plugin>/``. A disabled plugin's routes
+        answer 404. Routes require a signed-in user (API token or session) unless declared
+        ``opt={"public": True}``. A handler may take ``actor: crmcore.api.CurrentActor`` (the
+        request's user; ``OptionalActor`` on a public route) and ``deployment:
+        crmcore.api.CurrentDeployment``; it reads and writes through
+        ``deployment.records.as_actor(actor)`` so the user's role applies
+        (``deployment.records`` alone acts as the system).
 
     Example::
 
         from litestar import get
-        from crmcore.api import CurrentDeployment
+        from crmcore.api import CurrentActor, CurrentDeployment
 
         @get("/api/hello/count")
-        async def count(deployment: CurrentDeployment) -> dict:
-            page = await deployment.records.list("hello_greeting", ListQuery(limit=1, count=True))
+        async def count(actor: CurrentActor, deployment: CurrentDeployment) -> dict:
+            records = deployment.records.as_actor(actor)
+            page = await records.list("hello_greeting", ListQuery(limit=1, count=True))
             return {"greetings": page.total}
 
         @hookimpl
         def crm_register_routes(register):
-            register(ping)
+            register(count)
     """
 
 
