@@ -350,6 +350,9 @@ async def test_full_text_search_with_prefix(dep):
 
     assert await names("yılmaz") == ["Yılmaz"]
     assert await names("yıl") == ["Yıldız", "Yılmaz"]  # prefix
+    assert await names("yilmaz") == ["Yılmaz"]  # the dotless ı is typed as i
+    assert await names("ayse yilm") == ["Yılmaz"]
+    assert await names("mehmet yildiz") == ["Yıldız"]
     assert await names("smi") == ["Smith"]
     assert await names("acme") == ["Smith"]  # e-mail domain words
     assert await names("john smith") == ["Smith"]  # every word must match

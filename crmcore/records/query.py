@@ -208,6 +208,26 @@ class _Compiler:
         return f"{column} @> {self.param([value])}::jsonb"
 
 
+#: Letters FTS5's tokenizer keeps apart from their plain look-alikes (they are letters of their
+#: own, not accented ones): a search tries both, as PostgreSQL's unaccent folds them together.
+_LOOK_ALIKES = {"i": "ı", "ı": "i", "l": "ł", "ł": "l", "o": "ø", "ø": "o", "d": "đ", "đ": "d"}
+_MAX_VARIANTS = 16
+
+
+def _fts_prefix(word: str) -> str:
+    """An FTS5 prefix query for a word: ``"yilm"*``, or its look-alike spellings ORed
+    (``("yilm"* OR "yılm"*)``) so that ``yilmaz`` finds ``Yılmaz``."""
+    variants = [""]
+    for letter in word.lower():
+        other = _LOOK_ALIKES.get(letter)
+        variants = [v + letter for v in variants] + ([v + other for v in variants] if other else [])
+        if len(variants) > _MAX_VARIANTS:
+            return f'"{word}"*'
+    if len(variants) == 1:
+        return f'"{variants[0]}"*'
+    return "(" + " OR ".join(f'"{v}"*' for v in variants) + ")"
+
+
 def search_condition(
     entity: EntityType, dialect: str, text: str, hidden: frozenset[str] = frozenset(),
 ) -> tuple[str, Any] | None:
@@ -225,7 +245,7 @@ def search_condition(
     if not visible:
         return "? IS NULL", 0  # nothing to search in: nothing matches
     if dialect == "sqlite":
-        match = " AND ".join(f'"{w}"*' for w in words)
+        match = " AND ".join(_fts_prefix(w) for w in words)
         if len(visible) < len(searchable):
             columns = " ".join(f'"{c}"' for f in visible for c in f.columns())
             match = f"{{{columns}}} : ({match})"
