@@ -1003,14 +1003,15 @@ def _users_commands(cli: CrmGroup) -> None:
 
     @users.command("reset-link")
     @click.argument("email")
-    @click.option("--base-url", default="http://127.0.0.1:8000", show_default=True,
-                  help="Where the deployment is served.")
+    @click.option("--base-url", help="Where the deployment is served. [default: the base_url setting, "
+                                     "else http://127.0.0.1:8000]")
     @click.pass_obj
-    def reset_link(obj: Obj, email: str, base_url: str) -> None:
+    def reset_link(obj: Obj, email: str, base_url: str | None) -> None:
         """Print a one-time link (valid one hour) with which user EMAIL sets a new password."""
-        if not base_url.startswith(("http://", "https://")):
+        if base_url is not None and not base_url.startswith(("http://", "https://")):
             raise click.BadParameter("the base URL starts with http:// or https://", param_hint="--base-url")
-        link = _change(obj, email, lambda dep, uid: dep.auth.reset_link(uid, base_url=base_url, actor=_cli_actor()))
+        link = _change(obj, email, lambda dep, uid: dep.auth.reset_link(
+            uid, base_url=base_url or dep.settings.base_url or "http://127.0.0.1:8000", actor=_cli_actor()))
         click.echo(link)
         click.echo(f"Hand this link to {email}: it works once, within the hour.", err=True)
 

@@ -16,6 +16,7 @@ import cli as cli_module
 import crmcore
 from cli import create_cli
 from crmcore.auth import Unauthenticated
+from crmcore.deployment import load_settings, save_settings
 
 PASSWORD = "correct horse battery"
 
@@ -200,6 +201,17 @@ def test_users_reset_link(dep_path):
 
     run(dep_path, reset)
     assert login(dep_path, "admin@example.com", "a fresh password").user_id
+
+    # Without --base-url: the deployment's base_url setting, else the local server.
+    def link_of() -> str:
+        out = crm("users", "reset-link", "admin@example.com", deployment=dep_path).output
+        return next(line for line in out.splitlines() if "/password/reset/" in line)
+
+    assert link_of().startswith("http://127.0.0.1:8000/password/reset/")
+    settings = load_settings(dep_path)
+    settings.base_url = "https://crm.acme-corp.com"
+    save_settings(dep_path, settings)
+    assert link_of().startswith("https://crm.acme-corp.com/password/reset/")
 
 
 # -- roles and teams --------------------------------------------------------------------------------
