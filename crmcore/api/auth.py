@@ -360,7 +360,10 @@ async def logout_page(request: Request) -> Response:
     if not await _end_session(request, form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER)):
         return _page(request, "notice.html", 403, title="Not signed out",
                      message="CSRF token missing or wrong: sign out from the application's own page.")
-    return Redirect("/login", status_code=303, cookies=[_cleared_session(request)])
+    # Only a request that brought the session cookie clears it: another site's form post comes
+    # without it (SameSite=Lax), and a cookie cleared by such a post would sign the user out.
+    cleared = [_cleared_session(request)] if SESSION_COOKIE in request.cookies else []
+    return Redirect("/login", status_code=303, cookies=cleared)
 
 
 @get("/password/reset", opt=PUBLIC, include_in_schema=False)
