@@ -664,3 +664,53 @@ def test_reset_links_need_the_public_address(crm_client, mailbox):
 def test_a_wrong_base_url_is_refused_naming_it(tmp_path):
     with pytest.raises(crmcore.DeploymentError, match="base_url: 'ftp://crm' is not a base URL"):
         crmcore.init_deployment(tmp_path / "d", base_url="ftp://crm")
+
+
+def test_scopes_and_field_rules_hold_on_every_route(site, admin):
+    """Through HTTP: another agent's record is 404 on every route; team scope; a hidden field
+    is absent from lists and history and unusable in filters, sorting and search."""
+    ali = crm_user(site, role="agent", teams=["north"])
+    ada = crm_user(site, role="agent", teams=["north"])
+    sam = crm_user(site, role="agent", teams=["south"])
+    mia = crm_user(site, role="sales_manager", teams=["north"])
+    made = site.post("/api/contact", json={"last_name": "Kaya", "email": "kaya-secret@example.com"},
+                     headers=ali.headers)
+    assert made.status_code == 201, made.text
+    rid = made.json()["id"]
+    site.post("/api/contact", json={"last_name": "Kaya"}, headers=sam.headers)
+
+    for method, path in (("GET", f"/api/contact/{rid}"), ("PATCH", f"/api/contact/{rid}"),
+                         ("DELETE", f"/api/contact/{rid}"), ("GET", f"/api/contact/{rid}/history"),
+                         ("POST", f"/api/contact/{rid}/restore")):
+        problem(site.request(method, path, json={"city": "X"} if method == "PATCH" else None,
+                             headers=sam.headers), 404)
+    assert [r["id"] for r in site.get("/api/contact?q=kaya", headers=sam.headers).json()["items"]] != [rid]
+    bulk = site.patch("/api/contact/bulk", json=[{"id": rid, "city": "X"}], headers=sam.headers)
+    assert problem(bulk, 422)["errors"][0]["code"] == "not_found"
+
+    # Team scope: the north manager sees north's records only, and hands them over within it.
+    assert [r["id"] for r in site.get("/api/contact", headers=mia.headers).json()["items"]] == [rid]
+    problem(site.patch(f"/api/contact/{rid}", json={"owner_id": ada.id}, headers=ali.headers), 403)  # agents may not
+    handed = site.patch(f"/api/contact/{rid}", json={"owner_id": ada.id}, headers=mia.headers)
+    assert handed.status_code == 200 and handed.json()["owner_id"] == ada.id
+    problem(site.get(f"/api/contact/{rid}", headers=ali.headers), 404)
+    assert site.get(f"/api/contact/{rid}", headers=ada.headers).status_code == 200
+    history = site.get(f"/api/contact/{rid}/history", headers=ada.headers).json()
+    assert [h["action"] for h in history] == ["update", "create"]
+    problem(site.patch(f"/api/contact/{rid}", json={"owner_id": sam.id}, headers=mia.headers), 403)
+
+    # The manager's role hides e-mail addresses.
+    role = site.get("/api/auth/roles/sales_manager", headers=admin.headers).json()
+    role["fields"] = {**role.get("fields", {}), "contact": {"email": "hidden"}}
+    assert site.put("/api/auth/roles/sales_manager", json=role, headers=admin.headers).status_code == 200
+    items = site.get("/api/contact", headers=mia.headers).json()["items"]
+    assert items and all("email" not in item for item in items)
+    assert site.get("/api/contact?q=kaya-secret", headers=mia.headers).json()["items"] == []
+    assert site.get("/api/contact?q=kaya-secret", headers=ada.headers).json()["items"] != []
+    for query in ("email=kaya-secret@example.com", "sort=email", "fields=email",
+                  'filter={"field": "email", "op": "startswith", "value": "kaya"}'):
+        problem(site.get(f"/api/contact?{query}", headers=mia.headers), 422)
+    history = site.get(f"/api/contact/{rid}/history", headers=mia.headers).json()
+    assert all("email" not in h["changes"] for h in history)
+    refused = problem(site.patch(f"/api/contact/{rid}", json={"email": "x@example.com"}, headers=mia.headers), 422)
+    assert refused["errors"][0]["code"] == "unknown_field"
