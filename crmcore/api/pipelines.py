@@ -1,0 +1,3 @@
+"""HTTP routes of pipelines (being written)."""
+
+ROUTES: list = []

@@ -1,0 +1,3 @@
+"""HTTP routes of timeline, notifications and web forms (being written)."""
+
+ROUTES: list = []

@@ -1,0 +1,3 @@
+"""HTTP routes of jobs and webhooks (being written)."""
+
+ROUTES: list = []

@@ -1,0 +1,3 @@
+"""Activities on any record, the record timeline, notifications, web-form lead capture (being written)."""
+
+TIMELINE_TABLES: list[str] = []

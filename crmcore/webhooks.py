@@ -1,0 +1,3 @@
+"""Outgoing webhooks: subscriptions, signed deliveries, the delivery log (being written)."""
+
+WEBHOOK_TABLES: list[str] = []
