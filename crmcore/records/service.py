@@ -8,7 +8,6 @@ receives the event. Bulk writes take the same path once per batch, not once per 
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import functools
 import copy
