@@ -27,12 +27,17 @@ class Stage(msgspec.Struct, kw_only=True):
 
 
 class Pipeline(msgspec.Struct, kw_only=True):
+    """Ordered stages records of an entity type move through. Declared by plugins
+    (``crm_register_pipelines``) or stored at run time (see :mod:`crmcore.pipelines`)."""
+
     name: str
     entity: str = "deal"
     label: str = ""
     stages: list[Stage] = []
-    #: Set by the registry: the plugin that declared it.
+    #: Set by the registry: the plugin that declared it ("custom": stored at run time).
     plugin: str = ""
+    #: A plugin-declared pipeline an admin changed: the stored definition is in force.
+    customised: bool = False
 
     def __post_init__(self) -> None:
         if not self.label:

@@ -22,12 +22,16 @@ from .auth.permissions import CORE_PERMISSIONS, SYSTEM, Actor, Permission
 from .auth.service import AuthService
 from .contributions import Edition, Pipeline, UIItem
 from .entities import EntityType, Field, FieldType, Registry, RegistryError, check_field
+from .pipelines import PipelineService
 from .plugins import PluginError, call_each, discover, get_plugin_manager
 from .records.errors import NotFound
 from .records.service import RecordsService
 from .fieldvalues import FieldValueError, parse_value
 from .storage.database import Database, IntegrityError, SQLiteDatabase, open_database
 from .storage.schema import PendingChange, SchemaManager
+from .notifications import NotificationService
+from .timeline import TimelineService
+from .webforms import FormsService
 
 __all__ = [
     "Deployment", "Settings", "init_deployment", "DeploymentError", "available_editions", "load_settings",
@@ -64,6 +68,14 @@ class Settings(msgspec.Struct, kw_only=True):
     #: The user (e-mail) automation acts as: its role limits what rules may read and change.
     #: Unset: automation acts as the system.
     automation_user: str | None = None
+    #: The SMTP server notifications (reminders...) are e-mailed through; unset: in-app only.
+    #: ``smtp_from`` is the sender address; ``smtp_user``/``smtp_password`` only if it wants a login.
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_from: str | None = None
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = True
 
 
 def check_setting(name: str, value: str) -> str:
@@ -190,6 +202,13 @@ class Deployment:
         self.schema = SchemaManager(db, self._engine())
         self.records = RecordsService(self)
         self.auth = AuthService(self)
+        #: Record timelines, notifications (and reminders), web forms.
+        self.timeline = TimelineService(self)
+        self.notifications = NotificationService(self)
+        self.forms = FormsService(self)
+        #: Stored pipelines, stage moves and history (crmcore.pipelines); ``pipelines`` above
+        #: holds the definitions in force.
+        self.pipeline_service = PipelineService(self)
         #: Named permissions: the core's and those plugins declare (crm_register_permissions).
         self.permissions: dict[str, Permission] = dict(CORE_PERMISSIONS)
         self.schema_version = 0
@@ -346,6 +365,7 @@ class Deployment:
             except RegistryError:
                 continue  # a plugin now declares a field of that name itself
         registry.check_relations()
+        pipelines = await self.pipeline_service.merge_stored(pipelines, registry)
         self.registry, self.pipelines, self.ui_items = registry, pipelines, ui_items
         self.routes, self.route_plugins = routes, route_plugins
         self.permissions = permissions

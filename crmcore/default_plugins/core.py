@@ -94,6 +94,14 @@ def crm_register_pipelines(register):
     ]))
 
 
+@hookimpl
+def crm_before_save(change, deployment):
+    """Stage moves of every entity with pipelines: default first stage, the stage must be in
+    the record's pipeline, a lost stage needs a lost_reason, probability follows the stage, and
+    the move is recorded in the stage history (see crmcore.pipelines)."""
+    deployment.pipeline_service.before_save(change)
+
+
 async def _standard_demo(deployment) -> None:
     from ..demo import load_demo
 
@@ -106,3 +114,18 @@ def crm_register_editions(register):
         name="standard", label="crmcore", description="The core CRM: contacts, companies, deals, activities",
         plugins=[], demo=_standard_demo,
     ))
+
+
+# Reminders of activities (crmcore.notifications): named by specname so other core hooks of the
+# same names can sit beside them.
+@hookimpl(specname="crm_after_commit")
+async def _schedule_reminders(event, deployment):
+    if event.entity == "activity":
+        await deployment.notifications.schedule_reminders(event)
+
+
+@hookimpl(specname="crm_startup")
+def _reminder_jobs(deployment):
+    from ..notifications import register_job_handlers
+
+    register_job_handlers(deployment)

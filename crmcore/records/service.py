@@ -66,6 +66,16 @@ class Change(msgspec.Struct, kw_only=True):
     user_id: int | None = None
     #: For bulk writes: the values of every row, in order.
     batch: list[dict[str, Any]] | None = None
+    #: For bulk updates: each row's record as it is now, in the order of ``batch``.
+    befores: list[dict[str, Any]] | None = None
+    callbacks: list[Any] = []
+
+    def after_write(self, callback: Any) -> None:
+        """Have ``callback(record_ids)`` (may be async) called inside the write's transaction
+        once the rows and audit entries are written: ``record_ids`` are in the order of
+        ``values`` / ``batch`` (a create's new ids). E.g. to write a row of one's own that
+        names the record, committed or rolled back with it."""
+        self.callbacks.append(callback)
 
 
 class RecordEvent(msgspec.Struct, kw_only=True):
@@ -367,6 +377,12 @@ class RecordsService:
         if errors:
             raise ValidationError(errors)
 
+    async def _after_write(self, change: Change, record_ids: list[int]) -> None:
+        for callback in change.callbacks:
+            result = callback(record_ids)
+            if inspect.isawaitable(result):
+                await result
+
     async def _hooks_before(self, change: Change) -> bool:
         """Run ``crm_before_save``; True when any plugin implements it (values may have changed)."""
         hook = self.deployment.pm.hook.crm_before_save
@@ -505,6 +521,7 @@ class RecordsService:
                     parsed = self._parse_rows(entity, change.batch, creating=False, offset=start)
                 await deferred.before_insert(len(ids), len(parsed))
                 written = await self._insert(entity, parsed, user_id=user_id, single=False, search=False)
+                await self._after_write(change, written)
                 ids += written
                 if want_events:
                     events.append(RecordEvent(
@@ -539,6 +556,7 @@ class RecordsService:
             if await self._hooks_before(change):  # what hooks set is validated like the input
                 values = self._parse_again(entity, change.values)
             [record_id] = await self._insert(entity, [values], user_id=user_id, single=True)
+            await self._after_write(change, [record_id])
         if self.deployment.pm.hook.crm_after_commit.get_hookimpls():
             await self._emit(RecordEvent(
                 entity=entity.name, action="create", record_ids=[record_id],
@@ -727,6 +745,7 @@ class RecordsService:
             if reindex:
                 await self._index(entity, [record_id])
             await self._audit(entity, [(record_id, "update", diff)], user_id, now)
+            await self._after_write(change, [record_id])
             after = await self._fetch(entity, record_id, action=None)
         await self._emit(RecordEvent(entity=entity.name, action="update", record_ids=[record_id],
                                      records=[after], changes=[diff], user_id=user_id))
@@ -795,7 +814,7 @@ class RecordsService:
                 raise ValidationError(errors)
             await self._check_edit(entity, [befores[rid] for rid, _, _ in items], [v for _, _, v in items], "rows")
             change = Change(entity=entity.name, action="update", user_id=user_id,
-                            batch=[values for _, _, values in items])
+                            batch=[values for _, _, values in items], befores=[befores[rid] for rid, _, _ in items])
             if await self._hooks_before(change):  # what hooks set is validated like the input
                 reparsed = self._parse_rows(entity, change.batch, creating=False)
                 items = [(rid, version, values) for (rid, version, _), values in zip(items, reparsed)]
@@ -828,6 +847,7 @@ class RecordsService:
                     raise self._integrity(entity, exc) from None
             await self._index(entity, changed_ids)
             await self._audit(entity, audit, user_id, now)
+            await self._after_write(change, [rid for rid, _, _ in items])
         if changed_ids and self.deployment.pm.hook.crm_after_commit.get_hookimpls():
             await self._emit(RecordEvent(
                 entity=entity.name, action="update", record_ids=changed_ids,
