@@ -32,9 +32,6 @@ from .storage.schema import PendingChange, SchemaManager
 from .notifications import NotificationService
 from .timeline import TimelineService
 from .webforms import FormsService
-from .notifications import NotificationService
-from .timeline import TimelineService
-from .webforms import FormsService
 
 __all__ = [
     "Deployment", "Settings", "init_deployment", "DeploymentError", "available_editions", "load_settings",
@@ -71,14 +68,6 @@ class Settings(msgspec.Struct, kw_only=True):
     #: The user (e-mail) automation acts as: its role limits what rules may read and change.
     #: Unset: automation acts as the system.
     automation_user: str | None = None
-    #: The SMTP server notifications (reminders...) are e-mailed through; unset: in-app only.
-    #: ``smtp_from`` is the sender address; ``smtp_user``/``smtp_password`` only if it wants a login.
-    smtp_host: str | None = None
-    smtp_port: int = 587
-    smtp_from: str | None = None
-    smtp_user: str | None = None
-    smtp_password: str | None = None
-    smtp_starttls: bool = True
     #: The SMTP server notifications (reminders...) are e-mailed through; unset: in-app only.
     #: ``smtp_from`` is the sender address; ``smtp_user``/``smtp_password`` only if it wants a login.
     smtp_host: str | None = None
@@ -213,10 +202,6 @@ class Deployment:
         self.schema = SchemaManager(db, self._engine())
         self.records = RecordsService(self)
         self.auth = AuthService(self)
-        #: Record timelines, notifications (and reminders), web forms.
-        self.timeline = TimelineService(self)
-        self.notifications = NotificationService(self)
-        self.forms = FormsService(self)
         #: Record timelines, notifications (and reminders), web forms.
         self.timeline = TimelineService(self)
         self.notifications = NotificationService(self)

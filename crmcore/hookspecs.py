@@ -275,43 +275,6 @@ def crm_timeline_items(entity, record_id, before, limit, actor, deployment):
         from crmcore.timeline import TimelineItem
 
         @hookimpl
-        async def crm_timeline_items(entity, record_id, before, limit, actor, deployment):
-            if entity != "contact":
-                return []
-            conditions = [{"field": "contact", "op": "eq", "value": record_id}]
-            if before is not None:
-                conditions.append({"field": "created_at", "op": "lte", "value": before.isoformat()})
-            calls = await deployment.records.as_actor(actor).list("telephony_call", ListQuery(
-                filter={"and": conditions}, sort=["-created_at"], limit=limit))
-            return [TimelineItem(at=call["created_at"], kind="call", id=call["id"],
-                                 title=f"Call {call['direction']}", link=f"/api/telephony_call/{call['id']}")
-                    for call in calls.items]
-    """
-
-
-@hookspec
-def crm_timeline_items(entity, record_id, before, limit, actor, deployment):
-    """Contribute items to a record's timeline (the client card's history): calls, invoices,
-    visits... They are merged with the record's activities and field changes, newest first.
-
-    Called for every page of a timeline the actor may read. Return at most ``limit`` items of
-    the record that happened at or before ``before`` (``None``: the first page), newest first,
-    as :class:`crmcore.timeline.TimelineItem` (or dicts of its fields); the core fills in
-    ``source`` (the plugin's name) and drops what the previous page already showed. Only return
-    what ``actor`` may see: read through ``deployment.records.as_actor(actor)``. May return an
-    awaitable. A plugin that raises is logged and left out; the timeline still answers.
-
-    :param entity: the record's entity type (``contact``, ``deal``, ``real_estate_property``...).
-    :param record_id: the record's id.
-    :param before: a timezone-aware ``datetime``, or ``None`` for the newest items.
-    :param limit: how many items are wanted at most.
-    :param actor: the :class:`crmcore.Actor` the timeline is read as.
-
-    Example::
-
-        from crmcore.timeline import TimelineItem
-
-        @hookimpl
         def crm_timeline_items(entity, record_id, before, limit, actor, deployment):
             if entity != "contact":
                 return []

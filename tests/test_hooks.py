@@ -404,44 +404,6 @@ async def test_hook_crm_deliver_password_reset(make_deployment, caplog):
 
 
 async def test_hook_crm_timeline_items(make_deployment, caplog):
-    from crmcore.timeline import TimelineItem
-
-    calls = []
-
-    async def crm_timeline_items(entity, record_id, before, limit, actor, deployment):
-        calls.append((entity, record_id, before, limit, actor.user_id))
-        if entity != "contact":
-            return []
-        items = [TimelineItem(at=f"2020-01-0{day}T12:00:00+00:00", kind="call", id=day, title=f"Call {day}")
-                 for day in (3, 2, 1)]
-        return [i for i in items if before is None or i.at <= before][:limit]
-
-    def as_dicts(entity, record_id):
-        return [{"at": "2019-06-01T00:00:00Z", "kind": "visit", "title": "Visit", "id": "v1", "link": "/visits/1"}]
-
-    def broken(entity):
-        raise RuntimeError("invoice service down")
-
-    dep = await make_deployment(extra_plugins=[
-        named("phones", crm_timeline_items=crm_timeline_items), named("salon", crm_timeline_items=as_dicts),
-        named("invoices", crm_timeline_items=broken),
-    ])
-    contact = await dep.records.create("contact", {"last_name": "Kaya"})
-    admin = await dep.auth.create_user(name="Ann", email="ann@example.com", role="admin", actor=crmcore.SYSTEM)
-    actor = await dep.auth.actor_for_user(admin["id"])
-    with caplog.at_level(logging.ERROR):
-        first = await dep.timeline.timeline("contact", contact["id"], actor=actor, limit=3)
-    assert "invoice service down" in caplog.text  # logged; the timeline still answers
-    assert [(i.source, i.kind) for i in first.items] == [("history", "created"), ("phones", "call"), ("phones", "call")]
-    assert [i.id for i in first.items[1:]] == [3, 2]
-    second = await dep.timeline.timeline("contact", contact["id"], actor=actor, limit=3, cursor=first.next_cursor)
-    assert [(i.source, i.title) for i in second.items] == [("phones", "Call 1"), ("salon", "Visit")]
-    assert second.next_cursor is None and second.items[1].link == "/visits/1"
-    assert calls[0] == ("contact", contact["id"], None, 4, admin["id"])
-    assert calls[-1][2] == first.items[-1].at  # the next page asks for what is at or before the cursor
-
-
-async def test_hook_crm_timeline_items(make_deployment, caplog):
     import datetime as dt
 
     from crmcore.timeline import TimelineItem

@@ -129,18 +129,3 @@ def _reminder_jobs(deployment):
     from ..notifications import register_job_handlers
 
     register_job_handlers(deployment)
-
-
-# Reminders of activities (crmcore.notifications): named by specname so other core hooks of the
-# same names can sit beside them.
-@hookimpl(specname="crm_after_commit")
-async def _schedule_reminders(event, deployment):
-    if event.entity == "activity":
-        await deployment.notifications.schedule_reminders(event)
-
-
-@hookimpl(specname="crm_startup")
-def _reminder_jobs(deployment):
-    from ..notifications import register_job_handlers
-
-    register_job_handlers(deployment)
