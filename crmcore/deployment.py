@@ -20,6 +20,7 @@ import tomli_w
 from .auth.errors import Unauthenticated
 from .auth.permissions import CORE_PERMISSIONS, SYSTEM, Actor, Permission
 from .auth.service import AuthService
+from .jobs import Clock, JobQueue
 from .contributions import Edition, Pipeline, UIItem
 from .entities import EntityType, Field, FieldType, Registry, RegistryError, check_field
 from .pipelines import PipelineService
@@ -29,6 +30,7 @@ from .records.service import RecordsService
 from .fieldvalues import FieldValueError, parse_value
 from .storage.database import Database, IntegrityError, SQLiteDatabase, open_database
 from .storage.schema import PendingChange, SchemaManager
+from .webhooks import Webhooks
 from .notifications import NotificationService
 from .timeline import TimelineService
 from .webforms import FormsService
@@ -68,6 +70,9 @@ class Settings(msgspec.Struct, kw_only=True):
     #: The user (e-mail) automation acts as: its role limits what rules may read and change.
     #: Unset: automation acts as the system.
     automation_user: str | None = None
+    #: ``crm serve`` runs due jobs (webhook deliveries, reminders, time-based rules) in its own
+    #: process. Turn off when separate ``crm worker`` processes do it.
+    in_process_worker: bool = True
     #: The SMTP server notifications (reminders...) are e-mailed through; unset: in-app only.
     #: ``smtp_from`` is the sender address; ``smtp_user``/``smtp_password`` only if it wants a login.
     smtp_host: str | None = None
@@ -202,6 +207,11 @@ class Deployment:
         self.schema = SchemaManager(db, self._engine())
         self.records = RecordsService(self)
         self.auth = AuthService(self)
+        #: The time for everything scheduled (tests set and advance it), and the durable job queue.
+        self.clock = Clock()
+        self.jobs = JobQueue(self)
+        #: Outgoing webhooks: subscriptions and their signed deliveries (jobs of kind webhook.deliver).
+        self.webhooks = Webhooks(self)
         #: Record timelines, notifications (and reminders), web forms.
         self.timeline = TimelineService(self)
         self.notifications = NotificationService(self)

@@ -223,6 +223,33 @@ def crm_register_permissions(register, deployment):
 
 
 @hookspec
+def crm_job_handlers(register, deployment):
+    """Register handlers of durable jobs (:mod:`crmcore.jobs`): work that runs later or in the
+    background, kept in the database (it survives a restart) and retried when it fails.
+
+    :param register: ``register(kind, handler, *, max_attempts=None, on_dead=None)``. ``kind``
+        is prefixed with the plugin's name (``call_back`` in plugin ``telephony`` becomes
+        ``telephony.call_back``); ``handler`` is ``async def handler(deployment, payload)``. Jobs
+        are added with ``await deployment.jobs.enqueue("telephony.call_back", payload,
+        run_at=..., key=...)``. A handler that raises is retried with exponential backoff
+        (30 s, 1 min, 2 min ... at most an hour apart) up to ``max_attempts`` (default 8); then
+        the job is dead (kept, listed by ``crm jobs list --status dead``) and
+        ``on_dead(deployment, payload, error)`` runs. A job may run twice when a worker dies
+        mid-job, so make handlers harmless to repeat.
+
+    Example::
+
+        @hookimpl
+        def crm_job_handlers(register):
+            async def call_back(deployment, payload):
+                await deployment.records.create("activity", {
+                    "kind": "call", "subject": "Call back", "contact": payload["contact"]})
+
+            register("call_back", call_back, max_attempts=3)
+    """
+
+
+@hookspec
 def crm_deliver_password_reset(user, link, deployment):
     """Deliver a password-reset link (e-mail, SMS...). Called when a user asks for a reset.
 

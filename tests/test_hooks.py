@@ -377,6 +377,42 @@ async def test_hook_crm_register_permissions(make_deployment):
         await make_deployment(extra_plugins=[named("twice", crm_register_permissions=twice)])
 
 
+async def test_hook_crm_job_handlers(make_deployment):
+    import datetime as dt
+
+    calls, dead = [], []
+
+    def crm_job_handlers(register, deployment):
+        async def call_back(deployment, payload):
+            calls.append(payload)
+            if payload.get("fail"):
+                raise RuntimeError("line busy")
+
+        async def gave_up(deployment, payload, error):
+            dead.append((payload, error))
+
+        register("call_back", call_back, max_attempts=2, on_dead=gave_up)
+
+    dep = await make_deployment(extra_plugins=[named("telephony", crm_job_handlers=crm_job_handlers)])
+    assert "telephony.call_back" in dep.jobs.handlers()  # namespaced with the plugin's name
+    dep.clock.set(dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc))
+    await dep.jobs.enqueue("telephony.call_back", {"contact": 1})
+    await dep.jobs.enqueue("telephony.call_back", {"contact": 2, "fail": True})
+    assert await dep.jobs.run_due() == 2
+    assert calls == [{"contact": 1}, {"contact": 2, "fail": True}]
+    dep.clock.advance(minutes=5)
+    assert await dep.jobs.run_due() == 1  # the retry; then it is dead (max_attempts=2)
+    assert dead == [({"contact": 2, "fail": True}, "RuntimeError: line busy")]
+    assert [j.payload["contact"] for j in await dep.jobs.list(status="dead")] == [2]
+
+    def clash(register):
+        register("call_back", lambda deployment, payload: None)
+
+    other = await make_deployment(extra_plugins=[named("telephony", crm_job_handlers=crm_job_handlers),
+                                                 named("clash", crm_job_handlers=clash)])
+    assert {"telephony.call_back", "clash.call_back"} <= set(other.jobs.handlers())
+
+
 async def test_hook_crm_deliver_password_reset(make_deployment, caplog):
     sent = []
 

@@ -10,6 +10,7 @@ and write as the request's actor, so its role's scopes and field rules hold.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from pathlib import Path
@@ -455,9 +456,17 @@ def create_app(deployment_path: str | Path, *, database_url: str | None = None, 
         dep = await Deployment.open(path, database_url=database_url, extra_plugins=extra_plugins)
         await dep.watch_schema()
         app.state.deployment = dep
+        # Due jobs (webhook deliveries, reminders...) run in this process unless turned off.
+        app.state.worker_stop = asyncio.Event()
+        app.state.worker = (asyncio.create_task(dep.jobs.work(app.state.worker_stop))
+                            if dep.settings.in_process_worker else None)
 
     async def shutdown(app: Litestar) -> None:
         dep = getattr(app.state, "deployment", None)
+        worker = getattr(app.state, "worker", None)
+        if worker is not None:  # let the job in hand finish before the database closes
+            app.state.worker_stop.set()
+            await worker
         if dep is not None:
             await dep.close()
 

@@ -14,6 +14,7 @@ import msgspec
 from ..entities import EntityType, Field, FieldType
 from ..records.query import OPERATORS
 from .auth import AUTH_SCHEMA_TYPES, CSRF_HEADER, SESSION_COOKIE
+from .webhooks import SCHEMA_TYPES as WEBHOOK_SCHEMA_TYPES, openapi_paths as webhook_paths
 
 __all__ = ["build_openapi", "PUBLIC_OPERATIONS"]
 
@@ -384,6 +385,9 @@ def build_openapi(entities: list[EntityType], base: dict[str, Any] | None = None
         doc["components"]["schemas"].update(base.get("components", {}).get("schemas", {}))
     doc["components"]["schemas"].update(_auth_schemas())
     doc["paths"].update(_auth_paths())
+    doc["components"]["schemas"].update(msgspec.json.schema_components(
+        WEBHOOK_SCHEMA_TYPES, ref_template="#/components/schemas/{name}")[1])
+    doc["paths"].update(webhook_paths(_problem))
     for entity in entities:
         for kind, schema in _entity_schemas(entity).items():
             doc["components"]["schemas"][_schema_name(entity, kind)] = schema

@@ -49,6 +49,8 @@ CORE_PERMISSIONS = {
         Permission(name="manage_schema", label="Manage schema", description="custom fields, plugins and schema migrations"),
         Permission(name="manage_tokens", label="Manage tokens", description="see and revoke other users' API tokens"),
         Permission(name="view_audit_log", label="View the security log", description="logins, failures, permission changes, token use"),
+        Permission(name="manage_integrations", label="Manage integrations",
+                   description="webhook subscriptions and their deliveries, the job queue"),
     ]
 }
 

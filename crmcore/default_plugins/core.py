@@ -102,6 +102,12 @@ def crm_before_save(change, deployment):
     deployment.pipeline_service.before_save(change)
 
 
+# Outgoing webhooks (crmcore.webhooks): a delivery per matching subscription, queued as jobs.
+@hookimpl(specname="crm_after_commit")
+async def _queue_webhooks(event, deployment):
+    await deployment.webhooks.on_commit(event)
+
+
 async def _standard_demo(deployment) -> None:
     from ..demo import load_demo
 
