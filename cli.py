@@ -1258,7 +1258,121 @@ def create_cli(deployment: str | Path | None = None) -> click.Group:
 
 
 def _pipelines_commands(cli: CrmGroup) -> None:
-    """crm pipelines ... (being written)."""
+    @cli.group()
+    def pipelines() -> None:
+        """Pipelines: list, show, add, set (change or customise), remove."""
+
+    def _stage_option(value: str) -> dict[str, Any]:
+        parts = value.split(":")
+        if not 1 <= len(parts) <= 3 or not parts[0]:
+            raise click.BadParameter(f"{value!r}: use name[:probability[:kind]], e.g. quote:50 or won:100:won")
+        stage: dict[str, Any] = {"name": parts[0]}
+        if len(parts) > 1 and parts[1] != "":
+            try:
+                stage["probability"] = int(parts[1])
+            except ValueError:
+                raise click.BadParameter(f"{value!r}: the probability must be a whole number of percent") from None
+        if len(parts) > 2:
+            stage["kind"] = parts[2]
+        return stage
+
+    def _source(p: crmcore.Pipeline) -> str:
+        return "custom" if p.plugin == "custom" else (f"{p.plugin}, customised" if p.customised else p.plugin)
+
+    @pipelines.command("list")
+    @click.option("--entity", help="Only the pipelines of this entity type.")
+    @click.pass_obj
+    def list_(obj: Obj, entity: str | None) -> None:
+        """Every pipeline in force with its stages."""
+        async def get(dep: Deployment) -> list[crmcore.Pipeline]:
+            return dep.pipeline_service.list(entity)
+
+        found = with_deployment(obj.path, get)
+        if not found:
+            click.echo("No pipelines" + (f" for {entity}" if entity else "") + "; add one with: crm pipelines add NAME --stage ...")
+            return
+        _table([(p.name, p.entity, p.label, _source(p), " > ".join(s.name for s in p.stages)) for p in found],
+               ["name", "entity", "label", "source", "stages"])
+
+    @pipelines.command()
+    @click.argument("name")
+    @click.pass_obj
+    def show(obj: Obj, name: str) -> None:
+        """Print pipeline NAME as JSON (the form crm pipelines set --file takes)."""
+        async def get(dep: Deployment) -> crmcore.Pipeline:
+            return dep.pipeline_service.get(name)
+
+        pipeline = with_deployment(obj.path, get)
+        _json_out({"name": pipeline.name, "entity": pipeline.entity, "label": pipeline.label,
+                   "stages": pipeline.stages, "source": _source(pipeline)})
+
+    @pipelines.command()
+    @click.argument("name")
+    @click.option("--entity", default="deal", show_default=True, help="The entity type whose records it holds.")
+    @click.option("--label", default="", help="Shown in the UI (default: from the name).")
+    @click.option("--stage", "stages", multiple=True, required=True, metavar="NAME[:PROBABILITY[:KIND]]",
+                  help="A stage, in order; KIND is open (default), won or lost. Repeat for each stage.")
+    @click.pass_obj
+    def add(obj: Obj, name: str, entity: str, label: str, stages: tuple[str, ...]) -> None:
+        """Store a new pipeline NAME, e.g. --stage inquiry:10 --stage signed:100:won --stage lost:0:lost."""
+        data = {"name": name, "entity": entity, "label": label, "stages": [_stage_option(s) for s in stages]}
+
+        async def apply(dep: Deployment) -> crmcore.Pipeline:
+            return await dep.pipeline_service.create(data, actor=_cli_actor())
+
+        pipeline = with_deployment(obj.path, apply)
+        click.echo(f"Added pipeline {pipeline.name} for {pipeline.entity}: {' > '.join(s.name for s in pipeline.stages)}")
+
+    @pipelines.command("set")
+    @click.argument("name")
+    @click.option("--file", "file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                  help="The pipeline as JSON, or TOML (.toml): label, stages, name (rename), entity; see crm pipelines show.")
+    @click.option("--label", help="A new label.")
+    @click.option("--stage", "stages", multiple=True, metavar="NAME[:PROBABILITY[:KIND]]",
+                  help="Replace the stages with these, in order.")
+    @click.pass_obj
+    def set_(obj: Obj, name: str, file: Path | None, label: str | None, stages: tuple[str, ...]) -> None:
+        """Change pipeline NAME (a plugin's pipeline is customised; crm pipelines remove undoes that)."""
+        import tomllib
+
+        import msgspec
+
+        data: dict[str, Any] = {}
+        if file is not None:
+            text = file.read_text(encoding="utf-8")
+            try:
+                data = tomllib.loads(text) if file.suffix.lower() == ".toml" else msgspec.json.decode(text)
+            except (tomllib.TOMLDecodeError, msgspec.DecodeError) as exc:
+                raise click.ClickException(f"{file}: not valid {'TOML' if file.suffix.lower() == '.toml' else 'JSON'}: {exc}") from None
+            if not isinstance(data, dict):
+                raise click.ClickException(f"{file}: expected an object with label and stages (see crm pipelines show {name})")
+            data.pop("source", None)  # as crm pipelines show prints it
+        if label is not None:
+            data["label"] = label
+        if stages:
+            data["stages"] = [_stage_option(s) for s in stages]
+        if not data:
+            raise click.UsageError("give --file, --label or --stage")
+
+        async def apply(dep: Deployment) -> crmcore.Pipeline:
+            return await dep.pipeline_service.update(name, data, actor=_cli_actor())
+
+        pipeline = with_deployment(obj.path, apply)
+        click.echo(f"Saved pipeline {pipeline.name} ({_source(pipeline)}): {' > '.join(s.name for s in pipeline.stages)}")
+
+    @pipelines.command()
+    @click.argument("name")
+    @click.pass_obj
+    def remove(obj: Obj, name: str) -> None:
+        """Delete stored pipeline NAME (no record may be in it), or a plugin pipeline's customisation."""
+        async def apply(dep: Deployment) -> crmcore.Pipeline | None:
+            return await dep.pipeline_service.delete(name, actor=_cli_actor())
+
+        restored = with_deployment(obj.path, apply)
+        if restored is None:
+            click.echo(f"Removed pipeline {name}")
+        else:
+            click.echo(f"Removed the customisation of {name}; plugin {restored.plugin}'s pipeline is in force again")
 
 
 def _jobs_commands(cli: CrmGroup) -> None:

@@ -15,6 +15,7 @@ from ..entities import EntityType, Field, FieldType
 from ..records.query import OPERATORS
 from .auth import AUTH_SCHEMA_TYPES, CSRF_HEADER, SESSION_COOKIE
 from .webhooks import SCHEMA_TYPES as WEBHOOK_SCHEMA_TYPES, openapi_paths as webhook_paths
+from .pipelines import PIPELINE_SCHEMAS, pipeline_paths
 
 __all__ = ["build_openapi", "PUBLIC_OPERATIONS"]
 
@@ -388,6 +389,8 @@ def build_openapi(entities: list[EntityType], base: dict[str, Any] | None = None
     doc["components"]["schemas"].update(msgspec.json.schema_components(
         WEBHOOK_SCHEMA_TYPES, ref_template="#/components/schemas/{name}")[1])
     doc["paths"].update(webhook_paths(_problem))
+    doc["components"]["schemas"].update(PIPELINE_SCHEMAS)
+    doc["paths"].update(pipeline_paths([e.name for e in entities if e.field("stage") is not None]))
     for entity in entities:
         for kind, schema in _entity_schemas(entity).items():
             doc["components"]["schemas"][_schema_name(entity, kind)] = schema
