@@ -295,11 +295,8 @@ class NotificationService:
         return made
 
 
-def register_job_handlers(deployment: Deployment) -> None:
-    """The reminder and e-mail job handlers, on the deployment's job queue (when it has one)."""
-    jobs = getattr(deployment, "jobs", None)
-    if jobs is None:
-        return
+def register_job_handlers(register) -> None:
+    """The reminder and e-mail job handlers (the core's ``crm_job_handlers``)."""
 
     async def reminder(dep: Deployment, payload: dict[str, Any]) -> None:
         await dep.notifications.fire_reminder(payload["activity_id"], payload.get("remind_at"))
@@ -307,5 +304,5 @@ def register_job_handlers(deployment: Deployment) -> None:
     async def email(dep: Deployment, payload: dict[str, Any]) -> None:
         await dep.notifications.send_email(payload["notification_id"])
 
-    jobs.handler(REMINDER_JOB, max_attempts=5)(reminder)
-    jobs.handler(EMAIL_JOB, max_attempts=8)(email)
+    register(REMINDER_JOB, reminder, max_attempts=5)
+    register(EMAIL_JOB, email, max_attempts=8)

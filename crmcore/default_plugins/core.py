@@ -130,8 +130,8 @@ async def _schedule_reminders(event, deployment):
         await deployment.notifications.schedule_reminders(event)
 
 
-@hookimpl(specname="crm_startup")
-def _reminder_jobs(deployment):
+@hookimpl(specname="crm_job_handlers")
+def _reminder_jobs(register):
     from ..notifications import register_job_handlers
 
-    register_job_handlers(deployment)
+    register_job_handlers(register)
