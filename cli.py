@@ -1376,7 +1376,134 @@ def _pipelines_commands(cli: CrmGroup) -> None:
 
 
 def _jobs_commands(cli: CrmGroup) -> None:
-    """crm worker, crm jobs ..., crm webhooks ... (being written)."""
+    """crm worker, crm jobs ..., crm webhooks ..."""
+
+    @cli.command()
+    @click.option("--once", is_flag=True, help="Run the jobs due now, then exit.")
+    @click.option("--poll", default=1.0, show_default=True, type=click.FloatRange(0.05, 3600),
+                  help="Seconds between looks for due jobs when none are waiting.")
+    @click.option("--batch", default=20, show_default=True, type=click.IntRange(1, 1000),
+                  help="Jobs claimed (and run concurrently) at a time.")
+    @click.pass_obj
+    def worker(obj: Obj, once: bool, poll: float, batch: int) -> None:
+        """Run due jobs (webhook deliveries, reminders, time-based rules) until interrupted.
+
+        Any number of workers may run beside `crm serve` (which runs jobs too unless its
+        in_process_worker setting is off): each job is claimed by one of them.
+        """
+        import signal
+
+        async def run(dep: Deployment) -> int:
+            if once:
+                total = 0
+                while (ran := await dep.jobs.run_due(batch)):
+                    total += ran
+                return total
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    loop.add_signal_handler(sig, stop.set)
+                except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
+                    pass
+            click.echo(f"Worker {dep.jobs.worker_id} running jobs of {obj.path.resolve()} (Ctrl+C to stop)")
+            await dep.jobs.work(stop, poll=poll, batch=batch)
+            return 0
+
+        ran = with_deployment(obj.path, run)
+        if once:
+            click.echo(f"Ran {ran} job{'s' if ran != 1 else ''}")
+
+    @cli.group()
+    def jobs() -> None:
+        """The durable job queue: what is waiting, what failed."""
+
+    @jobs.command("list")
+    @click.option("--status", type=click.Choice(["pending", "running", "done", "dead", "cancelled"]))
+    @click.option("--kind", help="Only jobs of this kind, e.g. webhook.deliver.")
+    @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+    @click.pass_obj
+    def jobs_list(obj: Obj, status: str | None, kind: str | None, limit: int) -> None:
+        """Jobs, newest first."""
+        found = with_deployment(obj.path, lambda dep: dep.jobs.list(status=status, kind=kind, limit=limit))
+        if not found:
+            click.echo("No jobs" + (f" {status}" if status else ""))
+            return
+        _table([(j.id, j.kind, j.status, j.run_at.isoformat(timespec="seconds"), f"{j.attempts}/{j.max_attempts}",
+                 j.key, (j.last_error or "")[:60]) for j in found],
+               ["id", "kind", "status", "run_at", "attempts", "key", "last_error"])
+
+    @jobs.command("retry")
+    @click.argument("job_id", type=int)
+    @click.pass_obj
+    def jobs_retry(obj: Obj, job_id: int) -> None:
+        """Run a dead (or cancelled, or done) job again now."""
+        job = with_deployment(obj.path, lambda dep: dep.jobs.retry(job_id))
+        click.echo(f"Job {job.id} ({job.kind}) is pending again")
+
+    @cli.group()
+    def webhooks() -> None:
+        """Outgoing webhooks: subscriptions, deliveries, redelivery."""
+
+    @webhooks.command("list")
+    @click.pass_obj
+    def webhooks_list(obj: Obj) -> None:
+        """The subscriptions."""
+        hooks = with_deployment(obj.path, lambda dep: dep.webhooks.list())
+        if not hooks:
+            click.echo("No webhooks yet; add one with: crm webhooks add URL --event contact.created")
+            return
+        _table([(h["id"], h["url"], ", ".join(h["events"]), ", ".join(h["entities"]) or "all",
+                 "yes" if h["active"] else "no", h["description"]) for h in hooks],
+               ["id", "url", "events", "entities", "active", "description"])
+
+    @webhooks.command("add")
+    @click.argument("url")
+    @click.option("--event", "events", multiple=True, required=True,
+                  help="An event to send: contact.created, deal.updated, deal.*, *.deleted or * (repeatable).")
+    @click.option("--entity", "entities", multiple=True, help="Only these entity types (repeatable; default: all).")
+    @click.option("--description", default="", help="What the receiver is.")
+    @click.option("--inactive", is_flag=True, help="Add it turned off.")
+    @click.pass_obj
+    def webhooks_add(obj: Obj, url: str, events: tuple[str, ...], entities: tuple[str, ...], description: str,
+                     inactive: bool) -> None:
+        """Subscribe URL to events; prints the signing secret (Standard Webhooks)."""
+        hook = with_deployment(obj.path, lambda dep: dep.webhooks.create(
+            url, list(events), entities=list(entities), description=description, active=not inactive))
+        click.echo(f"Added webhook {hook['id']} -> {hook['url']}")
+        click.echo(f"Signing secret (verify deliveries with it): {hook['secret']}")
+
+    @webhooks.command("remove")
+    @click.argument("webhook_id", type=int)
+    @click.pass_obj
+    def webhooks_remove(obj: Obj, webhook_id: int) -> None:
+        """Remove a subscription (queued deliveries are cancelled; the log is kept)."""
+        with_deployment(obj.path, lambda dep: dep.webhooks.delete(webhook_id))
+        click.echo(f"Removed webhook {webhook_id}")
+
+    @webhooks.command("deliveries")
+    @click.option("--webhook", "webhook_id", type=int, help="Only this subscription's.")
+    @click.option("--status", type=click.Choice(["pending", "retrying", "delivered", "dead", "cancelled"]))
+    @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+    @click.pass_obj
+    def webhooks_deliveries(obj: Obj, webhook_id: int | None, status: str | None, limit: int) -> None:
+        """The delivery log, newest first."""
+        found = with_deployment(obj.path, lambda dep: dep.webhooks.deliveries(
+            webhook_id=webhook_id, status=status, limit=limit))
+        if not found:
+            click.echo("No deliveries")
+            return
+        _table([(d["id"], d["webhook_id"], d["event"], d["record_id"], d["status"], d["attempts"],
+                 d["response_status"], (d["last_error"] or "")[:60]) for d in found],
+               ["id", "webhook", "event", "record", "status", "attempts", "http", "last_error"])
+
+    @webhooks.command("redeliver")
+    @click.argument("delivery_id", type=int)
+    @click.pass_obj
+    def webhooks_redeliver(obj: Obj, delivery_id: int) -> None:
+        """Send a delivery again (same body and webhook-id); a worker or crm serve sends it."""
+        with_deployment(obj.path, lambda dep: dep.webhooks.redeliver(delivery_id))
+        click.echo(f"Delivery {delivery_id} is queued again")
 
 
 def _timeline_commands(cli: CrmGroup) -> None:
