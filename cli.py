@@ -1507,7 +1507,127 @@ def _jobs_commands(cli: CrmGroup) -> None:
 
 
 def _timeline_commands(cli: CrmGroup) -> None:
-    """crm activities / notifications / forms ... (being written)."""
+    """crm forms ... (web-form lead capture) and crm notifications ..."""
+    from crmcore.webforms import WebForm
+
+    @cli.group()
+    def forms() -> None:
+        """Web forms capturing leads: list, show, add, remove, submissions (POST /forms/NAME)."""
+
+    @forms.command("list")
+    @click.pass_obj
+    def list_forms(obj: Obj) -> None:
+        """Every web form with its target entity and field mapping."""
+        found = with_deployment(obj.path, lambda dep: dep.forms.list())
+        if not found:
+            click.echo("No web forms; add one with: crm forms add NAME --field email=email --field phone=phone")
+            return
+        _table([(f.name, f.entity, ", ".join(f"{k}->{v}" for k, v in f.fields.items()) or "(same names)",
+                 ", ".join(f.required), ", ".join(f.dedup), f"/forms/{f.name}") for f in found],
+               ["name", "entity", "fields", "required", "dedup", "endpoint"])
+
+    @forms.command("show")
+    @click.argument("name")
+    @click.pass_obj
+    def show_form(obj: Obj, name: str) -> None:
+        """Print form NAME as JSON."""
+        _json_out(with_deployment(obj.path, lambda dep: dep.forms.get(name)))
+
+    @forms.command("add")
+    @click.argument("name")
+    @click.option("--entity", default="contact", show_default=True, help="The entity type a submission creates.")
+    @click.option("--field", "fields", multiple=True, metavar="FORM=ENTITY",
+                  help="Map a form field to an entity field (repeat); none: form fields named like entity fields.")
+    @click.option("--require", "required", multiple=True, metavar="FORM_FIELD", help="A required form field (repeat).")
+    @click.option("--dedup", multiple=True, metavar="FIELD",
+                  help="An e-mail or phone field finding an existing record (repeat; default: email and phone).")
+    @click.option("--no-dedup", is_flag=True, help="Never look for an existing record.")
+    @click.option("--owner", metavar="EMAIL", help="The user who owns new records.")
+    @click.option("--team", metavar="NAME", help="The team of new records.")
+    @click.option("--as-user", metavar="EMAIL", help="Create records as this user (their role applies); default: the system.")
+    @click.option("--honeypot", default="_gotcha", show_default=True, help="The hidden field bots fill in.")
+    @click.option("--rate-limit", type=int, default=10, show_default=True, help="Submissions per minute from one address.")
+    @click.option("--redirect", metavar="URL", help="Where a browser goes after a successful post.")
+    @click.option("--replace", is_flag=True, help="Replace an existing form of that name.")
+    @click.pass_obj
+    def add_form(obj: Obj, name: str, entity: str, fields: tuple[str, ...], required: tuple[str, ...],
+                 dedup: tuple[str, ...], no_dedup: bool, owner: str | None, team: str | None, as_user: str | None,
+                 honeypot: str, rate_limit: int, redirect: str | None, replace: bool) -> None:
+        """Add web form NAME, e.g. --field tel=phone --field mail=email --require tel."""
+        mapping = {}
+        for item in fields:
+            source, sep, target = item.partition("=")
+            if not sep or not source or not target:
+                raise click.BadParameter(f"{item!r}: use FORM_FIELD=ENTITY_FIELD, e.g. tel=phone", param_hint="--field")
+            mapping[source] = target
+
+        async def apply(dep: Deployment) -> WebForm:
+            if not replace and name in {f.name for f in await dep.forms.list()}:
+                raise crmcore.ValidationError([crmcore.FieldError(
+                    "name", "unique", f"a form named {name!r} exists (use --replace to replace it)")])
+            teams = {t["name"]: t["id"] for t in await dep.auth.teams()}
+            if team is not None and team not in teams:
+                raise click.BadParameter(f"no team {team!r}", param_hint="--team")
+            form = WebForm(
+                name=name, entity=entity, fields=mapping, required=list(required),
+                dedup=[] if no_dedup else (list(dedup) if dedup else [
+                    f for f in ("email", "phone") if (e := dep.registry.get(entity)) and e.field(f)]),
+                owner_id=(await dep.auth.user_by_email(owner))["id"] if owner else None,
+                team_id=teams[team] if team else None,
+                as_user_id=(await dep.auth.user_by_email(as_user))["id"] if as_user else None,
+                honeypot=honeypot or None, rate_limit=rate_limit, redirect_url=redirect)
+            return await dep.forms.save(form)
+
+        form = with_deployment(obj.path, apply)
+        click.echo(f"Web form {form.name!r} saved: POST /forms/{form.name} creates a {form.entity}")
+
+    @forms.command("remove")
+    @click.argument("name")
+    @click.pass_obj
+    def remove_form(obj: Obj, name: str) -> None:
+        """Remove web form NAME (its submission log stays)."""
+        with_deployment(obj.path, lambda dep: dep.forms.remove(name))
+        click.echo(f"Web form {name!r} removed")
+
+    @forms.command("submissions")
+    @click.argument("name")
+    @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+    @click.pass_obj
+    def submissions(obj: Obj, name: str, limit: int) -> None:
+        """The latest submissions of form NAME: when, from where, what came of them."""
+        async def get(dep: Deployment) -> list[dict[str, Any]]:
+            await dep.forms.get(name)
+            return await dep.forms.submissions(name, limit=limit)
+
+        rows = with_deployment(obj.path, get)
+        _table([(s["at"].isoformat(timespec="seconds"), s["ip"], s["outcome"], s["record_id"],
+                 "; ".join(f"{e['field']}: {e['message']}" for e in s["errors"])) for s in rows],
+               ["at", "ip", "outcome", "record", "errors"])
+
+    @cli.group()
+    def notifications() -> None:
+        """In-app notifications (reminders, automation): send one."""
+
+    @notifications.command("send")
+    @click.option("--user", "users", multiple=True, metavar="EMAIL", help="A user to notify (repeat).")
+    @click.option("--role", help="Notify every active user having this role.")
+    @click.option("--link", help="Where the notification leads (/contact/12...).")
+    @click.argument("title")
+    @click.argument("body", required=False)
+    @click.pass_obj
+    def send(obj: Obj, users: tuple[str, ...], role: str | None, link: str | None, title: str, body: str | None) -> None:
+        """Notify users (and e-mail them when SMTP is configured)."""
+        if not users and not role:
+            raise click.UsageError("name at least one --user or a --role")
+
+        async def apply(dep: Deployment) -> list[int]:
+            ids = [(await dep.auth.user_by_email(email))["id"] for email in users]
+            if role:
+                ids += await dep.notifications.users_with_role(role)
+            return await dep.notifications.notify(ids, title, body, link, "message")
+
+        made = with_deployment(obj.path, apply)
+        click.echo(f"{len(made)} notification(s) sent")
 
 
 def _deployment_from_argv(argv: Sequence[str]) -> str | None:
