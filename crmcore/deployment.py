@@ -23,7 +23,7 @@ from .auth.service import AuthService
 from .jobs import Clock, JobQueue
 from .contributions import Edition, Pipeline, UIItem
 from .entities import EntityType, Field, FieldType, Registry, RegistryError, check_field
-from .pipelines import PipelineService
+from .pipelines import PipelineService, declaration_problem
 from .plugins import PluginError, call_each, discover, get_plugin_manager
 from .records.errors import NotFound
 from .records.service import RecordsService
@@ -361,6 +361,9 @@ class Deployment:
         for pipeline in pipelines.values():
             if registry.get(pipeline.entity) is None:
                 raise PluginError(f"plugin {pipeline.plugin!r}: pipeline {pipeline.name!r} is for unknown entity {pipeline.entity!r}")
+            problem = declaration_problem(pipeline, registry)
+            if problem:
+                raise PluginError(f"plugin {pipeline.plugin!r}: pipeline {pipeline.name!r}: {problem}")
         for (entity_name, definition, removed) in await self.db.fetch(
             'SELECT "entity", "definition", "removed" FROM crm_custom_field ORDER BY "created_at", "name"'
         ):

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from .entities import Registry
     from .records.service import Change
 
-__all__ = ["PIPELINE_TABLES", "PipelineService", "stage_durations", "STAGE_KINDS"]
+__all__ = ["PIPELINE_TABLES", "PipelineService", "declaration_problem", "stage_durations", "STAGE_KINDS"]
 
 UTC = dt.timezone.utc
 STAGE_KINDS = ("open", "won", "lost")
@@ -107,6 +107,24 @@ def stage_durations(entries: list[dict[str, Any]], now: dt.datetime, closed: Ite
         if entry["seconds"] is not None:
             total["seconds"] = (total["seconds"] or 0.0) + entry["seconds"]
     return list(totals.values())
+
+
+def declaration_problem(pipeline: Pipeline, registry: Registry) -> str | None:
+    """What is wrong with a plugin's pipeline declaration (None: nothing)."""
+    entity = registry.get(pipeline.entity)
+    if entity is not None and entity.field("stage") is None:
+        return f"entity {entity.name!r} has no 'stage' field"
+    if not pipeline.stages:
+        return "it has no stages"
+    names = [s.name for s in pipeline.stages]
+    if len(set(names)) != len(names):
+        return "a stage name appears twice"
+    if not any(s.kind == "open" for s in pipeline.stages):
+        return "it needs at least one open stage"
+    wrong = [s.name for s in pipeline.stages if isinstance(s.probability, bool) or not 0 <= s.probability <= 100]
+    if wrong:
+        return f"stage {wrong[0]!r}: the probability must be 0 to 100 (percent)"
+    return None
 
 
 class PipelineService:

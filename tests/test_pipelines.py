@@ -297,7 +297,46 @@ async def test_a_plugin_entity_has_its_pipeline(make_deployment):
     assert [s["count"] for s in summary["stages"]] == [0, 1, 0] and summary["amount"] is None
 
 
+@pytest.mark.parametrize("stages, message", [
+    ([], "no stages"),
+    ([Stage(name="won", kind="won")], "at least one open stage"),
+    ([Stage(name="a"), Stage(name="a")], "appears twice"),
+    ([Stage(name="a", probability=150)], "0 to 100"),
+])
+async def test_a_bad_plugin_declaration_is_refused_clearly(make_deployment, stages, message):
+    class Bad:
+        PLUGIN = PluginInfo(name="bad", version="1.0")
+
+        @staticmethod
+        @hookimpl
+        def crm_register_pipelines(register):
+            register(Pipeline(name="broken", entity="deal", stages=stages))
+
+    with pytest.raises(crmcore.PluginError) as exc:
+        await make_deployment(extra_plugins=[Bad])
+    assert "'bad'" in str(exc.value) and "'broken'" in str(exc.value) and message in str(exc.value)
+
+
 # -- HTTP --------------------------------------------------------------------------------------
+
+
+def test_time_per_stage_follows_the_deployment_clock(crm_client):
+    site = crm_client()
+    clock = site.app.state.deployment.clock
+    clock.set(T0)
+    deal = site.post("/api/deal", json={"name": "Windows"}).json()
+    clock.advance(hours=5)
+    site.patch(f"/api/deal/{deal['id']}", json={"stage": "qualification"})
+    clock.advance(days=1)
+    site.patch(f"/api/deal/{deal['id']}", json={"stage": "quote"})
+    clock.advance(minutes=30)
+    found = site.get(f"/api/deal/{deal['id']}/stages").json()
+    assert [e["at"] for e in found["history"]] == [
+        stamp(T0), stamp(T0 + dt.timedelta(hours=5)), stamp(T0 + dt.timedelta(days=1, hours=5))]
+    assert {d["stage"]: d["seconds"] for d in found["durations"]} == {
+        "prospecting": 5 * 3600, "qualification": 86400, "quote": 1800}
+    assert found["stage"] == "quote" and found["since"] == stamp(T0 + dt.timedelta(days=1, hours=5))
+
 
 
 def problem(response, status: int) -> dict:
