@@ -168,7 +168,11 @@ def crm_before_save(change, deployment):
     Called once per ``records.create/update/delete`` (and once per batch for bulk writes, with
     ``change.batch`` holding every row's values). Raise :class:`crmcore.ValidationError` to refuse
     the write with field errors; change ``change.values`` (or the dicts in ``change.batch``) to
-    adjust what is written: what a hook sets is validated like user input.
+    adjust what is written: what a hook sets is validated like user input. A bulk update also
+    gives ``change.befores`` (each row's record as it is). ``change.after_write(callback)`` has
+    ``callback(record_ids)`` called in the same transaction once the rows are written (a create's
+    new ids included): to write rows of one's own that commit or roll back with the write, as the
+    core's stage history does.
 
     :param change: a :class:`crmcore.Change` (``entity``, ``action``, ``values``, ``before``, ``user``).
 
