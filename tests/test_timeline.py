@@ -341,3 +341,34 @@ async def test_without_smtp_nothing_is_emailed(make_deployment, smtp_sink):
     await dep.jobs.run_due()
     assert smtp_sink.messages == [] and not await dep.notifications.send_email(1)
     assert (await dep.records.list("activity", ListQuery(count=True))).total == 0
+
+
+def test_openapi_documents_timeline_notification_and_form_routes(crm_client):
+    import jsonschema
+    from openapi_spec_validator import validate as validate_openapi
+    from referencing import Registry
+    from referencing.jsonschema import DRAFT202012
+
+    client = crm_client()
+    contact = client.post("/api/contact", json={"last_name": "Kaya"}).json()
+    client.post("/api/activity", json={"kind": "note", "subject": "Hi", "contact": contact["id"]})
+    client.blocking_portal.call(lambda: client.app.state.deployment.notifications.notify(
+        [client.crm_user.id], "Hello", link="/contact/1"))
+    assert client.post("/api/forms", json={"name": "lead"}).status_code == 201
+    doc = client.get("/schema").json()
+    validate_openapi(doc)
+    registry = Registry().with_resource("urn:doc", DRAFT202012.create_resource(doc))
+
+    def check(path, method, response, status="200"):
+        schema = doc["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]
+        jsonschema.Draft202012Validator({"$ref": "urn:doc#" + schema["$ref"][1:]} if "$ref" in schema else schema,
+                                        registry=registry).validate(response)
+
+    check("/api/contact/{record_id}/timeline", "get", client.get(f"/api/contact/{contact['id']}/timeline").json())
+    check("/api/notifications", "get", client.get("/api/notifications").json())
+    assert doc["paths"]["/api/forms"]["get"]["responses"]["200"]
+    submitted = client.post("/forms/lead", json={"last_name": "New"}, headers={"Authorization": ""})
+    check("/forms/{name}", "post", submitted.json())
+    assert doc["paths"]["/forms/{name}"]["post"]["security"] == []  # public
+    assert doc["paths"]["/api/notifications"]["get"]["responses"]["401"]
+    assert "429" in doc["paths"]["/forms/{name}"]["post"]["responses"]

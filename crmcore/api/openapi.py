@@ -16,6 +16,7 @@ from ..records.query import OPERATORS
 from .auth import AUTH_SCHEMA_TYPES, CSRF_HEADER, SESSION_COOKIE
 from .webhooks import SCHEMA_TYPES as WEBHOOK_SCHEMA_TYPES, openapi_paths as webhook_paths
 from .pipelines import PIPELINE_SCHEMAS, pipeline_paths
+from .timeline import PUBLIC_OPERATIONS as TIMELINE_PUBLIC, SCHEMA_TYPES as TIMELINE_SCHEMA_TYPES, openapi_paths as timeline_paths
 
 __all__ = ["build_openapi", "PUBLIC_OPERATIONS"]
 
@@ -23,6 +24,7 @@ __all__ = ["build_openapi", "PUBLIC_OPERATIONS"]
 PUBLIC_OPERATIONS = {
     ("/api/health", "get"), ("/api/auth/login", "post"), ("/api/auth/logout", "post"),
     ("/api/auth/password-reset", "post"), ("/api/auth/password-reset/confirm", "post"),
+    *TIMELINE_PUBLIC,
 }
 _METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
@@ -391,6 +393,9 @@ def build_openapi(entities: list[EntityType], base: dict[str, Any] | None = None
     doc["paths"].update(webhook_paths(_problem))
     doc["components"]["schemas"].update(PIPELINE_SCHEMAS)
     doc["paths"].update(pipeline_paths([e.name for e in entities if e.field("stage") is not None]))
+    doc["components"]["schemas"].update(msgspec.json.schema_components(
+        TIMELINE_SCHEMA_TYPES, ref_template="#/components/schemas/{name}")[1])
+    doc["paths"].update(timeline_paths(_problem, [e.name for e in entities]))
     for entity in entities:
         for kind, schema in _entity_schemas(entity).items():
             doc["components"]["schemas"][_schema_name(entity, kind)] = schema

@@ -13,6 +13,8 @@ Their OpenAPI description is in :mod:`crmcore.api.openapi` (``timeline_paths``).
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -20,12 +22,13 @@ from litestar import Request, Response, delete, get, post, put
 from litestar.response import Redirect
 
 from ..records.errors import FieldError, ValidationError
+from ..timeline import TimelineItem, TimelinePage
 from ..webforms import WebForm
 from ._http import MAX_BODY, _body, _convert, _deployment, _int_param, _json
 from .auth import PUBLIC, _actor, _client_ip, _require
 from .problems import ProblemError
 
-__all__ = ["ROUTES", "SCHEMA_TYPES"]
+__all__ = ["ROUTES", "SCHEMA_TYPES", "PUBLIC_OPERATIONS", "openapi_paths"]
 
 
 def _limit(request: Request, default: int = 50, maximum: int = 200) -> int:
@@ -161,4 +164,119 @@ ROUTES: list = [
     get_form, put_form, delete_form, form_submissions, submit_form,
 ]
 
-SCHEMA_TYPES: list = [WebForm]
+# -- OpenAPI ------------------------------------------------------------------------------------
+
+
+class Notification(msgspec.Struct, kw_only=True):
+    id: int
+    user_id: int
+    kind: str
+    title: str
+    body: str | None
+    link: str | None
+    entity: str | None
+    record_id: int | None
+    created_at: dt.datetime
+    read_at: dt.datetime | None
+    read: bool
+
+
+class NotificationPage(msgspec.Struct, kw_only=True):
+    items: list[Notification]
+    #: Pass as ``cursor`` for the next page; null on the last.
+    next_cursor: str | None
+    #: How many of your notifications are unread.
+    unread: int
+
+
+class FormSubmission(msgspec.Struct, kw_only=True):
+    id: int
+    form: str
+    at: dt.datetime
+    ip: str | None
+    outcome: str
+    entity: str | None
+    record_id: int | None
+    errors: list[FieldError]
+
+
+class FormAccepted(msgspec.Struct, kw_only=True):
+    ok: bool
+    message: str
+
+
+SCHEMA_TYPES: list = [TimelinePage, TimelineItem, Notification, NotificationPage, WebForm, FormSubmission, FormAccepted]
+#: Operations anyone may call (the web forms' endpoint).
+PUBLIC_OPERATIONS = {("/forms/{name}", "post")}
+
+
+def openapi_paths(problem: Callable[[str], dict[str, Any]], entities: list[str]) -> dict[str, Any]:
+    """The OpenAPI paths of these routes (``problem(description)`` makes a problem response)."""
+    ref = lambda name: {"$ref": f"#/components/schemas/{name}"}  # noqa: E731
+    ok = lambda schema, what="OK": {"description": what, "content": {"application/json": {"schema": schema}}}  # noqa: E731
+    bad = {"422": problem("Invalid input: errors name each field")}
+    needs = {"403": problem("Needs the manage_schema permission")}
+    limit = lambda default, maximum: {"name": "limit", "in": "query", "schema": {  # noqa: E731
+        "type": "integer", "minimum": 1, "maximum": maximum, "default": default}}
+    cursor = {"name": "cursor", "in": "query", "schema": {"type": "string"}, "description": "the previous page's next_cursor"}
+    name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$"}}
+    form_body = {"required": True, "content": {"application/json": {"schema": ref("WebForm")}}}
+    paths: dict[str, Any] = {}
+    for entity in entities:
+        paths[f"/api/{entity}/{{record_id}}/timeline"] = {
+            "parameters": [{"name": "record_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+            "get": {"operationId": f"timeline_{entity}", "tags": [entity],
+                    "summary": "The record's timeline, newest first: its activities, field changes and plugins' items",
+                    "parameters": [limit(50, 200), cursor],
+                    "responses": {"200": ok(ref("TimelinePage")), "404": problem("No such record (or not yours to read)"), **bad}}}
+    paths.update({
+        "/api/notifications": {"get": {
+            "operationId": "notifications", "tags": ["notifications"], "summary": "Your notifications, newest first",
+            "parameters": [{"name": "unread", "in": "query", "schema": {"type": "boolean"}, "description": "only unread ones"},
+                           limit(50, 200), cursor],
+            "responses": {"200": ok(ref("NotificationPage")), **bad}}},
+        "/api/notifications/read-all": {"post": {
+            "operationId": "notifications_read_all", "tags": ["notifications"], "summary": "Mark all your notifications read",
+            "responses": {"200": ok({"type": "object", "properties": {"marked": {"type": "integer"}}})}}},
+        "/api/notifications/{notification_id}/read": {
+            "parameters": [{"name": "notification_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+            "post": {"operationId": "notification_read", "tags": ["notifications"], "summary": "Mark one of your notifications read",
+                     "responses": {"200": ok(ref("Notification")), "404": problem("No such notification of yours")}}},
+        "/api/forms": {
+            "get": {"operationId": "forms", "tags": ["web forms"], "summary": "Web forms",
+                    "responses": {"200": ok({"type": "array", "items": ref("WebForm")}), **needs}},
+            "post": {"operationId": "create_form", "tags": ["web forms"], "summary": "Add a web form",
+                     "requestBody": form_body, "responses": {"201": ok(ref("WebForm"), "Created"), **needs, **bad}}},
+        "/api/forms/{name}": {
+            "parameters": [name],
+            "get": {"operationId": "form", "tags": ["web forms"], "summary": "A web form",
+                    "responses": {"200": ok(ref("WebForm")), **needs, "404": problem("No such form")}},
+            "put": {"operationId": "save_form", "tags": ["web forms"], "summary": "Create or replace a web form",
+                    "requestBody": form_body, "responses": {"200": ok(ref("WebForm")), **needs, **bad}},
+            "delete": {"operationId": "delete_form", "tags": ["web forms"], "summary": "Remove a web form (its log stays)",
+                       "responses": {"204": {"description": "Removed"}, **needs, "404": problem("No such form")}}},
+        "/api/forms/{name}/submissions": {
+            "parameters": [name],
+            "get": {"operationId": "form_submissions", "tags": ["web forms"],
+                    "summary": "The form's submissions, newest first: created, duplicate, spam, invalid, rate_limited",
+                    "parameters": [limit(100, 1000), {"name": "cursor", "in": "query", "schema": {"type": "integer"},
+                                                      "description": "submissions older than this id"}],
+                    "responses": {"200": ok({"type": "array", "items": ref("FormSubmission")}), **needs,
+                                  "404": problem("No such form"), **bad}}},
+        "/forms/{name}": {
+            "parameters": [name],
+            "post": {"operationId": "submit_form", "tags": ["web forms"],
+                     "summary": "Submit a web form (public): creates a record, or notes a duplicate on the existing one",
+                     "requestBody": {"required": True, "content": {
+                         "application/x-www-form-urlencoded": {"schema": {"type": "object", "additionalProperties": {"type": "string"}}},
+                         "multipart/form-data": {"schema": {"type": "object", "additionalProperties": {"type": "string"}}},
+                         "application/json": {"schema": {"type": "object", "additionalProperties": {
+                             "type": ["string", "number", "boolean", "null"]}}}}},
+                     "responses": {
+                         "200": ok(ref("FormAccepted"), "Accepted (the same answer for a new, a duplicate or a spam submission)"),
+                         "303": {"description": "A browser's form post, to the form's redirect_url"},
+                         "404": problem("No such form"), "415": problem("Not a form post nor JSON"), **bad,
+                         "429": {**problem("Too many submissions from this address; see Retry-After"),
+                                 "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}}}}},
+    })
+    return paths
