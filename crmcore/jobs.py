@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .plugins import call_each
+from .plugins import PluginError, call_each
 from .records.errors import FieldError, NotFound, ValidationError
 from .storage.database import IntegrityError
 
@@ -229,7 +229,10 @@ class JobQueue:
                     found[name] = _Registration(fn, max_attempts, on_dead, plugin)
                 return {"register": register, "deployment": self.deployment}
 
-            call_each(self.deployment.pm, "crm_job_handlers", make)
+            try:
+                call_each(self.deployment.pm, "crm_job_handlers", make)
+            except PluginError:  # one broken plugin must not stop every job: its kinds fail alone
+                log.exception("a plugin failed registering job handlers")
             self._plugin_handlers, self._plugin_pm = found, self.deployment.pm
         return {**self._plugin_handlers, **self._handlers}
 
@@ -249,7 +252,7 @@ class JobQueue:
         elif run_at.tzinfo is None:
             raise ValueError("run_at must be an aware datetime (UTC or with an offset)")
         if max_attempts is None:
-            registration = self._handlers.get(kind) or (self._plugin_handlers or {}).get(kind)
+            registration = self.handlers().get(kind)
             max_attempts = (registration.max_attempts if registration else None) or DEFAULT_MAX_ATTEMPTS
         body = msgspec.json.encode(payload).decode()
         async with self.db.transaction():

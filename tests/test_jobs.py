@@ -266,3 +266,21 @@ def test_crm_worker_once_and_jobs_list(tmp_path, crm_backend):
     assert f"Job {job_id} (nobody.home) is pending again" in _crm(path, "jobs", "retry", job_id)
     assert "does not exist" in _crm(path, "jobs", "retry", "99999", ok=False)
     assert "Error" in _crm(path, "jobs", "list", "--status", "odd", ok=False)
+
+
+async def test_a_plugin_failing_to_register_handlers_stops_no_other_job(make_deployment, caplog):
+    from crmcore import PluginInfo, hookimpl
+
+    class Broken:
+        PLUGIN = PluginInfo(name="broken", version="1")
+
+        @staticmethod
+        @hookimpl
+        def crm_job_handlers(register):
+            raise RuntimeError("cannot register")
+
+    dep = await make_deployment(extra_plugins=[Broken])
+    calls = recorder(dep)
+    await dep.jobs.enqueue("test.note", {"ok": 1})
+    assert await dep.jobs.run_due() == 1 and calls == [{"ok": 1}]
+    assert "failed registering job handlers" in caplog.text
