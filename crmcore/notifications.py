@@ -12,7 +12,8 @@ marking the activity done, deleting or restoring it reschedules or cancels the j
 re-timed activity does not remind. Otherwise its assignee (else its owner) gets a notification
 (kind ``reminder``), once: the notification carries a unique key, so a retried job or a second
 worker never notifies twice. A reminder time already past when it is set fires at the next run
-of the job queue.
+of the job queue. The reminder says when the activity is due in the user's time zone (else
+the deployment's).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import datetime as dt
 import logging
 import smtplib
 import ssl
+import zoneinfo
 from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any
 
@@ -59,13 +61,12 @@ def _aware(value: Any) -> dt.datetime | None:
 
 
 def now(deployment: Deployment) -> dt.datetime:
-    """The deployment's clock (controllable in tests), else the wall clock."""
-    clock = getattr(deployment, "clock", None)
-    return _aware(clock.now()) if clock is not None else dt.datetime.now(UTC)
+    """The deployment's clock (controllable in tests)."""
+    return _aware(deployment.clock.now())
 
 
 def smtp_configured(settings: Settings) -> bool:
-    return bool(getattr(settings, "smtp_host", None) and getattr(settings, "smtp_from", None))
+    return bool(settings.smtp_host and settings.smtp_from)
 
 
 def send_mail(settings: Settings, to: str, subject: str, text: str) -> None:
@@ -153,14 +154,7 @@ class NotificationService:
         return [r[0] for r in rows]
 
     async def _queue_email(self, notification_id: int) -> None:
-        jobs = getattr(self.deployment, "jobs", None)
-        if jobs is None:  # no job queue: send now, a failure is logged
-            try:
-                await self.send_email(notification_id)
-            except Exception:
-                log.exception("e-mail of notification %s failed", notification_id)
-            return
-        await jobs.enqueue(EMAIL_JOB, {"notification_id": notification_id}, key=f"email:notification:{notification_id}")
+        await self.deployment.jobs.enqueue(EMAIL_JOB, {"notification_id": notification_id}, key=f"email:notification:{notification_id}")
 
     async def send_email(self, notification_id: int) -> bool:
         """E-mail one notification to its user (once: ``emailed_at`` is set). False when there
@@ -240,9 +234,7 @@ class NotificationService:
         """Keep the reminder jobs of the activities a committed write touched in step."""
         if event.entity != "activity":
             return
-        jobs = getattr(self.deployment, "jobs", None)
-        if jobs is None:
-            return
+        jobs = self.deployment.jobs
         for record_id, record, changes in zip(event.record_ids, event.records, event.changes):
             key = reminder_key(record_id)
             if event.action == "update" and not {"remind_at", "done"} & set(changes):
@@ -254,6 +246,19 @@ class NotificationService:
                                    run_at=remind_at, key=key)
             elif event.action != "create":
                 await jobs.cancel(key)
+
+    async def _shown(self, when: dt.datetime, user_id: int) -> str:
+        """A time as the user reads it: in their time zone, else the deployment's."""
+        zone_name = self.deployment.settings.timezone
+        try:
+            zone_name = (await self.deployment.auth.user(user_id)).get("time_zone") or zone_name
+        except NotFound:
+            pass
+        try:
+            zone = zoneinfo.ZoneInfo(zone_name)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            zone = zoneinfo.ZoneInfo("UTC")
+        return when.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
 
     async def fire_reminder(self, activity_id: int, remind_at: str | None = None) -> list[int]:
         """A reminder's due: notify the activity's assignee (else its owner), unless the
@@ -273,26 +278,12 @@ class NotificationService:
             log.warning("activity %s has a reminder but neither an assignee nor an owner", activity_id)
             return []
         due = _aware(activity.get("due_at"))
-        body = f"Due {due.strftime('%Y-%m-%d %H:%M')} UTC" if due else None
+        body = f"Due {await self._shown(due, user_id)}" if due else None
         if activity.get("body"):
             body = f"{body}\n\n{activity['body']}" if body else activity["body"]
         return await self.notify(
             [user_id], f"Reminder: {activity['subject']}", body, f"/activity/{activity_id}", "reminder",
             entity="activity", record_id=activity_id, key=f"reminder:{activity_id}:{_ts(current)}")
-
-    async def fire_due_reminders(self) -> list[int]:
-        """Fire every reminder that is due now (activities not done with ``remind_at`` at or
-        before the clock). For deployments without a job queue; idempotent like the jobs."""
-        table = self.deployment.records.entity("activity").table
-        stamp = now(self.deployment)
-        param: Any = _ts(stamp) if self.db.dialect == "sqlite" else stamp
-        rows = await self.db.fetch(
-            f'SELECT "id" FROM "{table}" WHERE "deleted_at" IS NULL AND "remind_at" IS NOT NULL '
-            f'AND "remind_at" <= ? AND ("done" IS NULL OR "done" = ?) ORDER BY "remind_at", "id"', (param, False))
-        made: list[int] = []
-        for (activity_id,) in rows:
-            made += await self.fire_reminder(activity_id)
-        return made
 
 
 def register_job_handlers(register) -> None:

@@ -2,7 +2,7 @@
 
 A form (``crm forms add``, ``POST /api/forms``) names its target entity (``contact`` by
 default), maps the form's fields to the entity's (``{"tel": "phone"}``; without a mapping a
-form field named like an entity field fills it), lists the form fields that are required, the
+form field named like an entity field fills it, relations excepted), lists the form fields that are required, the
 owner and team new records get, the user they are created as (else the system), and the dedup
 fields.
 
@@ -207,7 +207,8 @@ class FormsService:
     def _values(self, form: WebForm, data: dict[str, Any]) -> tuple[dict[str, Any], list[FieldError]]:
         """The entity's values from the form's fields, and the errors of required fields."""
         entity = self.deployment.records.entity(form.entity)
-        names = {f.name for f in entity.visible_fields}
+        # Without a mapping, relations (ids of other records) are not the public's to set.
+        names = {f.name for f in entity.visible_fields if f.type is not FieldType.RELATION}
         mapping = form.fields or {name: name for name in data if name in names}
         errors: list[FieldError] = []
         values: dict[str, Any] = {}

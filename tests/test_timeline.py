@@ -233,7 +233,14 @@ async def test_reminder_fires_once_after_the_clock_passes_it(make_deployment):
     items = (await dep.notifications.list(await actor_of(dep, ann)))["items"]
     assert [(n["kind"], n["title"], n["record_id"]) for n in items] == [
         ("reminder", "Reminder: Call the client back", task["id"])]
-    assert "Due" in items[0]["body"]
+    assert items[0]["body"] == f"Due {(start + dt.timedelta(hours=2)):%Y-%m-%d %H:%M} UTC"  # the user's time zone
+    await dep.records.update("user", ann.id, {"time_zone": "Europe/Istanbul"})
+    istanbul = await dep.records.create("activity", {"kind": "task", "subject": "In Istanbul", "assignee": ann.id,
+                                                     "due_at": "2031-05-01T12:00:00Z", "remind_at": start.isoformat()})
+    await dep.jobs.run_due()
+    [note] = [n for n in (await dep.notifications.list(await actor_of(dep, ann)))["items"]
+              if n["record_id"] == istanbul["id"]]
+    assert note["body"] == "Due 2031-05-01 15:00 +03"
     # Firing the same reminder again (a retried job, a second worker) notifies nobody twice.
     assert await dep.notifications.fire_reminder(task["id"], remind_at.isoformat()) == []
     # Without an assignee the owner is reminded.

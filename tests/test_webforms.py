@@ -175,8 +175,11 @@ def test_form_submitting_as_a_configured_user(site):
     team_id = call(site, site.dep.auth.teams)[0]["id"]
     assert site.put("/api/forms/agent-leads", json={"as_user_id": agent.id, "team_id": team_id},
                     headers=site.admin).status_code == 200
-    assert site.post("/forms/agent-leads", data={"last_name": "Mine", "city": "Izmir"}).status_code == 200
+    company = call(site, site.dep.records.create, "company", {"name": "Someone's key account"})
+    assert site.post("/forms/agent-leads", data={"last_name": "Mine", "city": "Izmir",
+                                                 "company": str(company["id"])}).status_code == 200
     [contact] = contacts(site)
+    assert contact["company"] is None  # relations are not the public's to set (unless mapped)
     assert contact["created_by"] == agent.id and contact["owner_id"] == agent.id and contact["team_id"] == team_id
     assert contact["city"] == "Izmir"  # without a mapping, form fields named like entity fields fill them
 
