@@ -167,6 +167,11 @@ def _now() -> dt.datetime:
     return dt.datetime.now(UTC)
 
 
+def _snapshot(values: dict[str, Any]) -> dict[str, Any]:
+    """Values as given, to tell whether hooks changed them (lists, e.g. tags, copied too)."""
+    return {k: list(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
 def _jsonable(value: Any) -> Any:
     return _to_builtins(value)
 
@@ -384,14 +389,16 @@ class RecordsService:
                 await result
 
     async def _hooks_before(self, change: Change) -> bool:
-        """Run ``crm_before_save``; True when any plugin implements it (values may have changed)."""
+        """Run ``crm_before_save``; True when the hooks changed the values (to validate again).
+        The core implements it too (stage moves): unchanged values are not parsed twice."""
         hook = self.deployment.pm.hook.crm_before_save
         if not hook.get_hookimpls():
             return False
+        given = [_snapshot(v) for v in change.batch] if change.batch is not None else _snapshot(change.values)
         for result in hook(change=change, deployment=self.deployment):
             if inspect.isawaitable(result):
                 await result
-        return True
+        return (change.batch if change.batch is not None else change.values) != given
 
     async def _emit(self, event: RecordEvent) -> None:
         """After commit: a failing listener is logged and never undoes the write."""
