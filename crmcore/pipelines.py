@@ -527,7 +527,9 @@ class PipelineService:
 
     async def summary(self, name: str, *, actor: Actor = SYSTEM) -> dict[str, Any]:
         """Records per stage of a pipeline with their amounts (per currency) and the weighted
-        amount (amount x probability), counting only the records ``actor`` may read."""
+        amount (amount x probability), counting only the records ``actor`` may read; with the
+        conversion: how many of them ever reached each stage (``reached``), as a percentage of
+        those with a history in the pipeline (``entered``)."""
         pipeline = self.get(name)
         entity = self._staged_entity(pipeline.entity)
         scope = actor.scope(entity.name, "read")
@@ -562,6 +564,17 @@ class PipelineService:
                 per = sums.setdefault(stage, {})
                 per[currency] = per.get(currency, Decimal(0)) + Decimal(str(value))
 
+        # Conversion: of the records now in the pipeline (and readable), how many ever entered each stage.
+        inside = f'SELECT "id" FROM "{entity.table}" WHERE {" AND ".join(where)}'
+        reached = dict(await self.db.fetch(
+            'SELECT "to_stage", COUNT(DISTINCT "record_id") FROM crm_stage_history WHERE "entity" = ? AND "pipeline" = ? '
+            f'AND "record_id" IN ({inside}) GROUP BY "to_stage"', [entity.name, pipeline.name, *params],
+        ))
+        entered = await self.db.fetchval(
+            'SELECT COUNT(DISTINCT "record_id") FROM crm_stage_history WHERE "entity" = ? AND "pipeline" = ? '
+            f'AND "record_id" IN ({inside})', [entity.name, pipeline.name, *params],
+        ) or 0
+
         def amounts(values: dict[str, Decimal], factor: Decimal = Decimal(1)) -> list[dict[str, str]]:
             return [{"amount": str((v * factor).quantize(Decimal("0.01"))), "currency": c} for c, v in sorted(values.items())]
 
@@ -572,6 +585,8 @@ class PipelineService:
             stages.append({
                 "name": stage.name, "label": stage.label, "kind": stage.kind, "probability": stage.probability,
                 "count": counts.get(stage.name, 0),
+                "reached": reached.get(stage.name, 0),
+                "conversion": round(100 * reached.get(stage.name, 0) / entered, 1) if entered else None,
                 "amount": amounts(values) if money else None,
                 "weighted_amount": amounts(values, factor) if money else None,
             })
@@ -583,6 +598,7 @@ class PipelineService:
         return {
             "pipeline": pipeline.name, "entity": entity.name, "label": pipeline.label, "stages": stages,
             "count": sum(counts.values()),
+            "entered": entered,
             "other_stages": sum(n for s, n in counts.items() if s not in known),
             "amount": amounts(totals) if money else None,
             "expected_amount": amounts(expected) if money else None,

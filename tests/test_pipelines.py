@@ -426,6 +426,11 @@ def test_api_stage_moves_history_and_summary_within_scope(crm_client):
     assert quote["amount"] == [{"amount": "1500.00", "currency": "EUR"}, {"amount": "300.00", "currency": "USD"}]
     assert quote["weighted_amount"] == [{"amount": "750.00", "currency": "EUR"}, {"amount": "150.00", "currency": "USD"}]
     assert everything["expected_amount"] == quote["weighted_amount"]
+    # conversion: the admin's deal and the west one started at quote; the east one went through prospecting
+    reached = {s["name"]: (s["reached"], s["conversion"]) for s in everything["stages"]}
+    assert everything["entered"] == 3 and reached["prospecting"] == (1, 33.3) and reached["quote"] == (3, 100.0)
+    assert reached["won"] == (0, 0.0)
+    assert {s["name"]: s["reached"] for s in mine["stages"]}["prospecting"] == 1 and mine["entered"] == 1
     problem(site.get("/api/pipelines/nope/summary"), 404)
 
 

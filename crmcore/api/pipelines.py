@@ -142,6 +142,7 @@ PIPELINE_SCHEMAS: dict[str, Any] = {
         "properties": {
             "pipeline": {"type": "string"}, "entity": {"type": "string"}, "label": {"type": "string"},
             "count": {"type": "integer"},
+            "entered": {"type": "integer", "description": "records with a stage history in the pipeline"},
             "other_stages": {"type": "integer", "description": "records in stages the pipeline no longer has"},
             "amount": _MONEY_LIST,
             "expected_amount": {**_MONEY_LIST, "description": "open stages' amounts weighted by probability"},
@@ -149,6 +150,8 @@ PIPELINE_SCHEMAS: dict[str, Any] = {
                 "name": {"type": "string"}, "label": {"type": "string"},
                 "kind": {"type": "string", "enum": ["open", "won", "lost"]},
                 "probability": {"type": "integer"}, "count": {"type": "integer"},
+                "reached": {"type": "integer", "description": "records (now in the pipeline) that ever entered the stage"},
+                "conversion": {"type": ["number", "null"], "description": "reached, in percent of entered"},
                 "amount": _MONEY_LIST, "weighted_amount": _MONEY_LIST}}},
         },
     },
