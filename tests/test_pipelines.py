@@ -8,6 +8,7 @@ import datetime as dt
 from pathlib import Path
 
 import jsonschema
+import msgspec
 import pytest
 from click.testing import CliRunner
 from openapi_spec_validator import validate as validate_openapi
@@ -153,6 +154,21 @@ async def test_stage_history_and_time_per_stage(make_deployment):
     found = await dep.pipeline_service.stage_history("deal", deal["id"], now=now)
     assert found["history"][-2]["seconds"] == (dt.timedelta(days=29) - offsets[-1]).total_seconds()
     assert found["history"][-1]["seconds"] == 86400
+
+
+async def test_probability_follows_the_stage_where_the_role_may_only_read_it(make_deployment):
+    dep = await make_deployment()
+    agent = await dep.auth.role("agent")
+    await dep.auth.save_role(msgspec.structs.replace(
+        agent, fields={**agent.fields, "deal": {"probability": "read"}}), actor=crmcore.SYSTEM)
+    user = await make_user(dep, role="agent")
+    records = dep.records.as_actor(await dep.auth.actor_for_user(user.id))
+    deal = await records.create("deal", {"name": "Windows"})
+    assert (await records.update("deal", deal["id"], {"stage": "quote"}))["probability"] == 50
+    with pytest.raises(crmcore.Forbidden):  # what the user gives is still checked
+        await records.update("deal", deal["id"], {"stage": "negotiation", "probability": 99})
+    await records.bulk_update("deal", [{"id": deal["id"], "stage": "negotiation"}])
+    assert (await records.get("deal", deal["id"]))["probability"] == 75
 
 
 async def test_stage_history_is_written_with_the_write_or_not_at_all(make_deployment):

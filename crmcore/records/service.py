@@ -525,7 +525,7 @@ class RecordsService:
                 await self._check_owners(entity, parsed, "create", "rows", start)
                 change = Change(entity=entity.name, action="create", user_id=user_id, batch=parsed)
                 if await self._hooks_before(change):  # what hooks set is validated like the input
-                    parsed = self._parse_rows(entity, change.batch, creating=False, offset=start)
+                    parsed = self._trusted()._parse_rows(entity, change.batch, creating=False, offset=start)
                 await deferred.before_insert(len(ids), len(parsed))
                 written = await self._insert(entity, parsed, user_id=user_id, single=False, search=False)
                 await self._after_write(change, written)
@@ -657,8 +657,13 @@ class RecordsService:
         return parsed
 
     def _parse_again(self, entity: EntityType, values: dict[str, Any]) -> dict[str, Any]:
-        """Hooks may have changed values; validate what they set the same way."""
-        return self._parse(entity, {k: v for k, v in values.items()}, creating=False) if values else values
+        """Hooks may have changed values; validate what they set the same way (as trusted code:
+        the actor's field rules were applied to the input already, not to what hooks set, such
+        as the probability a stage move sets)."""
+        return self._trusted()._parse(entity, {k: v for k, v in values.items()}, creating=False) if values else values
+
+    def _trusted(self) -> RecordsService:
+        return self if self.actor.system else self.as_actor(SYSTEM)
 
     def _encode(self, entity: EntityType, values: dict[str, Any]) -> dict[str, Any]:
         """Column -> stored value of field values, the owner and team included."""
@@ -823,7 +828,7 @@ class RecordsService:
             change = Change(entity=entity.name, action="update", user_id=user_id,
                             batch=[values for _, _, values in items], befores=[befores[rid] for rid, _, _ in items])
             if await self._hooks_before(change):  # what hooks set is validated like the input
-                reparsed = self._parse_rows(entity, change.batch, creating=False)
+                reparsed = self._trusted()._parse_rows(entity, change.batch, creating=False)
                 items = [(rid, version, values) for (rid, version, _), values in zip(items, reparsed)]
             await self._follow_owner([befores[rid] for rid, _, _ in items], [v for _, _, v in items])
             await self._check_relations(entity, [values for _, _, values in items])
