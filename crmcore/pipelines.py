@@ -42,6 +42,7 @@ from .auth.permissions import SYSTEM, Actor, Scope
 from .contributions import Pipeline, Stage
 from .entities import EntityType, FieldType
 from .records.errors import FieldError, Forbidden, NotFound, ValidationError
+from .storage.database import IntegrityError
 
 if TYPE_CHECKING:
     from .deployment import Deployment
@@ -133,6 +134,8 @@ class PipelineService:
 
     def __init__(self, deployment: Deployment):
         self.deployment = deployment
+        #: The plugins' own declarations (before stored customisations).
+        self.declared: dict[str, Pipeline] = {}
 
     @property
     def db(self):
@@ -175,6 +178,7 @@ class PipelineService:
 
     async def merge_stored(self, declared: dict[str, Pipeline], registry: Registry) -> dict[str, Pipeline]:
         """The plugins' pipelines with the stored ones added or laid over them (for ``_build``)."""
+        self.declared = dict(declared)
         pipelines = dict(declared)
         for name, definition in await self.db.fetch(
             'SELECT "name", "definition" FROM crm_pipeline ORDER BY "created_at", "name"'
@@ -342,9 +346,8 @@ class PipelineService:
             errors.append(FieldError("stages", "in_use", f"records are in stages this leaves out: {listed}; move them first"))
         if errors:
             raise ValidationError(errors)
-        if pipeline.name != current.name:
-            await self.db.execute('DELETE FROM crm_pipeline WHERE "name" = ?', (current.name,))
-        await self._store(pipeline, new=pipeline.name != current.name)
+        renamed = pipeline.name != current.name
+        await self._store(pipeline, new=renamed, replacing=current.name if renamed else None)
         return self.get(pipeline.name)
 
     async def delete(self, name: str, *, actor: Actor = SYSTEM) -> Pipeline | None:
@@ -357,39 +360,43 @@ class PipelineService:
                 "name", "declared", f"pipeline {name!r} is declared by plugin {current.plugin}: it can be customised, not deleted",
             )])
         used = await self._records_in(current)
-        if current.plugin == "custom":
-            if sum(used.values()):
-                listed = ", ".join(f"{stage} ({n})" for stage, n in sorted(used.items(), key=lambda i: str(i[0])))
+        declared = self.declared.get(name)
+        if declared is None and sum(used.values()):
+            listed = ", ".join(f"{stage} ({n})" for stage, n in sorted(used.items(), key=lambda i: str(i[0])))
+            raise ValidationError([FieldError(
+                "name", "in_use", f"{sum(used.values())} records are in pipeline {name!r} ({listed}); move them first",
+            )])
+        if declared is not None:
+            missing = {s: n for s, n in used.items() if s is not None and s not in {st.name for st in declared.stages}}
+            if missing:  # the declaration lacks stages records are in
+                listed = ", ".join(f"{stage} ({n})" for stage, n in sorted(missing.items()))
                 raise ValidationError([FieldError(
-                    "name", "in_use", f"{sum(used.values())} records are in pipeline {name!r} ({listed}); move them first",
+                    "name", "in_use", f"records are in stages plugin {declared.plugin} does not declare: {listed}; move them first",
                 )])
         async with self.db.transaction():
             await self.db.execute('DELETE FROM crm_pipeline WHERE "name" = ?', (name,))
         await self.deployment._schema_changed()
-        restored = self.deployment.pipelines.get(name)
-        if restored is not None:
-            missing = {s: n for s, n in used.items() if s is not None and s not in {st.name for st in restored.stages}}
-            if missing:  # the declaration lacks stages records are in: keep the customisation
-                await self._store(current, new=True)
-                listed = ", ".join(f"{stage} ({n})" for stage, n in sorted(missing.items()))
-                raise ValidationError([FieldError(
-                    "name", "in_use", f"records are in stages plugin {restored.plugin} does not declare: {listed}; move them first",
-                )])
-        return restored
+        return self.deployment.pipelines.get(name)
 
-    async def _store(self, pipeline: Pipeline, *, new: bool) -> None:
+    async def _store(self, pipeline: Pipeline, *, new: bool, replacing: str | None = None) -> None:
+        """Write a definition (``new``: refused when another process stored the name meanwhile),
+        in place of ``replacing`` (a rename) in the same transaction; every process picks it up."""
         definition = msgspec.json.encode(
             {"name": pipeline.name, "entity": pipeline.entity, "label": pipeline.label,
              "stages": [msgspec.to_builtins(s) for s in pipeline.stages]}
         ).decode()
         stamp = _stamp(self._now())
-        async with self.db.transaction():
-            await self.db.execute(
-                'INSERT INTO crm_pipeline ("name", "entity", "definition", "created_at", "updated_at") VALUES (?, ?, ?, ?, ?) '
-                'ON CONFLICT ("name") DO UPDATE SET "entity" = excluded."entity", "definition" = excluded."definition", '
-                '"updated_at" = excluded."updated_at"',
-                (pipeline.name, pipeline.entity, definition, stamp, stamp),
-            )
+        insert = 'INSERT INTO crm_pipeline ("name", "entity", "definition", "created_at", "updated_at") VALUES (?, ?, ?, ?, ?)'
+        if not new:
+            insert += (' ON CONFLICT ("name") DO UPDATE SET "entity" = excluded."entity", '
+                       '"definition" = excluded."definition", "updated_at" = excluded."updated_at"')
+        try:
+            async with self.db.transaction():
+                if replacing is not None:
+                    await self.db.execute('DELETE FROM crm_pipeline WHERE "name" = ?', (replacing,))
+                await self.db.execute(insert, (pipeline.name, pipeline.entity, definition, stamp, stamp))
+        except IntegrityError:
+            raise ValidationError([FieldError("name", "taken", f"pipeline {pipeline.name!r} already exists")]) from None
         await self.deployment._schema_changed()
 
     # -- stage moves: called by the core plugin's crm_before_save ------------------------------

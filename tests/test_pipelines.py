@@ -188,12 +188,14 @@ async def test_stage_history_is_written_with_the_write_or_not_at_all(make_deploy
 async def test_stored_pipelines_crud(make_deployment):
     dep = await make_deployment()
     service = dep.pipeline_service
+    other = await make_deployment(path=dep.path)  # another process on the same database
     created = await service.create(RENEWALS)
     assert created.plugin == "custom" and [s.probability for s in created.stages] == [40, 60, 100, 0]
     assert "renewals" in dep.pipelines
-    # another process (a second deployment object on the same database) sees it
-    other = await make_deployment(path=dep.path)
-    assert other.pipelines["renewals"].stages[0].name == "due"
+    with pytest.raises(ValidationError) as exc:  # it has not looked yet, the database still refuses
+        await other.pipeline_service.create({**RENEWALS, "label": "Mine"})
+    assert "already exists" in errors_of(exc)["name"]
+    assert await other.refresh() and other.pipelines["renewals"].stages[0].name == "due"
     with pytest.raises(ValidationError) as exc:
         await service.create(RENEWALS)
     assert "already exists" in errors_of(exc)["name"]
