@@ -298,6 +298,37 @@ async def test_hook_crm_before_save(make_deployment):
         await dep2.records.create("contact", {"last_name": "A"})
 
 
+async def test_before_save_after_write_runs_in_the_writes_transaction(make_deployment):
+    written: list[tuple[str, list[int]]] = []
+
+    def crm_before_save(change, deployment):
+        if change.entity != "company" or change.action not in ("create", "update"):
+            return
+        rows = change.batch if change.batch is not None else [change.values]
+        if change.action == "update" and change.batch is not None:
+            assert [b["id"] for b in change.befores] and len(change.befores) == len(rows)
+
+        async def note(record_ids):
+            written.append((change.action, list(record_ids)))
+            if any(row.get("name") == "Boom" for row in rows):
+                raise ValidationError([FieldError("name", "boom", "refused after the write")])
+
+        change.after_write(note)
+
+    dep = await make_deployment(extra_plugins=[named("notes", crm_before_save=crm_before_save)])
+    one = await dep.records.create("company", {"name": "Acme"})
+    ids = await dep.records.bulk_create("company", [{"name": "B"}, {"name": "C"}])
+    await dep.records.update("company", one["id"], {"name": "Acme 2"})
+    await dep.records.bulk_update("company", [{"id": ids[1], "name": "C2"}, {"id": ids[0], "name": "B2"}])
+    assert written == [("create", [one["id"]]), ("create", ids), ("update", [one["id"]]), ("update", [ids[1], ids[0]])]
+    with pytest.raises(ValidationError):
+        await dep.records.create("company", {"name": "Boom"})
+    with pytest.raises(ValidationError):
+        await dep.records.update("company", one["id"], {"name": "Boom"})
+    assert (await dep.records.get("company", one["id"]))["name"] == "Acme 2"  # rolled back with the callback
+    assert (await dep.records.list("company", crmcore.ListQuery(count=True))).total == 3
+
+
 async def test_hook_crm_after_commit(make_deployment, caplog):
     events = []
 
