@@ -93,6 +93,8 @@ DEFAULT_LEASE = dt.timedelta(minutes=5)
 KEEP_FINISHED = dt.timedelta(days=7)
 
 Handler = Callable[["Deployment", Any], Awaitable[Any]]
+#: PostgreSQL notification channel: a job due now was enqueued (workers in other processes wake).
+JOB_CHANNEL = "crm_jobs"
 
 
 def _ts(value: dt.datetime) -> str:
@@ -267,6 +269,8 @@ class JobQueue:
                     RETURNING "id\"""",
                 (kind, body, key, _ts(run_at), max_attempts, _ts(now), _ts(now)),
             )
+            if run_at <= now and self.db.dialect == "postgres":
+                await self.db.announce(JOB_CHANNEL)  # delivered when the transaction commits
         if run_at <= now:
             self._wake.set()
         return job_id
@@ -420,6 +424,11 @@ class JobQueue:
         it leaves the jobs to the test, which runs them with :meth:`run_due`.
         """
         last_purge = None
+        if self.db.dialect == "postgres":
+            try:  # woken by other processes' enqueues rather than waiting for the next poll
+                await self.db.watch(JOB_CHANNEL, self._wake.set)
+            except Exception:
+                log.warning("cannot listen for new jobs; polling every %s s", poll, exc_info=True)
         while not stop.is_set():
             ran = 0
             if not self.clock.frozen:

@@ -284,3 +284,26 @@ async def test_a_plugin_failing_to_register_handlers_stops_no_other_job(make_dep
     await dep.jobs.enqueue("test.note", {"ok": 1})
     assert await dep.jobs.run_due() == 1 and calls == [{"ok": 1}]
     assert "failed registering job handlers" in caplog.text
+
+
+async def test_a_worker_in_another_process_wakes_for_a_new_job(make_deployment, crm_backend):
+    if crm_backend.name != "postgres":
+        pytest.skip("SQLite has no notifications: other processes' workers poll")
+    web = await make_deployment()
+    worker = await make_deployment(path=web.path)
+    calls = recorder(worker)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.jobs.work(stop, poll=60))  # polls rarely: only a notification wakes it
+    await web.jobs.enqueue("test.note", {"first": True})
+    for _ in range(500):
+        if calls:
+            break
+        await asyncio.sleep(0.01)
+    await web.jobs.enqueue("test.note", {"second": True})
+    for _ in range(500):
+        if len(calls) == 2:
+            break
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert calls == [{"first": True}, {"second": True}]
