@@ -27,27 +27,33 @@ every submission is logged with its outcome: created, duplicate, spam, invalid, 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 import re
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .auth.errors import RateLimited
+from .auth.errors import RateLimited, Unauthenticated
 from .auth.permissions import SYSTEM, Actor
 from .entities import FieldType
 from .fieldvalues import FieldValueError, parse_value
-from .records.errors import FieldError, NotFound, ValidationError
+from .records.errors import FieldError, Forbidden, NotFound, ValidationError
 
 if TYPE_CHECKING:
     from .deployment import Deployment
 
-__all__ = ["WebForm", "FormsService", "Submission", "FORM_NAME"]
+__all__ = ["WebForm", "FormsService", "Submission", "FormUnavailable", "FORM_NAME"]
 
+log = logging.getLogger(__name__)
 UTC = dt.timezone.utc
 FORM_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 RATE_WINDOW = dt.timedelta(minutes=1)
 MAX_VALUE = 10_000
+
+
+class FormUnavailable(Exception):
+    """The form is configured so that it cannot create records (its user lost the right)."""
 
 
 class WebForm(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -293,14 +299,18 @@ class FormsService:
             values["team_id"] = form.team_id
         if form.entity == "contact" and "source" not in values:
             values["source"] = f"web form {form.name}"
-        records = self.deployment.records.as_actor(await self._actor(form))
         try:
+            records = self.deployment.records.as_actor(await self._actor(form))
             record = await records.create(form.entity, values)
         except ValidationError as exc:
             back = {target: source for source, target in (form.fields or {}).items()}
             errors = [FieldError(back.get(e.field, e.field), e.code, e.message) for e in exc.errors]
             await self._log(form, ip, Submission(outcome="invalid", errors=errors))
             raise ValidationError(errors) from None
+        except (Forbidden, Unauthenticated) as exc:  # the form's user may not (any longer) create these
+            log.error("web form %r cannot create %s records: %s", form.name, form.entity, exc)
+            await self._log(form, ip, Submission(outcome="invalid", errors=[FieldError("form", "misconfigured", str(exc))]))
+            raise FormUnavailable(f"form {form.name!r} cannot take submissions now; its configuration needs fixing") from None
         return await self._log(form, ip, Submission(outcome="created", record_id=record["id"]))
 
     async def _note_duplicate(self, form: WebForm, record_id: int, data: dict[str, Any]) -> None:

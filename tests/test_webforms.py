@@ -182,6 +182,11 @@ def test_form_submitting_as_a_configured_user(site):
     assert contact["company"] is None  # relations are not the public's to set (unless mapped)
     assert contact["created_by"] == agent.id and contact["owner_id"] == agent.id and contact["team_id"] == team_id
     assert contact["city"] == "Izmir"  # without a mapping, form fields named like entity fields fill them
+    # The form's user is disabled: the visitor is told the form is unavailable, the log says why.
+    call(site, site.dep.auth.set_active, agent.id, False, actor=crmcore.SYSTEM)
+    problem(site.post("/forms/agent-leads", data={"last_name": "Later"}), 503)
+    [latest] = call(site, site.dep.forms.submissions, "agent-leads", limit=1)
+    assert latest["outcome"] == "invalid" and latest["errors"][0]["code"] == "misconfigured"
 
 
 def test_cli_forms(tmp_path):

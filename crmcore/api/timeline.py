@@ -23,7 +23,7 @@ from litestar.response import Redirect
 
 from ..records.errors import FieldError, ValidationError
 from ..timeline import TimelineItem, TimelinePage
-from ..webforms import WebForm
+from ..webforms import FormUnavailable, WebForm
 from ._http import MAX_BODY, _body, _convert, _deployment, _int_param, _json
 from .auth import PUBLIC, _actor, _client_ip, _require
 from .problems import ProblemError
@@ -153,7 +153,10 @@ async def submit_form(request: Request) -> Response:
     dep = _deployment(request)
     form = await dep.forms.get(request.path_params["name"])
     data, browser = await _submitted(request)
-    await dep.forms.submit(form.name, data, ip=_client_ip(request))
+    try:
+        await dep.forms.submit(form.name, data, ip=_client_ip(request))
+    except FormUnavailable as exc:
+        raise ProblemError(503, "Form unavailable", str(exc)) from None
     if browser and form.redirect_url:
         return Redirect(form.redirect_url, status_code=303)
     return _json({"ok": True, "message": form.success_message})
@@ -275,7 +278,7 @@ def openapi_paths(problem: Callable[[str], dict[str, Any]], entities: list[str])
                      "responses": {
                          "200": ok(ref("FormAccepted"), "Accepted (the same answer for a new, a duplicate or a spam submission)"),
                          "303": {"description": "A browser's form post, to the form's redirect_url"},
-                         "404": problem("No such form"), "415": problem("Not a form post nor JSON"), **bad,
+                         "404": problem("No such form"), "503": problem("The form is misconfigured (logged)"), "415": problem("Not a form post nor JSON"), **bad,
                          "429": {**problem("Too many submissions from this address; see Retry-After"),
                                  "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}}}}},
     })
