@@ -1406,6 +1406,7 @@ def _jobs_commands(cli: CrmGroup) -> None:
                     loop.add_signal_handler(sig, stop.set)
                 except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
                     pass
+            await dep.watch_schema()  # schema changes made elsewhere are picked up by notification
             click.echo(f"Worker {dep.jobs.worker_id} running jobs of {obj.path.resolve()} (Ctrl+C to stop)")
             await dep.jobs.work(stop, poll=poll, batch=batch)
             return 0

@@ -433,6 +433,8 @@ class JobQueue:
             ran = 0
             if not self.clock.frozen:
                 try:
+                    # custom fields or plugins changed by another process: handlers see them
+                    await self.deployment.refresh()
                     ran = await self.run_due(batch)
                     today = self.clock.now().date()
                     if last_purge != today:

@@ -307,3 +307,34 @@ async def test_a_worker_in_another_process_wakes_for_a_new_job(make_deployment, 
     stop.set()
     await asyncio.wait_for(task, 5)
     assert calls == [{"first": True}, {"second": True}]
+
+
+def test_crm_worker_runs_in_its_own_process_until_interrupted(tmp_path, crm_backend):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "acme"
+    crmcore.init_deployment(path, database_url=crm_backend.database_url)
+
+    async def enqueue_and_read(job_id=None):
+        async with await crmcore.Deployment.open(path) as dep:
+            if job_id is None:
+                return await dep.jobs.enqueue("nobody.home", {"from": "web"}, max_attempts=1)
+            return (await dep.jobs.get(job_id)).status
+
+    crm = Path(sys.executable).parent / "crm"
+    worker = subprocess.Popen([str(crm), "-d", str(path), "worker", "--poll", "0.1"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        job_id = asyncio.run(enqueue_and_read())
+        deadline = time.monotonic() + 20
+        while asyncio.run(enqueue_and_read(job_id)) != "dead" and time.monotonic() < deadline:
+            time.sleep(0.05)  # waiting for the other process, not timing it
+        assert asyncio.run(enqueue_and_read(job_id)) == "dead"
+    finally:
+        worker.send_signal(signal.SIGINT)
+        output, _ = worker.communicate(timeout=20)
+    assert worker.returncode == 0, output
+    assert "running jobs of" in output and "Traceback" not in output
