@@ -290,7 +290,7 @@ def crm_timeline_items(entity, record_id, before, limit, actor, deployment):
 
     Called for every page of a timeline the actor may read. Return at most ``limit`` items of
     the record that happened at or before ``before`` (``None``: the first page), newest first,
-    as :class:`crmcore.timeline.TimelineItem` (or dicts of its fields); the core fills in
+    as :class:`crmcore.TimelineItem` (or dicts of its fields); the core fills in
     ``source`` (the plugin's name) and drops what the previous page already showed. Only return
     what ``actor`` may see: read through ``deployment.records.as_actor(actor)``. May return an
     awaitable. A plugin that raises is logged and left out; the timeline still answers.
@@ -303,7 +303,7 @@ def crm_timeline_items(entity, record_id, before, limit, actor, deployment):
 
     Example::
 
-        from crmcore.timeline import TimelineItem
+        from crmcore import ListQuery, TimelineItem
 
         @hookimpl
         def crm_timeline_items(entity, record_id, before, limit, actor, deployment):

@@ -473,7 +473,7 @@ async def test_hook_crm_deliver_password_reset(make_deployment, caplog):
 async def test_hook_crm_timeline_items(make_deployment, caplog):
     import datetime as dt
 
-    from crmcore.timeline import TimelineItem
+    from crmcore import TimelineItem
 
     calls = []
 

@@ -15,7 +15,7 @@ import pytest
 import crmcore
 from crmcore import ListQuery, NotFound, hookimpl
 from crmcore.testing import crm_user, free_port, make_user
-from crmcore.timeline import TimelineItem
+from crmcore import TimelineItem
 
 UTC = dt.timezone.utc
 
