@@ -216,3 +216,17 @@ def test_cli_forms(tmp_path):
     crm("forms", "remove", "windows")
     assert "does not exist" in crm("forms", "remove", "windows", ok=False)
     assert "No web forms" in crm("forms", "list")
+
+
+async def test_rate_limit_is_shared_by_processes(make_deployment):
+    first = await make_deployment(region="TR")
+    second = await make_deployment(path=first.path)  # another process's deployment, same database
+    await first.forms.save(crmcore.webforms.WebForm(name="lead", rate_limit=3))
+    for n, dep in enumerate([first, second, first]):
+        assert (await dep.forms.submit("lead", {"last_name": f"L{n}"}, ip="203.0.113.7")).outcome == "created"
+    with pytest.raises(crmcore.auth.RateLimited) as limited:
+        await second.forms.submit("lead", {"last_name": "L3"}, ip="203.0.113.7")
+    assert 1 <= limited.value.retry_after <= 60
+    # another address has its own count
+    assert (await second.forms.submit("lead", {"last_name": "Other"}, ip="198.51.100.1")).outcome == "created"
+    assert (await first.records.list("contact", ListQuery(count=True))).total == 4
