@@ -1605,6 +1605,21 @@ def _timeline_commands(cli: CrmGroup) -> None:
                  "; ".join(f"{e['field']}: {e['message']}" for e in s["errors"])) for s in rows],
                ["at", "ip", "outcome", "record", "errors"])
 
+    @cli.command("timeline")
+    @click.argument("entity")
+    @click.argument("record_id", type=int)
+    @click.option("--limit", type=click.IntRange(1, 200), default=50, show_default=True)
+    @click.pass_obj
+    def timeline(obj: Obj, entity: str, record_id: int, limit: int) -> None:
+        """A record's history, newest first: activities, field changes, plugins' items."""
+        page = with_deployment(obj.path, lambda dep: dep.timeline.timeline(entity, record_id, actor=crmcore.SYSTEM,
+                                                                         limit=limit))
+        if not page.items:
+            click.echo(f"Nothing on the timeline of {entity} {record_id}")
+            return
+        _table([(i.at.isoformat(timespec="seconds"), i.source, i.kind, i.title) for i in page.items],
+               ["at", "source", "kind", "title"])
+
     @cli.group()
     def notifications() -> None:
         """In-app notifications (reminders, automation): send one."""

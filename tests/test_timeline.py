@@ -379,3 +379,37 @@ def test_openapi_documents_timeline_notification_and_form_routes(crm_client):
     assert doc["paths"]["/forms/{name}"]["post"]["security"] == []  # public
     assert doc["paths"]["/api/notifications"]["get"]["responses"]["401"]
     assert "429" in doc["paths"]["/forms/{name}"]["post"]["responses"]
+
+
+def test_cli_timeline_and_notifications(tmp_path):
+    from click.testing import CliRunner
+
+    from cli import create_cli
+
+    path = tmp_path / "shop"
+
+    def crm(*args, ok=True):
+        result = CliRunner().invoke(create_cli(path), ["-d", str(path), *args])
+        assert "Traceback" not in result.output, result.output
+        assert (result.exit_code == 0) == ok, result.output
+        return result.output
+
+    crm("init", str(path), "--region", "TR", "--admin-email", "admin@example.com")
+    crm("users", "add", "head@example.com", "--name", "Head", "--role", "sales_manager")
+
+    async def seed():
+        async with await crmcore.Deployment.open(path) as dep:
+            contact = await dep.records.create("contact", {"last_name": "Kaya"})
+            await dep.records.create("activity", {"kind": "call", "subject": "Called back", "contact": contact["id"]})
+            return contact["id"]
+
+    import asyncio
+
+    contact_id = asyncio.run(seed())
+    out = crm("timeline", "contact", str(contact_id))
+    assert out.index("Called back") < out.index("Contact created")
+    assert "does not exist" in crm("timeline", "contact", "999", ok=False)
+    assert "1 notification(s) sent" in crm("notifications", "send", "--role", "sales_manager", "Lead waiting")
+    assert "2 notification(s) sent" in crm("notifications", "send", "--user", "head@example.com", "--role", "admin",
+                                           "Hi", "body")
+    assert "--user" in crm("notifications", "send", "Nobody", ok=False)
