@@ -126,8 +126,18 @@ class NotificationService:
         for user_id in user_ids:
             if isinstance(user_id, bool) or not isinstance(user_id, int):
                 raise ValidationError([FieldError("user_ids", "invalid", "user ids are whole numbers")])
-        async with self.db.transaction():
-            for user_id in dict.fromkeys(user_ids):
+        wanted = list(dict.fromkeys(user_ids))
+        if wanted:
+            table = self.deployment.records.entity("user").table
+            known = {r[0] for r in await self.db.fetch(
+                f'SELECT "id" FROM "{table}" WHERE "deleted_at" IS NULL AND "id" IN ({", ".join("?" for _ in wanted)})',
+                wanted)}
+            unknown = [u for u in wanted if u not in known]
+            if unknown:
+                raise ValidationError([FieldError("user_ids", "not_found", f"no user with id {unknown[0]}")])
+        email = smtp_configured(self.deployment.settings)
+        async with self.db.transaction():  # a notification and its e-mail job commit together
+            for user_id in wanted:
                 row = await self.db.fetchrow(
                     'INSERT INTO crm_notification ("user_id", "kind", "title", "body", "link", "entity", "record_id", '
                     '"created_at", "dedup_key") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) '
@@ -136,9 +146,8 @@ class NotificationService:
                      f"{key}:user:{user_id}" if key is not None else None))
                 if row is not None:
                     made.append(row[0])
-        if made and smtp_configured(self.deployment.settings):
-            for notification_id in made:
-                await self._queue_email(notification_id)
+                    if email:
+                        await self._queue_email(row[0])
         return made
 
     async def notify_role(self, role: str, title: str, body: str | None = None, link: str | None = None,

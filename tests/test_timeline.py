@@ -210,6 +210,8 @@ async def test_notify_role_and_idempotent_keys(make_deployment):
         assert [n["title"] for n in listed["items"]] == ["Lead waiting"]
     with pytest.raises(crmcore.ValidationError):
         await dep.notifications.notify([head.id], "")
+    with pytest.raises(crmcore.ValidationError, match="no user with id 999999"):
+        await dep.notifications.notify([head.id, 999999], "To nobody")
 
 
 # -- reminders through the job queue ----------------------------------------------------------
