@@ -431,6 +431,7 @@ class JobQueue:
                 log.warning("cannot listen for new jobs; polling every %s s", poll, exc_info=True)
         while not stop.is_set():
             ran = 0
+            self._wake.clear()  # before looking: a job enqueued meanwhile wakes the wait below
             if not self.clock.frozen:
                 try:
                     # custom fields or plugins changed by another process: handlers see them
@@ -444,7 +445,6 @@ class JobQueue:
                     log.exception("the job worker failed to claim jobs; retrying")
             if ran:
                 continue
-            self._wake.clear()
             waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
             try:
                 await asyncio.wait(waiters, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
