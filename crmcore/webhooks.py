@@ -15,7 +15,8 @@ subscription's ``whsec_...`` secret) let a receiver verify it with the reference
     from standardwebhooks import Webhook
     payload = Webhook(secret).verify(body, headers)
 
-A non-2xx answer, a timeout or a connection error is retried with the job queue's backoff; each
+A non-2xx answer, a timeout or a connection error is retried with the job queue's backoff (410
+Gone turns the subscription off instead, as the specification asks); each
 attempt is logged (``crm_webhook_attempt``: status code, a snippet of the answer, duration,
 error). After the last attempt the delivery is ``dead``; ``redeliver`` sends it again.
 """
@@ -299,12 +300,12 @@ class Webhooks:
 
         delivery_id = payload["delivery"]
         row = await self.db.fetchrow(
-            'SELECT d."msg_id", d."payload", d."status", h."url", h."secret", h."active", d."attempts" '
+            'SELECT d."msg_id", d."payload", d."status", h."url", h."secret", h."active", d."attempts", d."webhook_id" '
             'FROM crm_webhook_delivery d LEFT JOIN crm_webhook h ON h."id" = d."webhook_id" WHERE d."id" = ?',
             (delivery_id,))
         if row is None:
             return
-        msg_id, body, status, url, secret, active, attempts = row
+        msg_id, body, status, url, secret, active, attempts, webhook_id = row
         if url is None or not active or status in ("cancelled", "delivered"):
             if status not in ("cancelled", "delivered"):
                 await self._set(delivery_id, status="cancelled", last_error="the subscription was removed or turned off")
@@ -337,10 +338,17 @@ class Webhooks:
                 'INSERT INTO crm_webhook_attempt ("delivery_id", "attempt", "at", "status_code", "response", '
                 '"duration_ms", "error") VALUES (?, ?, ?, ?, ?, ?, ?)',
                 (delivery_id, attempt, now, status_code, snippet, duration, error))
-            await self._set(delivery_id, status="retrying" if error else "delivered", attempts=attempt,
-                            last_attempt_at=now, response_status=status_code, last_error=error,
+            gone = status_code == 410
+            if gone:  # Standard Webhooks: 410 Gone asks the sender to stop; turn the subscription off
+                error = "the receiver answered 410 Gone: the subscription was turned off"
+                await self.db.execute('UPDATE crm_webhook SET "active" = ?, "updated_at" = ? WHERE "id" = ?',
+                                      (False, now, webhook_id))
+            await self._set(delivery_id, status="cancelled" if gone else "retrying" if error else "delivered",
+                            attempts=attempt, last_attempt_at=now, response_status=status_code, last_error=error,
                             delivered_at=None if error else now)
-        if error:
+        if gone:
+            self._cache = None
+        elif error:
             raise DeliveryFailed(error)
 
     async def _dead(self, deployment: Deployment, payload: dict[str, Any], error: str) -> None:

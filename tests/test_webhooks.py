@@ -243,6 +243,22 @@ async def test_subscriptions_change_and_removal_cancels_queued_deliveries(make_d
     assert exc.value.errors[0].field == "entities"
 
 
+async def test_410_gone_turns_the_subscription_off(make_deployment, receiver):
+    dep = await make_deployment()
+    hook = await dep.webhooks.create(receiver.url, ["contact.created"])
+    receiver.secret = hook["secret"]
+    receiver.answers = [410]
+    await dep.records.create("contact", {"last_name": "Gone"})
+    assert await dep.jobs.run_due() == 1
+    [delivery] = await dep.webhooks.deliveries()
+    assert delivery["status"] == "cancelled" and delivery["response_status"] == 410
+    assert "410 Gone" in delivery["last_error"]
+    assert (await dep.webhooks.get(hook["id"]))["active"] is False
+    assert [j.status for j in await dep.jobs.list(kind="webhook.deliver")] == ["done"]  # not retried
+    await dep.records.create("contact", {"last_name": "Not sent"})
+    assert await dep.jobs.run_due() == 0 and len(receiver.requests) == 1
+
+
 async def test_a_failing_webhook_never_breaks_the_write(make_deployment, monkeypatch, caplog):
     dep = await make_deployment()
     await dep.webhooks.create("https://example.invalid/hook", ["*"])
