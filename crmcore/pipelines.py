@@ -56,6 +56,8 @@ STAGE_KINDS = ("open", "won", "lost")
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 MAX_STAGES = 100
 MAX_LABEL = 200
+#: Keys of a pipeline as shown that input may carry and that are ignored (set by the registry).
+READ_ONLY = ("plugin", "customised", "source")
 
 PIPELINE_TABLES: list[str] = [
     # Pipelines stored at run time: admins' own, and customisations of plugin-declared ones (same
@@ -203,6 +205,7 @@ class PipelineService:
         """A pipeline definition from input, every problem named by its field."""
         if not isinstance(data, dict):
             raise ValidationError([FieldError("body", "invalid", "expected a JSON object: name, entity, label, stages")])
+        data = {k: v for k, v in data.items() if k not in READ_ONLY}  # as read: a GET's answer may be sent back
         errors: list[FieldError] = []
         known = {"name", "entity", "label", "stages"}
         for key in data:

@@ -130,11 +130,13 @@ PIPELINE_SCHEMAS: dict[str, Any] = {
     },
     "PipelineUpdate": {
         "type": "object", "additionalProperties": False,
-        "description": "keys left out keep their value; stages replace the whole list (add, reorder, relabel, remove)",
+        "description": "keys left out keep their value; stages replace the whole list (add, reorder, relabel, remove); "
+                       "plugin, customised and source (as a GET answers) are ignored",
         "properties": {
             "name": {"type": "string", "description": "rename (a stored pipeline no record is in)"},
             "entity": {"type": "string"}, "label": {"type": "string", "maxLength": 200},
             "stages": {"type": "array", "minItems": 1, "maxItems": 100, "items": {"$ref": "#/components/schemas/PipelineStage"}},
+            "plugin": {"type": "string"}, "customised": {"type": "boolean"}, "source": {"type": "string"},
         },
     },
     "PipelineSummary": {
