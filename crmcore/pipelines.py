@@ -535,11 +535,13 @@ class PipelineService:
             "history": entries, "durations": totals,
         }
 
-    async def summary(self, name: str, *, actor: Actor = SYSTEM) -> dict[str, Any]:
+    async def summary(self, name: str, *, actor: Actor = SYSTEM, durations: bool = False) -> dict[str, Any]:
         """Records per stage of a pipeline with their amounts (per currency) and the weighted
         amount (amount x probability), counting only the records ``actor`` may read; with the
         conversion: how many of them ever reached each stage (``reached``), as a percentage of
-        those with a history in the pipeline (``entered``)."""
+        those with a history in the pipeline (``entered``). ``durations``: also the average time
+        a stay in each stage lasted (stays that ended: ``average_seconds``, ``stays``), read from
+        the stage history of those records."""
         pipeline = self.get(name)
         entity = self._staged_entity(pipeline.entity)
         scope = actor.scope(entity.name, "read")
@@ -585,6 +587,17 @@ class PipelineService:
             f'AND "record_id" IN ({inside})', [entity.name, pipeline.name, *params],
         ) or 0
 
+        stays: dict[str, list[float]] = {}
+        if durations:
+            previous: tuple | None = None
+            for record_id, in_pipeline, stage_name, at in await self.db.fetch(
+                'SELECT "record_id", "pipeline", "to_stage", "at" FROM crm_stage_history WHERE "entity" = ? '
+                f'AND "record_id" IN ({inside}) ORDER BY "record_id", "at", "id"', [entity.name, *params],
+            ):
+                if previous is not None and previous[0] == record_id and previous[1] == pipeline.name:
+                    stays.setdefault(previous[2], []).append((_parse_time(at) - _parse_time(previous[3])).total_seconds())
+                previous = (record_id, in_pipeline, stage_name, at)
+
         def amounts(values: dict[str, Decimal], factor: Decimal = Decimal(1)) -> list[dict[str, str]]:
             return [{"amount": str((v * factor).quantize(Decimal("0.01"))), "currency": c} for c, v in sorted(values.items())]
 
@@ -600,6 +613,10 @@ class PipelineService:
                 "amount": amounts(values) if money else None,
                 "weighted_amount": amounts(values, factor) if money else None,
             })
+            if durations:
+                ended = stays.get(stage.name, [])
+                stages[-1]["stays"] = len(ended)
+                stages[-1]["average_seconds"] = sum(ended) / len(ended) if ended else None
             for currency, value in values.items():
                 totals[currency] = totals.get(currency, Decimal(0)) + value
                 if stage.kind == "open":

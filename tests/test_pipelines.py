@@ -354,6 +354,15 @@ def test_time_per_stage_follows_the_deployment_clock(crm_client):
     assert {d["stage"]: d["seconds"] for d in found["durations"]} == {
         "prospecting": 5 * 3600, "qualification": 86400, "quote": 1800}
     assert found["stage"] == "quote" and found["since"] == stamp(T0 + dt.timedelta(days=1, hours=5))
+    # a second deal: 3 h in prospecting, then won; averages over the stays that ended
+    other = site.post("/api/deal", json={"name": "Doors"}).json()
+    clock.advance(hours=3)
+    site.patch(f"/api/deal/{other['id']}", json={"stage": "won"})
+    summary = site.get("/api/pipelines/sales/summary", params={"durations": "true"}).json()
+    by_stage = {s["name"]: (s["stays"], s["average_seconds"]) for s in summary["stages"]}
+    assert by_stage["prospecting"] == (2, (5 * 3600 + 3 * 3600) / 2)
+    assert by_stage["qualification"] == (1, 86400) and by_stage["quote"] == (0, None) and by_stage["won"] == (0, None)
+    assert "average_seconds" not in site.get("/api/pipelines/sales/summary").json()["stages"][0]
 
 
 
@@ -472,6 +481,7 @@ def test_openapi_describes_the_pipeline_routes(crm_client):
     check(site.put("/api/pipelines/sales", json={"label": "S"}), "/api/pipelines/{name}", "put", "200")
     check(site.delete("/api/pipelines/sales"), "/api/pipelines/{name}", "delete", "200")
     check(site.get("/api/pipelines/sales/summary"), "/api/pipelines/{name}/summary", "get", "200")
+    check(site.get("/api/pipelines/sales/summary?durations=1"), "/api/pipelines/{name}/summary", "get", "200")
     check(site.get(f"/api/deal/{deal['id']}/stages"), "/api/deal/{record_id}/stages", "get", "200")
     assert "422" in doc["paths"]["/api/pipelines"]["post"]["responses"]
     assert "/api/contact/{record_id}/stages" not in doc["paths"]

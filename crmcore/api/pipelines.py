@@ -80,7 +80,8 @@ async def delete_pipeline(request: Request) -> Response:
 
 @get("/api/pipelines/{name:str}/summary", include_in_schema=False)
 async def pipeline_summary(request: Request) -> Response:
-    return _json(await _service(request).summary(_name(request), actor=_actor(request)))
+    durations = (request.query_params.get("durations") or "").lower() in ("1", "true", "yes", "on")
+    return _json(await _service(request).summary(_name(request), actor=_actor(request), durations=durations))
 
 
 @get("/api/{entity:str}/{record_id:int}/stages", include_in_schema=False)
@@ -154,7 +155,9 @@ PIPELINE_SCHEMAS: dict[str, Any] = {
                 "probability": {"type": "integer"}, "count": {"type": "integer"},
                 "reached": {"type": "integer", "description": "records (now in the pipeline) that ever entered the stage"},
                 "conversion": {"type": ["number", "null"], "description": "reached, in percent of entered"},
-                "amount": _MONEY_LIST, "weighted_amount": _MONEY_LIST}}},
+                "amount": _MONEY_LIST, "weighted_amount": _MONEY_LIST,
+                "stays": {"type": "integer", "description": "with durations: stays in the stage that ended"},
+                "average_seconds": {"type": ["number", "null"], "description": "with durations: their average length"}}}},
         },
     },
     "StageHistory": {
@@ -214,7 +217,9 @@ def pipeline_paths(entities: list[str]) -> dict[str, Any]:
         "/api/pipelines/{name}/summary": {
             "parameters": [name_param],
             "get": {"operationId": "pipelines_summary", "tags": tag,
-                    "summary": "Records and amounts per stage, within what you may read",
+                    "summary": "Records, amounts and conversion per stage (average time per stage with durations=true), within what you may read",
+                    "parameters": [{"name": "durations", "in": "query", "schema": {"type": "boolean"},
+                                    "description": "also the average time a stay in each stage lasted"}],
                     "responses": {"200": ok(ref("PipelineSummary")), **missing}},
         },
     }
