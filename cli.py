@@ -1260,7 +1260,7 @@ def create_cli(deployment: str | Path | None = None) -> click.Group:
 def _pipelines_commands(cli: CrmGroup) -> None:
     @cli.group()
     def pipelines() -> None:
-        """Pipelines: list, show, add, set (change or customise), remove."""
+        """Pipelines: list, show, add, set (change or customise), summary, remove."""
 
     def _stage_option(value: str) -> dict[str, Any]:
         parts = value.split(":")
@@ -1359,6 +1359,31 @@ def _pipelines_commands(cli: CrmGroup) -> None:
 
         pipeline = with_deployment(obj.path, apply)
         click.echo(f"Saved pipeline {pipeline.name} ({_source(pipeline)}): {' > '.join(s.name for s in pipeline.stages)}")
+
+    @pipelines.command()
+    @click.argument("name")
+    @click.option("--durations", is_flag=True, help="Also the average time a stay in each stage lasted.")
+    @click.pass_obj
+    def summary(obj: Obj, name: str, durations: bool) -> None:
+        """Records, amounts and conversion per stage of pipeline NAME."""
+        async def get(dep: Deployment) -> dict[str, Any]:
+            return await dep.pipeline_service.summary(name, durations=durations)
+
+        found = with_deployment(obj.path, get)
+
+        def money(values: list[dict[str, str]] | None) -> str:
+            return ", ".join(f"{v['amount']} {v['currency']}" for v in values or [])
+
+        def hours(seconds: float | None) -> str:
+            return "" if seconds is None else f"{seconds / 3600:.1f} h"
+
+        rows = [(s["name"], s["kind"], f"{s['probability']}%", s["count"], money(s["amount"]), money(s["weighted_amount"]),
+                 s["reached"], "" if s["conversion"] is None else f"{s['conversion']}%",
+                 *([hours(s["average_seconds"])] if durations else [])) for s in found["stages"]]
+        click.echo(f"{found['label']} ({found['pipeline']}, {found['entity']}): {found['count']} records, "
+                   f"expected {money(found['expected_amount']) or '-'}")
+        _table(rows, ["stage", "kind", "probability", "records", "amount", "weighted", "reached", "conversion",
+                      *(["average stay"] if durations else [])])
 
     @pipelines.command()
     @click.argument("name")

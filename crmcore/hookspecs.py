@@ -70,6 +70,10 @@ def crm_extend_entities(add_field, deployment):
 def crm_register_pipelines(register, deployment):
     """Declare sales pipelines and their stages for an entity type.
 
+    The entity needs a ``stage`` field (and a ``pipeline`` field to have more than one pipeline).
+    Stage moves are then checked and recorded by the core (see :mod:`crmcore.pipelines`). An
+    admin may customise a declared pipeline at run time (stored over the declaration).
+
     :param register: ``register(pipeline: Pipeline)``.
 
     Example::

@@ -530,5 +530,7 @@ def test_cli_manages_pipelines(tmp_path, crm_backend):
     assert "probability" in crm("pipelines", "add", "x", "--stage", "a:lots", deployment=path, ok=False)
     assert "open, won or lost" in crm("pipelines", "add", "x", "--stage", "a:1:maybe", deployment=path, ok=False)
     assert "does not exist" in crm("pipelines", "show", "nope", deployment=path, ok=False)
+    summary = crm("pipelines", "summary", "sales", "--durations", deployment=path)
+    assert "Sales (sales, deal): 0 records" in summary and "prospecting" in summary and "average stay" in summary
     assert "Removed pipeline renewals" in crm("pipelines", "remove", "renewals", deployment=path)
     assert "renewals" not in crm("pipelines", "list", deployment=path)
