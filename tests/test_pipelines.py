@@ -171,6 +171,28 @@ async def test_probability_follows_the_stage_where_the_role_may_only_read_it(mak
     assert (await records.get("deal", deal["id"]))["probability"] == 75
 
 
+class AutoQuote:
+    """A plugin whose crm_before_save moves deals with an amount to the quote stage."""
+
+    PLUGIN = PluginInfo(name="autoquote", version="1.0")
+
+    @staticmethod
+    @hookimpl(tryfirst=True)
+    def crm_before_save(change):
+        if change.entity == "deal" and change.batch is None and change.values.get("amount") is not None:
+            change.values["stage"] = "quote" if change.values.get("name") != "give up" else "lost"
+
+
+async def test_a_stage_other_plugins_set_is_checked_and_recorded(make_deployment):
+    dep = await make_deployment(extra_plugins=[AutoQuote])
+    deal = await dep.records.create("deal", {"name": "Windows", "amount": "100"})
+    assert (deal["stage"], deal["probability"]) == ("quote", 50)
+    assert [(r[2], r[3]) for r in await history_rows(dep, deal["id"])] == [(None, "quote")]
+    with pytest.raises(ValidationError) as exc:
+        await dep.records.create("deal", {"name": "give up", "amount": "100"})
+    assert set(errors_of(exc)) == {"lost_reason"}
+
+
 async def test_stage_history_is_written_with_the_write_or_not_at_all(make_deployment):
     dep = await make_deployment()
     deal = await dep.records.create("deal", {"name": "Windows"})

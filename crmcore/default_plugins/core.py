@@ -94,11 +94,12 @@ def crm_register_pipelines(register):
     ]))
 
 
-@hookimpl
+@hookimpl(trylast=True)
 def crm_before_save(change, deployment):
     """Stage moves of every entity with pipelines: default first stage, the stage must be in
     the record's pipeline, a lost stage needs a lost_reason, probability follows the stage, and
-    the move is recorded in the stage history (see crmcore.pipelines)."""
+    the move is recorded in the stage history (see crmcore.pipelines). Runs after the other
+    plugins' implementations, so a stage or pipeline they set is checked and recorded too."""
     deployment.pipeline_service.before_save(change)
 
 
