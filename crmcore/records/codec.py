@@ -119,6 +119,8 @@ class EntityCodec:
         self.parsers = {f.name: (f, value_parser(f), f.type is not FieldType.BOOLEAN)
                         for f in entity.fields if not f.hidden}
         self.required = [f for f in entity.fields if f.required and not f.hidden]
+        #: Fields whose values are lists (a hook may change them in place).
+        self.list_fields = [f.name for f in entity.fields if f.type in (FieldType.TAGS, FieldType.MULTI_CHOICE)]
         self.defaults = [f for f in entity.fields if f.default is not None and not f.hidden]
         # INSERT: system columns first, then each field's columns; a row starts as all NULL
         # and only the values given are converted into their slots.

@@ -14,7 +14,7 @@ import copy
 import inspect
 import itertools
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -167,9 +167,37 @@ def _now() -> dt.datetime:
     return dt.datetime.now(UTC)
 
 
-def _snapshot(values: dict[str, Any]) -> dict[str, Any]:
-    """Values as given, to tell whether hooks changed them (lists, e.g. tags, copied too)."""
-    return {k: list(v) if isinstance(v, list) else v for k, v in values.items()}
+def _snapshot(values: dict[str, Any], list_fields: list[str]) -> dict[str, Any]:
+    """Values as given, to tell whether hooks changed them: a shallow copy, plus copies of the
+    list values (tags...) a hook could change in place."""
+    snapshot = values.copy()
+    for name in list_fields:
+        if isinstance(snapshot.get(name), list):
+            snapshot[name] = list(snapshot[name])
+    return snapshot
+
+
+class _InitialValues(Sequence):
+    """A bulk create event's ``changes`` (``{field: [None, value]}`` per record), made when read:
+    most listeners look at a bulk load's entity and go, and a million dicts cost seconds."""
+
+    def __init__(self, rows: list[dict[str, Any]]):
+        self._rows = rows
+
+    @staticmethod
+    def _changes(values: dict[str, Any]) -> dict[str, list[Any]]:
+        return {k: [None, _jsonable(v)] for k, v in values.items() if v is not None}
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self._changes(values) for values in self._rows[index]]
+        return self._changes(self._rows[index])
+
+    def __eq__(self, other: object) -> bool:
+        return list(self) == other
 
 
 def _jsonable(value: Any) -> Any:
@@ -394,7 +422,9 @@ class RecordsService:
         hook = self.deployment.pm.hook.crm_before_save
         if not hook.get_hookimpls():
             return False
-        given = [_snapshot(v) for v in change.batch] if change.batch is not None else _snapshot(change.values)
+        lists = self.codec(self.entity(change.entity)).list_fields
+        given = ([_snapshot(v, lists) for v in change.batch] if change.batch is not None
+                 else _snapshot(change.values, lists))
         for result in hook(change=change, deployment=self.deployment):
             if inspect.isawaitable(result):
                 await result
@@ -534,9 +564,7 @@ class RecordsService:
                     events.append(RecordEvent(
                         entity=entity.name, action="create", record_ids=written,
                         records=[{"id": rid, **values} for rid, values in zip(written, parsed)],
-                        changes=[{k: [None, _jsonable(v)] for k, v in values.items() if v is not None}
-                                 for values in parsed],
-                        user_id=user_id,
+                        changes=_InitialValues(parsed), user_id=user_id,
                     ))
                 chunk = next(chunks, None)
                 parsed, errors = self._parse_chunk(entity, chunk, done) if chunk else (None, [])
