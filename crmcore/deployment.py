@@ -256,10 +256,11 @@ class Deployment:
         deployment.extra_plugins = extra_plugins
         try:
             deployment.schema.engine = deployment._engine()
-            await deployment.schema.ensure_system_tables()
-            await deployment._build()
-            if sync:
-                deployment.pending_changes = await deployment._sync()
+            async with db.exclusive("crmcore.schema"):  # processes starting together take turns
+                await deployment.schema.ensure_system_tables()
+                await deployment._build()
+                if sync:
+                    deployment.pending_changes = await deployment._sync()
             await deployment._run_startup()
         except BaseException:
             await db.close()

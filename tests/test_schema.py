@@ -261,3 +261,20 @@ async def test_type_change_waits_for_an_explicit_migration_that_keeps_old_values
     assert kept == [(ids[0], "42"), (ids[1], "big")]
     page = await changed.records.list("shop_item", ListQuery(filter={"field": "size", "op": "gt", "value": 40}))
     assert [r["id"] for r in page.items] == [ids[0]]
+
+
+async def test_processes_opening_a_new_database_together_take_turns(tmp_path, crm_database_url):
+    """Two servers started at once on a new database: the schema is made once, without the
+    collisions concurrent DDL gives (PostgreSQL: 'tuple concurrently updated', duplicate keys)."""
+    paths = []
+    for name in ("one", "two", "three"):
+        crmcore.init_deployment(tmp_path / name)
+        paths.append(tmp_path / name if crm_database_url else tmp_path / "one")
+    deployments = await asyncio.gather(*(crmcore.Deployment.open(p, database_url=crm_database_url) for p in paths))
+    try:
+        record = await deployments[0].records.create("contact", {"last_name": "Once"})
+        for dep in deployments[1:]:
+            assert (await dep.records.get("contact", record["id"]))["last_name"] == "Once"
+    finally:
+        for dep in deployments:
+            await dep.close()

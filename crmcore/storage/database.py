@@ -74,6 +74,13 @@ class Database:
     def transaction(self) -> contextlib.AbstractAsyncContextManager[None]:
         raise NotImplementedError
 
+    @contextlib.asynccontextmanager
+    async def exclusive(self, name: str) -> AsyncIterator[None]:
+        """Run the block alone among every process using this database: schema changes when a
+        deployment opens (two processes opening a new database at once would collide). SQLite's
+        single writer already serialises them."""
+        yield
+
     async def schema_changed(self) -> None:
         """Forget what was prepared against the old schema (called after tables changed)."""
 
@@ -350,9 +357,27 @@ class PostgresDatabase(Database):
         return conn
 
     @contextlib.asynccontextmanager
+    async def exclusive(self, name: str) -> AsyncIterator[None]:
+        # A session advisory lock, held on one connection the block's statements all use
+        # (asyncpg's reset on release unlocks it too, should the block fail).
+        async with self.pool.acquire() as conn:
+            token = self._conn.set(conn)
+            try:
+                await conn.execute("SELECT pg_advisory_lock(hashtext($1))", name)
+                yield
+                await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", name)
+            finally:
+                self._conn.reset(token)
+
+    @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
-        if self._conn.get() is not None:
-            yield
+        conn = self._conn.get()
+        if conn is not None:
+            if conn.is_in_transaction():  # nested: joins the outer transaction
+                yield
+            else:  # inside exclusive(): a transaction on its connection
+                async with conn.transaction():
+                    yield
             return
         async with self.pool.acquire() as conn:
             token = self._conn.set(conn)
