@@ -316,16 +316,9 @@ class JobQueue:
         """Jobs, newest first, by ``status``, ``kind`` or ``key``; ``before_id`` pages."""
         if status is not None and status not in JOB_STATUSES:
             raise ValidationError([FieldError("status", "invalid", f"status is one of {', '.join(JOB_STATUSES)}")])
-        where, params = [], []
-        for column, value in (("status", status), ("kind", kind), ("key", key)):
-            if value is not None:
-                where.append(f'"{column}" = ?')
-                params.append(value)
-        if before_id is not None:
-            where.append('"id" < ?')
-            params.append(before_id)
-        sql = f'SELECT {_COLUMNS} FROM crm_job {"WHERE " + " AND ".join(where) if where else ""} ORDER BY "id" DESC LIMIT ?'
-        return [_job(row) for row in await self.db.fetch(sql, (*params, limit))]
+        rows = await self.db.newest(_COLUMNS, "crm_job", limit=limit, before_id=before_id,
+                                    status=status, kind=kind, key=key)
+        return [_job(row) for row in rows]
 
     # -- running -----------------------------------------------------------------------------
 

@@ -322,9 +322,41 @@ def crm_database_url(crm_backend: Backend) -> str | None:
     return crm_backend.database_url
 
 
+def _deployment_folder(path: Path, *, edition: str, plugins: Any, settings: dict[str, Any]) -> Path:
+    """A test deployment folder: made (its ``plugins`` enabled besides the edition's), or, when
+    it exists, given ``settings`` and, if any are named, exactly ``plugins``."""
+    import crmcore
+    from crmcore.deployment import load_settings, save_settings
+
+    exists = (path / "crm.toml").exists()
+    if not exists:
+        crmcore.init_deployment(path, edition=edition, **settings)
+    if plugins or (exists and settings):
+        current = load_settings(path)
+        if exists:
+            for key, value in settings.items():
+                setattr(current, key, value)
+        if plugins:
+            current.plugins = list(plugins) if exists else list(dict.fromkeys([*current.plugins, *plugins]))
+        save_settings(path, current)
+    return path.resolve()
+
+
+def _database_url(path: Path, urls: dict[Path, str | None], backend: Backend) -> str | None:
+    """The database of a test deployment folder: its SQLite file, or a PostgreSQL database of
+    its own (the first folder gets the test's database, later ones new ones)."""
+    from crmcore.deployment import DB_FILE
+
+    if path not in urls:
+        if backend.name == "sqlite":
+            urls[path] = f"sqlite:///{path / DB_FILE}"
+        else:
+            urls[path] = backend.database_url if not urls else backend.new_database_url()
+    return urls[path]
+
+
 async def _make_deployment_fixture(tmp_path: Path, crm_backend: Backend):
     import crmcore
-    from crmcore.deployment import DB_FILE, load_settings, save_settings
 
     opened: list[Any] = []
     urls: dict[Path, str | None] = {}
@@ -334,29 +366,10 @@ async def _make_deployment_fixture(tmp_path: Path, crm_backend: Backend):
         plugins: list[str] | tuple[str, ...] = (), *, path: str | Path | None = None,
         extra_plugins: Any = (), edition: str = "standard", **settings: Any,
     ) -> crmcore.Deployment:
-        if path is not None and (Path(path) / "crm.toml").exists():
-            path = Path(path)
-            if plugins or settings:
-                current = load_settings(path)
-                for key, value in settings.items():
-                    setattr(current, key, value)
-                if plugins:
-                    current.plugins = list(plugins)
-                save_settings(path, current)
-        else:
-            path = Path(path) if path is not None else tmp_path / f"deployment{next(counter)}"
-            crmcore.init_deployment(path, edition=edition, **settings)
-            if plugins:
-                current = load_settings(path)
-                current.plugins = list(dict.fromkeys([*current.plugins, *plugins]))
-                save_settings(path, current)
-        path = path.resolve()
-        if path not in urls:
-            if crm_backend.name == "sqlite":
-                urls[path] = f"sqlite:///{path / DB_FILE}"
-            else:
-                urls[path] = crm_backend.database_url if not urls else crm_backend.new_database_url()
-        deployment = await crmcore.Deployment.open(path, database_url=urls[path], extra_plugins=extra_plugins)
+        path = _deployment_folder(Path(path) if path is not None else tmp_path / f"deployment{next(counter)}",
+                                  edition=edition, plugins=plugins, settings=settings)
+        url = _database_url(path, urls, crm_backend)
+        deployment = await crmcore.Deployment.open(path, database_url=url, extra_plugins=extra_plugins)
         opened.append(deployment)
         return deployment
 
@@ -430,9 +443,7 @@ def crm_user(client: Any, **options: Any) -> CrmUser:
 @pytest.fixture
 def crm_client(tmp_path: Path, crm_backend: Backend) -> Iterator[Any]:
     """A factory of authenticated test clients; see the module's docstring."""
-    import crmcore
     from crmcore.api import create_app
-    from crmcore.deployment import DB_FILE, load_settings, save_settings
     from litestar.testing import TestClient
 
     clients: list[Any] = []
@@ -443,25 +454,10 @@ def crm_client(tmp_path: Path, crm_backend: Backend) -> Iterator[Any]:
         path: str | Path | None = None, *, plugins: Any = (), extra_plugins: Any = (), role: str | None = "admin",
         edition: str = "standard", **settings: Any,
     ) -> Any:
-        path = Path(path) if path is not None else tmp_path / f"app{next(counter)}"
-        if not (path / "crm.toml").exists():
-            crmcore.init_deployment(path, edition=edition, **settings)
-        elif settings:
-            current = load_settings(path)
-            for key, value in settings.items():
-                setattr(current, key, value)
-            save_settings(path, current)
-        if plugins:
-            current = load_settings(path)
-            current.plugins = list(dict.fromkeys([*current.plugins, *plugins]))
-            save_settings(path, current)
-        path = path.resolve()
-        if path not in urls:
-            if crm_backend.name == "sqlite":
-                urls[path] = f"sqlite:///{path / DB_FILE}"
-            else:
-                urls[path] = crm_backend.database_url if not urls else crm_backend.new_database_url()
-        client = TestClient(create_app(path, database_url=urls[path], extra_plugins=extra_plugins), base_url=BASE_URL)
+        path = _deployment_folder(Path(path) if path is not None else tmp_path / f"app{next(counter)}",
+                                  edition=edition, plugins=plugins, settings=settings)
+        client = TestClient(create_app(path, database_url=_database_url(path, urls, crm_backend),
+                                       extra_plugins=extra_plugins), base_url=BASE_URL)
         client.__enter__()
         clients.append(client)
         client.crm_user = None

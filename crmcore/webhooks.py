@@ -369,17 +369,8 @@ class Webhooks:
         """Deliveries, newest first."""
         if status is not None and status not in DELIVERY_STATUSES:
             raise ValidationError([FieldError("status", "invalid", f"status is one of {', '.join(DELIVERY_STATUSES)}")])
-        where, params = [], []
-        for column, value in (("webhook_id", webhook_id), ("status", status)):
-            if value is not None:
-                where.append(f'"{column}" = ?')
-                params.append(value)
-        if before_id is not None:
-            where.append('"id" < ?')
-            params.append(before_id)
-        rows = await self.db.fetch(
-            f'SELECT {_DELIVERY_COLUMNS} FROM crm_webhook_delivery {"WHERE " + " AND ".join(where) if where else ""} '
-            'ORDER BY "id" DESC LIMIT ?', (*params, limit))
+        rows = await self.db.newest(_DELIVERY_COLUMNS, "crm_webhook_delivery", limit=limit, before_id=before_id,
+                                    webhook_id=webhook_id, status=status)
         return [_delivery(row) for row in rows]
 
     async def delivery(self, delivery_id: int) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import os
 import shutil
@@ -11,9 +12,49 @@ import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 import crmcore
 from crmcore import EntityType, Field, FieldType, hookimpl
+
+
+def crm(*args, deployment: Path | None = None, input: str | None = None, ok: bool = True):
+    """Run ``crm [-d deployment] args...`` in-process: never a traceback; success when ``ok``,
+    else a clean error. Returns click's result (``.output``)."""
+    from cli import create_cli
+
+    argv = (["-d", str(deployment)] if deployment is not None else []) + [str(a) for a in args]
+    result = CliRunner().invoke(create_cli(deployment), argv, input=input)
+    assert "Traceback" not in result.output, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    if ok:
+        assert result.exit_code == 0, result.output
+    else:
+        assert result.exit_code in (1, 2), result.output
+        assert "Error" in result.output or "Aborted" in result.output, result.output
+    return result
+
+
+def problem(response, status: int, field: str | None = None, *, detail: str | None = None) -> dict:
+    """The problem+json body of an error answer with ``status``; it names ``field`` among its
+    errors, and its detail holds ``detail``, when given."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["status"] == status and body["detail"], body
+    if field is not None:
+        assert field in [e["field"] for e in body.get("errors", [])], body
+    if detail is not None:
+        assert detail in body["detail"], body["detail"]
+    return body
+
+
+def run(path: Path, action):
+    """``await action(deployment)`` on the deployment in ``path``, opened for it and closed after."""
+    async def go():
+        async with await crmcore.Deployment.open(path) as dep:
+            return await action(dep)
+    return asyncio.run(go())
 
 T = FieldType
 

@@ -14,6 +14,8 @@ from referencing.jsonschema import DRAFT202012
 
 import crmcore
 
+from .conftest import problem
+
 
 @pytest.fixture
 def deployment_dir(tmp_path, crm_database_url):
@@ -26,14 +28,6 @@ def deployment_dir(tmp_path, crm_database_url):
 def client(crm_client, deployment_dir):
     """The deployment's app, authenticated with an admin's API token (crmcore.testing)."""
     return crm_client(deployment_dir)
-
-
-def problem(response, status):
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body = response.json()
-    assert body["status"] == status and body["detail"]
-    return body
 
 
 def test_create_read_update_delete_restore_history(client):

@@ -20,15 +20,7 @@ from crmcore import hookimpl
 from crmcore.api import CurrentActor, CurrentDeployment, OptionalActor
 from crmcore.testing import crm_user
 
-
-def problem(response, status, detail: str | None = None):
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body = response.json()
-    assert body["status"] == status and body["detail"]
-    if detail is not None:
-        assert detail in body["detail"], body["detail"]
-    return body
+from .conftest import problem
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -132,7 +124,7 @@ def test_no_credentials_is_401_except_public_routes(site):
                          ("GET", "/api/meta/plugins"), ("GET", "/api/contact/export"), ("GET", "/api/whoami/me"),
                          ("DELETE", "/api/auth/tokens/1"), ("PUT", "/api/auth/roles/x")]:
         response = site.request(method, path)
-        problem(response, 401, "authentication required")
+        problem(response, 401, detail="authentication required")
         assert response.headers["www-authenticate"].startswith("Bearer")
     assert site.get("/api/health").json() == {"status": "ok"}
     assert site.get("/").status_code == 200
@@ -142,10 +134,10 @@ def test_no_credentials_is_401_except_public_routes(site):
 
 
 def test_wrong_tokens_are_401_saying_why(site, admin):
-    problem(site.get("/api/contact", headers=bearer("crm_nope")), 401, "unknown token")
-    problem(site.get("/api/contact", headers=bearer("nope")), 401, "unknown token")
-    problem(site.get("/api/contact", headers={"Authorization": f"Basic {admin.token}"}), 401, "Bearer")
-    problem(site.get("/api/contact", headers={"Authorization": "Bearer "}), 401, "Bearer")
+    problem(site.get("/api/contact", headers=bearer("crm_nope")), 401, detail="unknown token")
+    problem(site.get("/api/contact", headers=bearer("nope")), 401, detail="unknown token")
+    problem(site.get("/api/contact", headers={"Authorization": f"Basic {admin.token}"}), 401, detail="Bearer")
+    problem(site.get("/api/contact", headers={"Authorization": "Bearer "}), 401, detail="Bearer")
     assert site.get("/api/contact", headers=admin.headers).status_code == 200
     # public routes ignore credentials they cannot use
     assert site.get("/api/health", headers=bearer("crm_nope")).status_code == 200
@@ -160,14 +152,14 @@ def test_revoked_and_expired_tokens(site, admin):
     listed = site.get("/api/auth/tokens", headers=admin.headers).json()
     assert token["id"] in [t["id"] for t in listed] and all("token" not in t for t in listed)  # shown once
     assert site.delete(f"/api/auth/tokens/{token['id']}", headers=admin.headers).status_code == 204
-    problem(site.get("/api/contact", headers=bearer(token["token"])), 401, "revoked")
+    problem(site.get("/api/contact", headers=bearer(token["token"])), 401, detail="revoked")
 
     later = stamp(dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1))
     made = site.post("/api/auth/tokens", json={"name": "ci", "expires_at": later}, headers=admin.headers).json()
     assert site.get("/api/contact", headers=bearer(made["token"])).status_code == 200
     sql(site, 'UPDATE crm_api_token SET "expires_at" = ? WHERE "id" = ?',
         stamp(dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=1)), made["id"])
-    problem(site.get("/api/contact", headers=bearer(made["token"])), 401, "expired")
+    problem(site.get("/api/contact", headers=bearer(made["token"])), 401, detail="expired")
 
     body = problem(site.post("/api/auth/tokens", json={"name": "old", "expires_at": "2001-01-01T00:00:00Z"},
                              headers=admin.headers), 422)
@@ -193,7 +185,7 @@ def test_read_only_token_cannot_write_anything(site, admin):
         ("POST", "/api/meta/plugins/sample/enable", None), ("POST", "/api/auth/password", {"current": "a", "new": "b"}),
     ]:
         response = site.request(method, path, json=body, headers=headers)
-        problem(response, 403, "read-only")
+        problem(response, 403, detail="read-only")
     assert site.get(f"/api/contact/{rid}", headers=headers).json()["last_name"] == "Kept"
 
 
@@ -204,10 +196,10 @@ def test_disabled_user_token_and_session_stop_working(site, admin):
     assert site.get("/api/contact", headers=agent.headers).status_code == 200
     changed = site.patch(f"/api/auth/users/{agent.id}", json={"active": False}, headers=admin.headers)
     assert changed.status_code == 200 and changed.json()["active"] is False
-    problem(site.get("/api/contact", headers=agent.headers), 401, "disabled")
+    problem(site.get("/api/contact", headers=agent.headers), 401, detail="disabled")
     problem(site.get("/api/auth/me"), 401)
     problem(site.post("/api/auth/login", json={"email": agent.email, "password": agent.password}), 401,
-            "wrong e-mail or password")
+            detail="wrong e-mail or password")
     body = problem(site.patch(f"/api/auth/users/{admin.id}", json={"active": False}, headers=admin.headers), 422)
     assert body["errors"][0]["field"] == "active"
 
@@ -238,7 +230,7 @@ def test_admin_routes_refused_to_an_agent(site, admin):
         ("GET", "/api/meta/plugins", None, "manage_schema"),
         ("POST", "/api/meta/plugins/sample/enable", None, "manage_schema"),
     ]:
-        problem(site.request(method, path, json=body, headers=h), 403, permission)
+        problem(site.request(method, path, json=body, headers=h), 403, detail=permission)
     # another's token: not found, whether it exists or not
     problem(site.delete(f"/api/auth/tokens/{site.get('/api/auth/tokens', headers=admin.headers).json()[0]['id']}",
                         headers=h), 404)
@@ -296,14 +288,14 @@ def test_json_login_sets_a_secure_session_cookie_and_csrf_guards_it(site, admin)
     me = site.get("/api/auth/me").json()
     assert me["via"] == "session" and me["csrf_token"] == body["csrf_token"] and me["role"] == "admin"
     rid = site.post("/api/contact", json={"last_name": "A"}, headers={"X-CSRF-Token": body["csrf_token"]}).json()["id"]
-    problem(site.patch(f"/api/contact/{rid}", json={"city": "Izmir"}), 403, "CSRF token missing or wrong")
-    problem(site.patch(f"/api/contact/{rid}", json={"city": "Izmir"}, headers={"X-CSRF-Token": "x" * 43}), 403, "CSRF")
-    problem(site.delete(f"/api/contact/{rid}"), 403, "CSRF")
+    problem(site.patch(f"/api/contact/{rid}", json={"city": "Izmir"}), 403, detail="CSRF token missing or wrong")
+    problem(site.patch(f"/api/contact/{rid}", json={"city": "Izmir"}, headers={"X-CSRF-Token": "x" * 43}), 403, detail="CSRF")
+    problem(site.delete(f"/api/contact/{rid}"), 403, detail="CSRF")
     ok = site.patch(f"/api/contact/{rid}", json={"city": "Izmir"}, headers={"X-CSRF-Token": body["csrf_token"]})
     assert ok.status_code == 200 and ok.json()["city"] == "Izmir"
     # a form post with the session cookie: the _csrf field counts like the header
     form = site.post(f"/api/contact/{rid}/restore", data={"_csrf": "wrong"})
-    problem(form, 403, "CSRF")
+    problem(form, 403, detail="CSRF")
     form = site.post("/api/contact", data={"_csrf": body["csrf_token"], "last_name": "F"})
     problem(form, 422)  # past the CSRF check: the route wants JSON
     assert site.get(f"/api/contact/{rid}").json()["city"] == "Izmir"  # GET needs no CSRF token
@@ -312,14 +304,14 @@ def test_json_login_sets_a_secure_session_cookie_and_csrf_guards_it(site, admin)
 def test_logout_ends_the_session_server_side(site, admin):
     body = login(site, admin)
     session = site.cookies.get("crm_session")
-    problem(site.post("/api/auth/logout"), 403, "CSRF")  # a cross-site logout is refused
+    problem(site.post("/api/auth/logout"), 403, detail="CSRF")  # a cross-site logout is refused
     assert site.get("/api/auth/me").status_code == 200
     response = site.post("/api/auth/logout", headers={"X-CSRF-Token": body["csrf_token"]})
     assert response.status_code == 204
     assert "max-age=0" in cookie_header(response, "crm_session").lower()
     assert site.cookies.get("crm_session") is None
     site.cookies.set("crm_session", session, domain="testserver.local")  # the old cookie, replayed
-    problem(site.get("/api/auth/me"), 401, "log in again")
+    problem(site.get("/api/auth/me"), 401, detail="log in again")
     site.cookies.clear()
 
     # the HTML logout form
@@ -357,7 +349,7 @@ def test_password_change_ends_other_sessions(site, crm_client, admin):
     short = problem(site.post("/api/auth/password", json={"current": admin.password, "new": "short"},
                               headers={"X-CSRF-Token": body["csrf_token"]}), 422)
     assert short["errors"][0]["field"] == "new"
-    problem(site.post("/api/auth/password", json={"current": admin.password, "new": "another good one 1"}), 403, "CSRF")
+    problem(site.post("/api/auth/password", json={"current": admin.password, "new": "another good one 1"}), 403, detail="CSRF")
     changed = site.post("/api/auth/password", json={"current": admin.password, "new": "another good one 1"},
                         headers={"X-CSRF-Token": body["csrf_token"]})
     assert changed.status_code == 204, changed.text
@@ -424,7 +416,7 @@ def test_rate_limit_over_http(site, admin):
     for _ in range(5):
         problem(site.post("/api/auth/login", json={"email": admin.email, "password": "wrong password!"}), 401)
     limited = site.post("/api/auth/login", json={"email": admin.email, "password": admin.password})
-    body = problem(limited, 429, "too many")
+    body = problem(limited, 429, detail="too many")
     assert int(limited.headers["retry-after"]) > 0 and body["retry_after"] == int(limited.headers["retry-after"])
     assert "crm_session" not in limited.headers.get("set-cookie", "")
     page = site.get("/login")

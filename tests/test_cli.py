@@ -19,28 +19,9 @@ import crmcore
 from crmcore.testing import free_port, make_user
 from cli import _deployment_from_argv, create_cli
 
+from .conftest import crm, run
+
 VENV_BIN = Path(sys.executable).parent
-
-
-def crm(*args: str, deployment: Path | None = None, input: str | None = None, ok: bool = True):
-    """Run ``crm [-d deployment] args...``; never a traceback, and success when ``ok``."""
-    argv = (["-d", str(deployment)] if deployment is not None else []) + [str(a) for a in args]
-    result = CliRunner().invoke(create_cli(deployment), argv, input=input)
-    assert "Traceback" not in result.output, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    if ok:
-        assert result.exit_code == 0, result.output
-    else:
-        assert result.exit_code in (1, 2), result.output
-        assert "Error" in result.output or "Aborted" in result.output, result.output
-    return result
-
-
-def run(path: Path, action):
-    async def go():
-        async with await crmcore.Deployment.open(path) as dep:
-            return await action(dep)
-    return asyncio.run(go())
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ seen in the security log as ``cli``."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
@@ -13,33 +12,13 @@ import pytest
 from click.testing import CliRunner
 
 import cli as cli_module
-import crmcore
 from cli import create_cli
 from crmcore.auth import Unauthenticated
 from crmcore.deployment import load_settings, save_settings
 
+from .conftest import crm, run
+
 PASSWORD = "correct horse battery"
-
-
-def crm(*args, deployment: Path | None = None, input: str | None = None, ok: bool = True):
-    """Run ``crm [-d deployment] args...``: never a traceback; success when ``ok``, else a clean error."""
-    argv = (["-d", str(deployment)] if deployment is not None else []) + [str(a) for a in args]
-    result = CliRunner().invoke(create_cli(deployment), argv, input=input)
-    assert "Traceback" not in result.output, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    if ok:
-        assert result.exit_code == 0, result.output
-    else:
-        assert result.exit_code in (1, 2), result.output
-        assert "Error" in result.output, result.output
-    return result
-
-
-def run(path: Path, action):
-    async def go():
-        async with await crmcore.Deployment.open(path) as dep:
-            return await action(dep)
-    return asyncio.run(go())
 
 
 def login(path: Path, email: str, password: str):

@@ -5,12 +5,10 @@ with time per stage, permissions and scope. Real deployments on SQLite and Postg
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import jsonschema
 import msgspec
 import pytest
-from click.testing import CliRunner
 from openapi_spec_validator import validate as validate_openapi
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
@@ -18,7 +16,8 @@ from referencing.jsonschema import DRAFT202012
 import crmcore
 from crmcore import EntityType, Field, FieldType, Pipeline, PluginInfo, Stage, ValidationError, hookimpl
 from crmcore.testing import crm_user, make_user
-from cli import create_cli
+
+from .conftest import crm, problem
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -388,12 +387,6 @@ def test_time_per_stage_follows_the_deployment_clock(crm_client):
 
 
 
-def problem(response, status: int) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    return response.json()
-
-
 def fields_of(body: dict) -> dict[str, str]:
     return {e["field"]: e["message"] for e in body.get("errors", [])}
 
@@ -520,39 +513,32 @@ def _rebase(schema):
 # -- CLI -----------------------------------------------------------------------------------------
 
 
-def crm(*args, deployment: Path | None = None, ok: bool = True):
-    argv = (["-d", str(deployment)] if deployment is not None else []) + [str(a) for a in args]
-    result = CliRunner().invoke(create_cli(deployment), argv)
-    assert "Traceback" not in result.output, result.output
-    if ok:
-        assert result.exit_code == 0, result.output
-    else:
-        assert result.exit_code in (1, 2) and "Error" in result.output, result.output
-    return result.output
+def cli_out(*args, **options) -> str:
+    return crm(*args, **options).output
 
 
 def test_cli_manages_pipelines(tmp_path, crm_backend):
     path = tmp_path / "acme"
-    crm("init", path, *(["--database-url", crm_backend.database_url] if crm_backend.database_url else []))
-    out = crm("pipelines", "add", "renewals", "--entity", "deal", "--stage", "due:40", "--stage", "renewed:100:won",
-              "--stage", "churned:0:lost", deployment=path)
+    cli_out("init", path, *(["--database-url", crm_backend.database_url] if crm_backend.database_url else []))
+    out = cli_out("pipelines", "add", "renewals", "--entity", "deal", "--stage", "due:40", "--stage", "renewed:100:won",
+                  "--stage", "churned:0:lost", deployment=path)
     assert "due > renewed > churned" in out
-    listed = crm("pipelines", "list", deployment=path)
+    listed = cli_out("pipelines", "list", deployment=path)
     assert "renewals" in listed and "custom" in listed and "prospecting > qualification" in listed
-    shown = crm("pipelines", "show", "renewals", deployment=path)
+    shown = cli_out("pipelines", "show", "renewals", deployment=path)
     assert '"probability": 40' in shown
     file = tmp_path / "renewals.json"
     file.write_text(shown.replace('"Due"', '"Due soon"'))
-    assert "Saved pipeline renewals" in crm("pipelines", "set", "renewals", "--file", file, deployment=path)
-    assert '"Due soon"' in crm("pipelines", "show", "renewals", deployment=path)
-    assert "customised" in crm("pipelines", "set", "sales", "--label", "Window sales", deployment=path)
-    assert "in force again" in crm("pipelines", "remove", "sales", deployment=path)
-    assert "can be customised, not deleted" in crm("pipelines", "remove", "sales", deployment=path, ok=False)
-    assert "at least one open stage" in crm("pipelines", "add", "x", "--stage", "w:100:won", deployment=path, ok=False)
-    assert "probability" in crm("pipelines", "add", "x", "--stage", "a:lots", deployment=path, ok=False)
-    assert "open, won or lost" in crm("pipelines", "add", "x", "--stage", "a:1:maybe", deployment=path, ok=False)
-    assert "does not exist" in crm("pipelines", "show", "nope", deployment=path, ok=False)
-    summary = crm("pipelines", "summary", "sales", "--durations", deployment=path)
+    assert "Saved pipeline renewals" in cli_out("pipelines", "set", "renewals", "--file", file, deployment=path)
+    assert '"Due soon"' in cli_out("pipelines", "show", "renewals", deployment=path)
+    assert "customised" in cli_out("pipelines", "set", "sales", "--label", "Window sales", deployment=path)
+    assert "in force again" in cli_out("pipelines", "remove", "sales", deployment=path)
+    assert "can be customised, not deleted" in cli_out("pipelines", "remove", "sales", deployment=path, ok=False)
+    assert "at least one open stage" in cli_out("pipelines", "add", "x", "--stage", "w:100:won", deployment=path, ok=False)
+    assert "probability" in cli_out("pipelines", "add", "x", "--stage", "a:lots", deployment=path, ok=False)
+    assert "open, won or lost" in cli_out("pipelines", "add", "x", "--stage", "a:1:maybe", deployment=path, ok=False)
+    assert "does not exist" in cli_out("pipelines", "show", "nope", deployment=path, ok=False)
+    summary = cli_out("pipelines", "summary", "sales", "--durations", deployment=path)
     assert "Sales (sales, deal): 0 records" in summary and "prospecting" in summary and "average stay" in summary
-    assert "Removed pipeline renewals" in crm("pipelines", "remove", "renewals", deployment=path)
-    assert "renewals" not in crm("pipelines", "list", deployment=path)
+    assert "Removed pipeline renewals" in cli_out("pipelines", "remove", "renewals", deployment=path)
+    assert "renewals" not in cli_out("pipelines", "list", deployment=path)

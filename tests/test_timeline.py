@@ -13,9 +13,10 @@ import threading
 import pytest
 
 import crmcore
-from crmcore import ListQuery, NotFound, hookimpl
+from crmcore import ListQuery, NotFound, TimelineItem, hookimpl
 from crmcore.testing import crm_user, free_port, make_user
-from crmcore import TimelineItem
+
+from .conftest import problem
 
 UTC = dt.timezone.utc
 
@@ -34,15 +35,6 @@ class CallsPlugin:
         times = sorted(CallsPlugin.calls.get(record_id, []), reverse=True)
         return [TimelineItem(at=at, kind="call", id=i, title=f"Call at {at:%H:%M}", link=f"/calls/{i}")
                 for i, at in enumerate(times) if before is None or at <= before][:limit]
-
-
-def problem(response, status, field: str | None = None):
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body = response.json()
-    if field is not None:
-        assert field in [e["field"] for e in body.get("errors", [])], body
-    return body
 
 
 async def actor_of(dep, user):
@@ -266,7 +258,7 @@ async def test_reminders_are_moved_cancelled_and_skip_done_tasks(make_deployment
     done = await create("Done", remind_at=at(1))
     deleted = await create("Deleted", remind_at=at(1))
     cleared = await create("Cleared", remind_at=at(1))
-    overdue = await create("Overdue", remind_at=at(-5))  # already past: fires at the next run
+    await create("Overdue", remind_at=at(-5))  # already past: fires at the next run
     await dep.records.update("activity", moved["id"], {"remind_at": at(5)})
     await dep.records.update("activity", done["id"], {"done": True})
     await dep.records.delete("activity", deleted["id"])

@@ -13,6 +13,8 @@ import crmcore
 from crmcore import ListQuery, hookimpl
 from crmcore.testing import crm_user
 
+from .conftest import problem
+
 UTC = dt.timezone.utc
 
 
@@ -26,15 +28,6 @@ class Listener:
     @hookimpl
     def crm_after_commit(event):
         Listener.events.append((event.entity, event.action, event.record_id))
-
-
-def problem(response, status, field: str | None = None):
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body = response.json()
-    if field is not None:
-        assert field in [e["field"] for e in body.get("errors", [])], body
-    return body
 
 
 def call(client, fn, *args, **kwargs):

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Request, Response, delete, get, patch, post
 
-from ..jobs import JOB_STATUSES
+from ..jobs import JOB_STATUSES, Job
 from ..records.errors import FieldError, ValidationError
 from ..webhooks import DELIVERY_STATUSES
 from ._http import _body, _convert, _deployment, _int_param, _json
@@ -98,23 +98,6 @@ class WebhookDeliveryDetail(WebhookDelivery, kw_only=True):
     #: The body sent: ``{"type", "timestamp", "data": {"entity", "action", "id", "record", "changes", "user_id"}}``.
     payload: dict[str, Any]
     attempt_log: list[WebhookAttempt]
-
-
-class Job(msgspec.Struct, kw_only=True):
-    id: int
-    kind: str
-    payload: Any
-    key: str | None
-    status: str
-    run_at: dt.datetime
-    attempts: int
-    max_attempts: int
-    last_error: str | None
-    locked_by: str | None
-    locked_until: dt.datetime | None
-    created_at: dt.datetime
-    updated_at: dt.datetime
-    done_at: dt.datetime | None
 
 
 SCHEMA_TYPES = [WebhookCreate, WebhookPatch, Webhook, WebhookWithSecret, WebhookDelivery, WebhookAttempt,

@@ -993,18 +993,8 @@ class AuthService:
             raise _invalid("limit", "invalid", "limit is a whole number from 1 to 1000")
         if event is not None and _name(event) is None:
             return []  # no event is named so
-        where, params = [], []
-        for column, value in (("event", event), ("user_id", user_id)):
-            if value is not None:
-                where.append(f'"{column}" = ?')
-                params.append(value)
-        if before_id is not None:
-            where.append('"id" < ?')
-            params.append(before_id)
-        sql = 'SELECT "id", "at", "event", "user_id", "actor_id", "email", "ip", "detail" FROM crm_security_log'
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        rows = await self.db.fetch(sql + ' ORDER BY "id" DESC LIMIT ?', [*params, limit])
+        rows = await self.db.newest('"id", "at", "event", "user_id", "actor_id", "email", "ip", "detail"',
+                                    "crm_security_log", limit=limit, before_id=before_id, event=event, user_id=user_id)
         return [{
             "id": r[0], "at": _time(r[1]), "event": r[2], "user_id": r[3], "actor_id": r[4], "email": r[5],
             "ip": r[6], "detail": msgspec.json.decode(r[7]) if r[7] else {},

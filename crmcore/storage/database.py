@@ -59,6 +59,20 @@ class Database:
         row = await self.fetchrow(sql, params)
         return row[0] if row else None
 
+    async def newest(
+        self, columns: str, table: str, *, limit: int, before_id: int | None = None, **equal: Any,
+    ) -> list[tuple]:
+        """Rows of a log-like table (jobs, deliveries, the security log), newest first: those
+        whose columns equal the ``equal`` values given (None: any), below ``before_id`` (the
+        last id of the previous page)."""
+        where = [f'"{column}" = ?' for column, value in equal.items() if value is not None]
+        params = [value for value in equal.values() if value is not None]
+        if before_id is not None:
+            where.append('"id" < ?')
+            params.append(before_id)
+        condition = f' WHERE {" AND ".join(where)}' if where else ""
+        return await self.fetch(f'SELECT {columns} FROM {table}{condition} ORDER BY "id" DESC LIMIT ?', [*params, limit])
+
     async def execute(self, sql: str, params: Sequence[Any] = (), *, long: bool = False) -> None:
         """Run one statement. ``long``: it may take seconds (an index build), so SQLite runs it
         in a worker thread and the event loop keeps serving reads meanwhile."""
