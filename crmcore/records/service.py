@@ -282,21 +282,14 @@ class RecordsService:
                 f'SELECT "user_id" FROM crm_team_member WHERE "team_id" IN ({marks})', list(self.actor.team_ids)))
         return members
 
-    async def _within(self, scope: Scope, user_id: int | None) -> bool:
-        """Whether a record owned by ``user_id`` would be within ``scope`` of the actor."""
-        if scope is Scope.ALL:
-            return True
-        if user_id == self.actor.user_id and user_id is not None:
-            return True
-        return scope is Scope.TEAM and user_id in await self._team_members()
-
     async def _primary_teams(self, owners: set[int]) -> dict[int, int]:
         """Owner -> their first team: a new record's team, unless given."""
-        owners = {o for o in owners if o is not None}
-        if not owners:
-            return {}
-        ids = sorted(owners)
         teams: dict[int, int] = {}
+        if not self.actor.system and self.actor.user_id in owners:  # the usual case: one's own record
+            if self.actor.team_ids:
+                teams[self.actor.user_id] = self.actor.team_ids[0]
+            owners = owners - {self.actor.user_id}
+        ids = sorted(o for o in owners if o is not None)
         for start in range(0, len(ids), 900):
             part = ids[start:start + 900]
             for user_id, team_id in await self.db.fetch(
@@ -313,10 +306,15 @@ class RecordsService:
         if self.actor.system:
             return
         scope = self._scope(entity, action)
+        owners = {values["owner_id"] or self.actor.user_id for values in rows if "owner_id" in values}
+        if scope is Scope.ALL or not owners - {self.actor.user_id}:
+            allowed = owners
+        else:  # owners within the scope: the actor, and for a team scope their teams' members
+            allowed = await self._team_members() if scope is Scope.TEAM else {self.actor.user_id}
         errors = []
         for index, values in enumerate(rows, offset):
             where = f"{prefix}[{index}]." if prefix else ""
-            if "owner_id" in values and not await self._within(scope, values["owner_id"] or self.actor.user_id):
+            if "owner_id" in values and (values["owner_id"] or self.actor.user_id) not in allowed:
                 errors.append(FieldError(f"{where}owner_id", "forbidden",
                                          f"your role may only {action} records owned by "
                                          + ("you" if scope is Scope.OWN else "you or your teams")))
