@@ -34,6 +34,7 @@ from .webhooks import Webhooks
 from .notifications import NotificationService
 from .timeline import TimelineService
 from .webforms import FormsService
+from .automation import Automation
 
 __all__ = [
     "Deployment", "Settings", "init_deployment", "DeploymentError", "available_editions", "load_settings",
@@ -216,6 +217,8 @@ class Deployment:
         self.timeline = TimelineService(self)
         self.notifications = NotificationService(self)
         self.forms = FormsService(self)
+        #: Automation rules, their firing (jobs of kind automation.*) and the firing log.
+        self.automation = Automation(self)
         #: Stored pipelines, stage moves and history (crmcore.pipelines); ``pipelines`` above
         #: holds the definitions in force.
         self.pipeline_service = PipelineService(self)

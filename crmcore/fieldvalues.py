@@ -44,12 +44,18 @@ class Money(msgspec.Struct, frozen=True):
     amount: Decimal
     currency: str
 
+    def __str__(self) -> str:  # as templates show it
+        return f"{self.amount} {self.currency}"
+
 
 class Phone(msgspec.Struct, frozen=True):
     #: E.164, e.g. ``+905321234567``: what lookups and filters compare.
     e164: str
     #: Exactly what the user typed.
     raw: str
+
+    def __str__(self) -> str:
+        return self.e164
 
 
 @lru_cache(maxsize=1)

@@ -326,3 +326,49 @@ def crm_timeline_items(entity, record_id, before, limit, actor, deployment):
 
             return calls()
     """
+
+
+@hookspec
+def crm_automation_actions(register, deployment):
+    """Add actions automation rules can take (send a message, make a document...), beside the
+    core's create_task, notify, set_field, move_stage, create_record and webhook.
+
+    :param register: ``register(name, run, *, check=None, label="", description="")``. ``name``
+        is prefixed with the plugin's name (``send_sms`` in plugin ``telephony`` is used in a
+        rule as ``{"type": "telephony.send_sms", ...}``).
+
+        ``run(context)`` (may be async) does the action when a rule fires. ``context`` is a
+        :class:`crmcore.automation.ActionContext`: ``params`` (the action's keys as stored),
+        ``record`` (the record, or None for a schedule rule without an entity), ``entity``,
+        ``rule``, ``records`` (the records service acting as the automation user: write
+        through it), ``render(text)`` (fills a sandboxed template with ``record``...). It runs
+        inside the firing's transaction: raise :class:`crmcore.automation.ActionError` (or any
+        exception) to fail the firing, and none of its actions takes effect. Slow work
+        (sending, rendering files) belongs in a job (``deployment.jobs.enqueue``), enqueued
+        here so that it commits with the rest. What it returns (JSON-able) goes in the firing
+        log.
+
+        ``check(params, entity)`` validates the action when a rule is saved (``entity`` is the
+        rule's :class:`crmcore.EntityType`, or None): raise ``ValueError`` or a
+        ``ValidationError`` naming the key; it may return the params normalised.
+
+    Example::
+
+        from crmcore.automation import ActionError
+
+        @hookimpl
+        def crm_automation_actions(register):
+            def check(params, entity):
+                if not params.get("text"):
+                    raise ValueError("text is required")
+
+            async def send_sms(context):
+                number = (context.record or {}).get("mobile")
+                if not number:
+                    raise ActionError("the contact has no mobile number")
+                await context.deployment.jobs.enqueue(
+                    "telephony.sms", {"to": number, "text": context.render(context.params["text"])})
+                return {"to": number}
+
+            register("send_sms", send_sms, check=check, label="Send an SMS")
+    """

@@ -284,6 +284,16 @@ class JobQueue:
                    WHERE "key" = ? AND "status" = 'pending' RETURNING "id\"""", (now, now, key))
         return row is not None
 
+    async def cancel_prefix(self, prefix: str) -> int:
+        """Withdraw every pending job whose key starts with ``prefix``; how many."""
+        now = _ts(self.clock.now())
+        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        async with self.db.transaction():
+            rows = await self.db.fetch(
+                """UPDATE crm_job SET "status" = 'cancelled', "updated_at" = ?, "done_at" = ?
+                   WHERE "status" = 'pending' AND "key" LIKE ? ESCAPE '\\' RETURNING "id\"""", (now, now, pattern))
+        return len(rows)
+
     async def retry(self, job_id: int) -> Job:
         """Run a dead (or cancelled, or done) job again, now, with a fresh count of attempts."""
         job = await self.get(job_id)
@@ -322,9 +332,13 @@ class JobQueue:
 
     # -- running -----------------------------------------------------------------------------
 
-    async def _claim(self, limit: int, lease: dt.timedelta) -> list[Job]:
+    async def _claim(self, limit: int, lease: dt.timedelta, ids: list[int] | None = None) -> list[Job]:
         now = self.clock.now()
         due = """("status" = 'pending' AND "run_at" <= ?) OR ("status" = 'running' AND "locked_until" <= ?)"""
+        due_params = [_ts(now), _ts(now)]
+        if ids is not None:  # only these jobs, and only those still pending and due
+            due = f""""id" IN ({", ".join("?" for _ in ids)}) AND "status" = 'pending' AND "run_at" <= ?"""
+            due_params = [*ids, _ts(now)]
         lock = " FOR UPDATE SKIP LOCKED" if self.db.dialect == "postgres" else ""
         async with self.db.transaction():
             rows = await self.db.fetch(
@@ -333,7 +347,7 @@ class JobQueue:
                     WHERE "id" IN (SELECT "id" FROM crm_job WHERE {due} ORDER BY "run_at", "id" LIMIT ?{lock})
                       AND ({due})
                     RETURNING {_COLUMNS}""",
-                (self.worker_id, _ts(now + lease), _ts(now), _ts(now), _ts(now), limit, _ts(now), _ts(now)),
+                (self.worker_id, _ts(now + lease), _ts(now), *due_params, limit, *due_params),
             )
         return sorted((_job(row) for row in rows), key=lambda j: (j.run_at, j.id))
 
@@ -345,6 +359,20 @@ class JobQueue:
             handlers = self.handlers()
             await asyncio.gather(*(self._run(job, handlers.get(job.kind)) for job in jobs))
         return len(jobs)
+
+    async def run_now(self, job_ids: list[int], *, lease: dt.timedelta = DEFAULT_LEASE) -> int:
+        """Run these jobs here and now if they are still pending and due (one after another,
+        in order); returns how many ran. What a write's transaction enqueued for right after
+        its commit is run so by the writer, while the queue keeps it safe should this process
+        stop first: a job another worker took already is left to it."""
+        ran = 0
+        for start in range(0, len(job_ids), 500):
+            jobs = await self._claim(500, lease, job_ids[start:start + 500])
+            handlers = self.handlers()
+            for job in jobs:
+                await self._run(job, handlers.get(job.kind))
+            ran += len(jobs)
+        return ran
 
     async def _run(self, job: Job, registration: _Registration | None) -> None:
         error: str | None = None

@@ -282,14 +282,30 @@ class Webhooks:
                              "changes": changes, "user_id": event.user_id},
                 }).decode()
                 for subscription in matching:
-                    [delivery_id] = await self.db.insert_returning_ids(
-                        'INSERT INTO crm_webhook_delivery ("webhook_id", "msg_id", "event", "entity", "record_id", '
-                        '"payload", "status", "attempts", "created_at") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
-                        [(subscription.id, f"msg_{uuid.uuid4().hex}", name, event.entity, record_id, body, "pending", 0,
-                          _ts(now))])
-                    await self.deployment.jobs.enqueue(DELIVER, {"delivery": delivery_id}, key=_job_key(delivery_id))
+                    await self._queue(subscription.id, name, event.entity, record_id, body, now)
                     count += 1
         return count
+
+    async def send(self, webhook_id: int, event: str, data: Any, *, entity: str | None = None,
+                   record_id: int | None = None) -> int:
+        """Queue one message of type ``event`` to a subscription, whatever events it follows
+        (automation's webhook action); signed, retried and logged like every delivery."""
+        hook = await self.get(webhook_id)
+        if not hook["active"]:
+            raise ValidationError([FieldError("webhook_id", "inactive", f"webhook {webhook_id} is turned off")])
+        now = self.deployment.clock.now()
+        body = msgspec.json.encode({"type": event, "timestamp": now, "data": data}).decode()
+        async with self.db.transaction():
+            return await self._queue(webhook_id, event, entity or "", record_id, body, now)
+
+    async def _queue(self, webhook_id: int, name: str, entity: str, record_id: int | None, body: str,
+                     now: dt.datetime) -> int:
+        [delivery_id] = await self.db.insert_returning_ids(
+            'INSERT INTO crm_webhook_delivery ("webhook_id", "msg_id", "event", "entity", "record_id", '
+            '"payload", "status", "attempts", "created_at") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+            [(webhook_id, f"msg_{uuid.uuid4().hex}", name, entity, record_id, body, "pending", 0, _ts(now))])
+        await self.deployment.jobs.enqueue(DELIVER, {"delivery": delivery_id}, key=_job_key(delivery_id))
+        return delivery_id
 
     # -- delivering ----------------------------------------------------------------------------
 

@@ -51,6 +51,8 @@ CORE_PERMISSIONS = {
         Permission(name="view_audit_log", label="View the security log", description="logins, failures, permission changes, token use"),
         Permission(name="manage_integrations", label="Manage integrations",
                    description="webhook subscriptions and their deliveries, the job queue"),
+        Permission(name="manage_automation", label="Manage automation",
+                   description="automation rules and their firing log"),
     ]
 }
 
@@ -117,7 +119,7 @@ _S = Scope
 #: What every non-admin role may do with user records: see colleagues, edit their own profile
 #: (a user record is owned by its user), but not their own e-mail (the login) or active flag.
 _USERS = {"user": {"read": _S.ALL, "edit": _S.OWN}}
-_USER_FIELDS = {"user": {"email": "read", "active": "read"}}
+_USER_FIELDS = {"user": {"email": "read", "active": "read", "manager": "read"}}
 
 ADMIN = Role(name="admin", label="Administrator", builtin=True, entities={"*": _all(_S.ALL)}, grants=["*"],
              description="everything, including users, roles, schema and plugins")

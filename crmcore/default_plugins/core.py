@@ -31,6 +31,8 @@ def crm_register_entities(register):
         Field(name="locale", type=T.TEXT, default="en"),
         Field(name="time_zone", type=T.TEXT, default="UTC"),
         Field(name="active", type=T.BOOLEAN, default=True, in_list=True),
+        # Whom automation means by "the owner's manager" (escalations, approvals).
+        Field(name="manager", type=T.RELATION, target="user"),
     ]))
     register(EntityType(name="company", label="Company", label_plural="Companies", title_field="name", fields=[
         Field(name="name", type=T.TEXT, required=True, indexed=True, in_list=True),
@@ -98,15 +100,24 @@ def crm_register_pipelines(register):
 def crm_before_save(change, deployment):
     """Stage moves of every entity with pipelines: default first stage, the stage must be in
     the record's pipeline, a lost stage needs a lost_reason, probability follows the stage, and
-    the move is recorded in the stage history (see crmcore.pipelines). Runs after the other
-    plugins' implementations, so a stage or pipeline they set is checked and recorded too."""
+    the move is recorded in the stage history (see crmcore.pipelines); then automation rules
+    are matched against the write (crmcore.automation). Runs after the other plugins'
+    implementations, so a stage or pipeline they set is checked, recorded and seen by rules."""
     deployment.pipeline_service.before_save(change)
+    # Last: automation sees the stage and values every other hook set.
+    return deployment.automation.before_save(change)
 
 
 # Outgoing webhooks (crmcore.webhooks): a delivery per matching subscription, queued as jobs.
 @hookimpl(specname="crm_after_commit")
 async def _queue_webhooks(event, deployment):
     await deployment.webhooks.on_commit(event)
+
+
+# Automation (crmcore.automation): rules matched inside a write run right after its commit.
+@hookimpl(specname="crm_after_commit")
+async def _run_automation(event, deployment):
+    await deployment.automation.after_commit()
 
 
 async def _standard_demo(deployment) -> None:

@@ -88,6 +88,10 @@ class Database:
     def transaction(self) -> contextlib.AbstractAsyncContextManager[None]:
         raise NotImplementedError
 
+    def in_transaction(self) -> bool:
+        """Whether the caller is inside ``transaction()`` (its writes are not committed yet)."""
+        raise NotImplementedError
+
     @contextlib.asynccontextmanager
     async def exclusive(self, name: str) -> AsyncIterator[None]:
         """Run the block alone among every process using this database: schema changes when a
@@ -224,6 +228,9 @@ class SQLiteDatabase(Database):
         except sqlite3.IntegrityError as exc:
             raise _sqlite_integrity(exc) from None
         return list(range(last - len(rows) + 1, last + 1))
+
+    def in_transaction(self) -> bool:
+        return self._tx.get()
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
@@ -382,6 +389,10 @@ class PostgresDatabase(Database):
                 await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", name)
             finally:
                 self._conn.reset(token)
+
+    def in_transaction(self) -> bool:
+        conn = self._conn.get()
+        return conn is not None and conn.is_in_transaction()
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
