@@ -6,6 +6,23 @@ A filter is data::
              {"or": [{"field": "score", "op": "gte", "value": 50},
                      {"field": "tags", "op": "contains", "value": "vip"}]}]}
 
+A condition on related records asks whether some exist::
+
+    {"has": {"entity": "activity", "via": "contact",
+             "filter": {"field": "kind", "op": "in", "value": ["call", "email"]}}}
+    {"not": {"has": {"entity": "activity", "via": "contact"}}}      # contacts with no activity
+    {"has": {"entity": "deal", "via": "company",
+             "filter": {"has": {"entity": "activity", "via": "deal"}}}}
+
+``entity`` is the related entity type; ``via`` one of its relation fields whose target is the
+entity being filtered (``activity.contact`` -> ``contact``), or ``"related"`` when it has the
+generic pair ``related_entity`` (text) and ``related_id`` (integer), as the core's activity
+has for records of plugin entities. ``filter`` (optional) is in this same language, on the
+related entity's fields. Only live related records within the reader's *read* scope count, and
+the reader's hidden fields of the related entity are unknown fields there, as at the top. It
+compiles to a correlated ``EXISTS (SELECT 1 FROM <related table> ...)``, at most
+:data:`MAX_HAS_DEPTH` nested.
+
 It compiles to parameterised SQL (never string-built values), with keyset (cursor) paging and
 full-text search per dialect.
 """
@@ -15,6 +32,7 @@ from __future__ import annotations
 import base64
 import datetime
 import re
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -23,12 +41,21 @@ import msgspec
 from ..entities import EntityType, Field, FieldType
 from ..fieldvalues import FieldValueError, parse_value
 from .codec import db_time, scalar_to_db
-from .errors import FieldError, ValidationError
+from .errors import FieldError, Forbidden, NotFound, ValidationError
 
-__all__ = ["ListQuery", "CompiledQuery", "compile_list", "parse_filter_params", "OPERATORS"]
+__all__ = ["ListQuery", "CompiledQuery", "Related", "compile_list", "parse_filter_params", "OPERATORS"]
 
 OPERATORS = ("eq", "ne", "lt", "lte", "gt", "gte", "in", "contains", "startswith", "is_null", "between")
 MAX_LIMIT = 500
+#: How deep ``has`` conditions may nest (a ``has`` in the filter of a ``has``...).
+MAX_HAS_DEPTH = 3
+_HAS_KEYS = ("entity", "via", "filter")
+
+#: What a ``has`` condition learns of a related entity type, by its name: the type, the fields the
+#: reader may filter on (hidden ones left out) and the SQL limiting its rows to the reader's read
+#: scope (bare column names; None: every row). Raises NotFound for an unknown type and
+#: Forbidden when the reader may not read it.
+Related = Callable[[str], tuple[EntityType, dict[str, Field], tuple[str, list[Any]] | None]]
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 _SYSTEM_FIELDS = {
@@ -72,13 +99,22 @@ def _fail(field: str, message: str, code: str = "invalid") -> ValidationError:
 
 
 class _Compiler:
-    def __init__(self, entity: EntityType, dialect: str, region: str, currency: str, fields: dict[str, Field]):
+    def __init__(
+        self, entity: EntityType, dialect: str, region: str, currency: str, fields: dict[str, Field],
+        related: Related | None = None, *, params: list[Any] | None = None, depth: int = 0,
+        outer: str | None = None,
+    ):
         self.entity = entity
         self.dialect = dialect
         self.region = region
         self.currency = currency
         self.fields = fields
-        self.params: list[Any] = []
+        self.related = related
+        #: Shared with nested compilers, so parameters stay in the order the SQL names them.
+        self.params: list[Any] = [] if params is None else params
+        self.depth = depth
+        #: How the SQL names this level's table: the table itself at the top, an alias below.
+        self.outer = outer or f'"{entity.table}"'
 
     def param(self, value: Any) -> str:
         self.params.append(value)
@@ -126,7 +162,8 @@ class _Compiler:
 
     def node(self, node: Any, where: str = "filter") -> str:
         if not isinstance(node, dict):
-            raise _fail(where, "a filter is an object: {field, op, value} or {and: [...]}, {or: [...]}, {not: {...}}")
+            raise _fail(where, "a filter is an object: {field, op, value} or {and: [...]}, {or: [...]}, "
+                               "{not: {...}}, {has: {entity, via, filter}}")
         if "and" in node or "or" in node:
             key = "and" if "and" in node else "or"
             items = node[key]
@@ -138,6 +175,10 @@ class _Compiler:
             # The complement of the condition: a row whose value is NULL (where the inner
             # condition is unknown) is "not" it too, as ``ne`` already treats NULL.
             return f"NOT COALESCE(({self.node(node['not'], where + '.not')}), FALSE)"
+        if "has" in node:
+            if len(node) != 1:
+                raise _fail(where, "'has' takes {entity, via, filter} and nothing beside it")
+            return self.has(node["has"], f"{where}.has")
         name, op = node.get("field"), node.get("op", "eq")
         if not isinstance(name, str):
             raise _fail(where, "a condition needs 'field' (a field name), 'op' and 'value'")
@@ -146,6 +187,56 @@ class _Compiler:
         field, column = self.field(name, where)
         value = node.get("value")
         return self.condition(field, column, op, value, where)
+
+    def has(self, spec: Any, where: str) -> str:
+        """``EXISTS`` related records: live, within the reader's read scope, matching ``filter``."""
+        if not isinstance(spec, dict):
+            raise _fail(where, "'has' takes an object: {entity, via, filter}")
+        for key in spec:
+            if key not in _HAS_KEYS:
+                raise _fail(f"{where}.{key}", f"unknown key {key!r}; 'has' takes entity, via and filter")
+        if self.depth >= MAX_HAS_DEPTH:
+            raise _fail(where, f"related conditions ('has') nest at most {MAX_HAS_DEPTH} deep")
+        name = spec.get("entity")
+        if not isinstance(name, str) or not name:
+            raise _fail(f"{where}.entity", "'has' needs 'entity': the name of the related entity type")
+        if self.related is None:
+            raise _fail(where, "related conditions ('has') are not available here")
+        try:
+            entity, fields, scope = self.related(name)
+        except NotFound:
+            raise _fail(f"{where}.entity", f"unknown entity type {name!r}", "unknown_entity") from None
+        except Forbidden as exc:
+            raise _fail(f"{where}.entity", f"{exc}, so they cannot be filtered on", "forbidden") from None
+        via = spec.get("via")
+        accepted = [f.name for f in fields.values()
+                    if f.type is FieldType.RELATION and f.target == self.entity.name]
+        types = {n: f.type for n, f in fields.items()}
+        generic = "related" not in accepted and (  # a relation field named "related" comes first
+            types.get("related_entity") is FieldType.TEXT and types.get("related_id") is FieldType.INTEGER)
+        if generic:
+            accepted.append("related")
+        if via is None or via not in accepted:
+            listed = ", ".join(accepted) if accepted else f"none, no field of {entity.name!r} relates to it"
+            wrong = "'has' needs 'via'" if via is None else f"{via!r} is not"
+            raise _fail(f"{where}.via", f"{wrong} a field of {entity.name!r} relating it to "
+                                        f"{self.entity.name!r}; accepted: {listed}")
+        alias = f"_r{self.depth + 1}"
+        parts = [f'{alias}."deleted_at" IS NULL']
+        if generic and via == "related":
+            parts.append(f'{alias}."related_entity" = {self.param(self.entity.name)}')
+            parts.append(f'{alias}."related_id" = {self.outer}."id"')
+        else:
+            parts.append(f'{alias}."{via}" = {self.outer}."id"')
+        if scope is not None:  # bare column names: they name the innermost table, the related one
+            parts.append(scope[0])
+            self.params.extend(scope[1])
+        sub = spec.get("filter")
+        if sub is not None:
+            inner = _Compiler(entity, self.dialect, self.region, self.currency, fields, self.related,
+                              params=self.params, depth=self.depth + 1, outer=alias)
+            parts.append(inner.node(sub, f"{where}.filter"))
+        return f'EXISTS (SELECT 1 FROM "{entity.table}" AS {alias} WHERE {" AND ".join(parts)})'
 
     def condition(self, field: Field, column: str, op: str, value: Any, where: str) -> str:
         listy = field.type in (FieldType.TAGS, FieldType.MULTI_CHOICE)
@@ -295,12 +386,16 @@ def decode_cursor(cursor: str, width: int) -> list[Any]:
 def compile_list(
     entity: EntityType, query: ListQuery, *, dialect: str, select_list: str, fields: dict[str, Field],
     region: str = "US", currency: str = "EUR", scope: tuple[str, list[Any]] | None = None,
-    hidden: frozenset[str] = frozenset(),
+    hidden: frozenset[str] = frozenset(), related: Related | None = None,
 ) -> CompiledQuery:
-    """SQL for one page of a list: WHERE from filter + search + scope, keyset ORDER BY."""
+    """SQL for one page of a list: WHERE from filter + search + scope, keyset ORDER BY.
+
+    ``related`` answers the filter's ``has`` conditions (see :data:`Related`); without it they
+    are refused.
+    """
     if not 1 <= query.limit <= MAX_LIMIT:
         raise _fail("limit", f"limit must be between 1 and {MAX_LIMIT}")
-    compiler = _Compiler(entity, dialect, region, currency, fields)
+    compiler = _Compiler(entity, dialect, region, currency, fields, related)
     where = ['"deleted_at" IS NOT NULL' if query.deleted else '"deleted_at" IS NULL']
     if scope is not None:
         where.append(scope[0])

@@ -257,6 +257,14 @@ class RecordsService:
     def _hidden(self, entity: EntityType) -> frozenset[str]:
         return self.actor.hidden_fields(entity.name)
 
+    def _related(self, name: str) -> tuple[EntityType, dict[str, Field], tuple[str, list[Any]] | None]:
+        """What a filter's ``has`` condition may use of the entity type ``name``: the fields the
+        actor may see and their read scope (NotFound / Forbidden when unknown / unreadable)."""
+        entity = self.entity(name)
+        scope = None if self.actor.system else self.actor.scope_sql(self._scope(entity, "read"))
+        hidden = self._hidden(entity)
+        return entity, {f.name: f for f in entity.visible_fields if f.name not in hidden}, scope
+
     def _reader(self, entity: EntityType) -> EntityCodec:
         """The codec of what this actor may see of an entity: its hidden fields left out."""
         hidden = self._hidden(entity)
@@ -1012,6 +1020,7 @@ class RecordsService:
         compiled = compile_list(
             entity, query, dialect=self.db.dialect, select_list=codec.select_list, fields=fields,
             region=settings.region, currency=settings.currency, scope=scope, hidden=hidden,
+            related=self._related,
         )
         rows = await self.db.fetch(compiled.sql, compiled.params)
         more = len(rows) > compiled.limit
