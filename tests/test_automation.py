@@ -1,6 +1,6 @@
 """Automation rules on SQLite and PostgreSQL, through the service: every trigger (created,
 updated, field changed, stage entered, delayed with ``unless``, date, schedule), every core
-action, the firing log, failure isolation, chains, durability across a restart, plugin actions.
+action, the firing log, failure isolation, chains, durability across a restart (plugin actions: tests/test_hooks.py).
 The job queue's clock is set and advanced, never slept."""
 
 from __future__ import annotations
@@ -10,8 +10,6 @@ import datetime as dt
 import pytest
 
 from crmcore.auth import SYSTEM
-from crmcore.hookspecs import hookimpl
-from crmcore.plugins import PluginInfo
 from crmcore.records.errors import Forbidden, ValidationError
 from crmcore.testing import make_user
 
@@ -235,38 +233,6 @@ async def test_rules_act_as_the_automation_user_and_cannot_loop(make_deployment)
     # The rule's own update does not trigger it again.
     assert (await dep.records.get("contact", contact["id"]))["job_title"] == "Loop!"
     assert [f["outcome"] for f in await dep.automation.firings(rule_id=rule.id)] == ["done", "failed"]
-
-
-async def test_plugin_actions_through_the_hook(make_deployment):
-    seen = []
-
-    class Sms:
-        PLUGIN = PluginInfo(name="sms", version="1.0")
-
-        @hookimpl
-        def crm_automation_actions(register):
-            def check(params, entity):
-                if not params.get("text"):
-                    raise ValueError("text is required")
-
-            async def send(context):
-                seen.append(context.render(context.params["text"] + " ({{ record.mobile }})"))
-                return {"to": context.record["mobile"]}
-
-            register("send_sms", send, check=check, label="Send an SMS")
-
-    dep = await make_deployment(region="TR", extra_plugins=[Sms])
-    name = "sms.send_sms"
-    assert dep.automation.action_types()[name].label == "Send an SMS"
-    with pytest.raises(ValidationError) as bad:
-        await _rule(dep, name="sms", entity="contact", trigger={"type": "created"}, actions=[{"type": name}])
-    assert bad.value.errors[0].field == "actions[0]" and "text is required" in bad.value.errors[0].message
-    await _rule(dep, name="sms", entity="contact", trigger={"type": "created"},
-                actions=[{"type": name, "text": "Hello {{ record.first_name }}"}])
-    contact = await dep.records.create("contact", {"first_name": "Ece", "last_name": "K", "mobile": "0532 123 45 67"})
-    assert seen == ["Hello Ece (+905321234567)"]
-    [firing] = await dep.automation.firings()
-    assert firing["results"] == [{"to": {"e164": "+905321234567", "raw": "0532 123 45 67"}}]
 
 
 @pytest.mark.parametrize("data, field", [

@@ -509,3 +509,49 @@ async def test_hook_crm_timeline_items(make_deployment, caplog):
     assert second.next_cursor is None and second.items[1].link == "/visits/1"
     assert calls[0] == ("contact", contact["id"], None, 4, admin["id"])
     assert calls[-1][2] == first.items[-1].at  # the next page asks for what is at or before the cursor
+
+
+async def test_hook_crm_automation_actions(make_deployment):
+    from crmcore.auth import SYSTEM
+    from crmcore.automation import ActionError
+    from crmcore.records.errors import ValidationError
+
+    sent = []
+
+    def crm_automation_actions(register):
+        def check(params, entity):
+            if not params.get("text"):
+                raise ValueError("text is required")
+
+        async def send_sms(context):
+            if not context.record.get("mobile"):
+                raise ActionError("the contact has no mobile number")
+            sent.append(context.render(context.params["text"] + " ({{ record.mobile }})"))
+            return {"to": context.record["mobile"]}
+
+        register("send_sms", send_sms, check=check, label="Send an SMS")
+
+    def broken(register):
+        raise RuntimeError("cannot load")
+
+    dep = await make_deployment(region="TR", extra_plugins=[named("sms", crm_automation_actions=crm_automation_actions),
+                                                          named("broken", crm_automation_actions=broken)])
+    types = dep.automation.action_types()
+    assert types["sms.send_sms"].label == "Send an SMS" and "create_task" in types  # the broken one is left out
+    with pytest.raises(ValidationError) as bad:
+        await dep.automation.create({"name": "sms", "entity": "contact", "trigger": {"type": "created"},
+                                     "actions": [{"type": "sms.send_sms"}]}, actor=SYSTEM)
+    assert bad.value.errors[0].field == "actions[0]" and "text is required" in bad.value.errors[0].message
+    rule = await dep.automation.create({
+        "name": "sms", "entity": "contact", "trigger": {"type": "created"},
+        "actions": [{"type": "set_field", "field": "job_title", "value": "texted"},
+                    {"type": "sms.send_sms", "text": "Hello {{ record.first_name }}"}]}, actor=SYSTEM)
+    ece = await dep.records.create("contact", {"first_name": "Ece", "last_name": "K", "mobile": "0532 123 45 67"})
+    none = await dep.records.create("contact", {"first_name": "No", "last_name": "Mobile"})
+    assert sent == ["Hello Ece (+905321234567)"]
+    by_record = {f["record_id"]: f for f in await dep.automation.firings(rule_id=rule.id)}
+    assert by_record[ece["id"]]["results"] == [{"field": "job_title", "value": "texted"},
+                                               {"to": {"e164": "+905321234567", "raw": "0532 123 45 67"}}]
+    assert by_record[none["id"]]["outcome"] == "failed"
+    assert by_record[none["id"]]["error"] == "actions[1] (sms.send_sms): the contact has no mobile number"
+    assert (await dep.records.get("contact", none["id"]))["job_title"] is None  # nothing of a failed firing stays

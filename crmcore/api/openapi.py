@@ -15,6 +15,7 @@ from ..entities import EntityType, Field, FieldType
 from ..records.query import OPERATORS
 from .auth import AUTH_SCHEMA_TYPES, CSRF_HEADER, SESSION_COOKIE
 from .webhooks import SCHEMA_TYPES as WEBHOOK_SCHEMA_TYPES, openapi_paths as webhook_paths
+from .automation import SCHEMA_TYPES as AUTOMATION_SCHEMA_TYPES, openapi_paths as automation_paths
 from .pipelines import PIPELINE_SCHEMAS, pipeline_paths
 from .timeline import PUBLIC_OPERATIONS as TIMELINE_PUBLIC, SCHEMA_TYPES as TIMELINE_SCHEMA_TYPES, openapi_paths as timeline_paths
 
@@ -154,7 +155,8 @@ def _entity_paths(entity: EntityType) -> dict[str, Any]:
         })
     list_params = [
         {"name": "filter", "in": "query", "schema": {"type": "string"},
-         "description": 'JSON filter: {"field","op","value"} or {"and"|"or": [...]} or {"not": {...}}'},
+         "description": 'JSON filter: {"field","op","value"} or {"and"|"or": [...]} or {"not": {...}} or, for '
+                        'related records, {"has": {"entity": "activity", "via": "contact", "filter": {...}}}'},
         {"name": "sort", "in": "query", "schema": {"type": "string"}, "description": "fields, '-' for descending: -amount,name"},
         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}},
         {"name": "cursor", "in": "query", "schema": {"type": "string"}, "description": "next_cursor of the previous page"},
@@ -396,6 +398,9 @@ def build_openapi(entities: list[EntityType], base: dict[str, Any] | None = None
     doc["components"]["schemas"].update(msgspec.json.schema_components(
         TIMELINE_SCHEMA_TYPES, ref_template="#/components/schemas/{name}")[1])
     doc["paths"].update(timeline_paths(_problem, [e.name for e in entities]))
+    doc["components"]["schemas"].update(msgspec.json.schema_components(
+        AUTOMATION_SCHEMA_TYPES, ref_template="#/components/schemas/{name}")[1])
+    doc["paths"].update(automation_paths(_problem))
     for entity in entities:
         for kind, schema in _entity_schemas(entity).items():
             doc["components"]["schemas"][_schema_name(entity, kind)] = schema

@@ -37,8 +37,9 @@ included: ``condition`` must hold when the rule fires; ``unless`` (delayed and d
 (the firing is logged as failed with the action and the reason). Core actions: ``create_task``,
 ``notify``, ``set_field``, ``move_stage``, ``create_record``, ``webhook``; plugins add more through
 ``crm_automation_actions``. Texts are sandboxed Jinja templates over ``record`` (its
-values: money shows as ``1200.00 EUR``, a phone number in E.164), ``entity``, ``rule`` and
-``now`` (in the deployment's time zone). People are named by a
+values), ``entity``, ``rule`` and ``now``; money and times print in the deployment's locale
+(``€2,400.00``, ``Mar 5, 2031 5:00 PM``), times in its time zone, a phone number in E.164, an
+empty value as nothing. People are named by a
 *recipient*: ``"owner"``, ``"owner_manager"`` (the ``manager`` of the record's owner),
 ``{"user": id or e-mail}``, ``{"role": name}`` (notify: every active user with the role; a
 task: the one of them with the fewest open tasks) or ``{"field": name}`` (a user field of the
@@ -76,7 +77,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ..auth.permissions import Actor
 from ..entities import EntityType, FieldType
-from ..fieldvalues import FieldValueError, parse_value
+from ..fieldvalues import FieldValueError, Money, parse_value
 from ..plugins import PluginError, call_each
 from ..records.errors import FieldError, Forbidden, NotFound, ValidationError
 from ..records.query import ListQuery
@@ -243,6 +244,8 @@ class Automation:
         # descends from, and the jobs this task enqueued that it runs itself after commit.
         self._chain: contextvars.ContextVar[tuple[int, ...]] = contextvars.ContextVar(f"chain{id(self)}", default=())
         self._eager: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(f"eager{id(self)}", default=None)
+        #: Templates of texts: values show as people read them (see _display).
+        self._templates = ImmutableSandboxedEnvironment(autoescape=False, trim_blocks=True, finalize=self._display)
         deployment.jobs.handler(FIRE)(self._fire_job)
         deployment.jobs.handler(SCHEDULE, max_attempts=3)(self._schedule_job)
 
@@ -828,6 +831,26 @@ class Automation:
             result = await result
         return _json(result) if result is not None else None
 
+    async def run(self, rule_id: int, record_id: int | None, *, actor: Actor) -> dict[str, Any]:
+        """Fire a rule now for one record, as if triggered (its condition and ``unless`` are
+        checked): a consultant trying a rule out. Returns the firing (its ``outcome`` is
+        ``skipped`` when a condition stops it)."""
+        self._check_manager(actor)
+        rule = await self.get(rule_id)
+        if rule.entity is not None:
+            if isinstance(record_id, bool) or not isinstance(record_id, int):
+                raise ValidationError([FieldError("record_id", "required", f"the id of a {rule.entity} to run the rule on")])
+            await self.deployment.records.as_actor(actor).get(rule.entity, record_id)  # NotFound unless visible
+        else:
+            record_id = None
+        token = f"manual:{uuid.uuid4().hex}"
+        automation = await self.deployment.automation_actor()
+        outcome = await self._run_firing(rule, automation, record_id, trigger="run by hand", token=token,
+                                         chain=(rule.id,), delayed=True)
+        if outcome is None:  # nothing was due (e.g. the date moved): say so rather than nothing
+            await self._log(rule, record_id, "run by hand", token, "skipped", "nothing to do")
+        return _firing(await self.db.fetchrow(f'SELECT {_FIRING_COLUMNS} FROM crm_rule_firing WHERE "token" = ?', (token,)))
+
     # -- schedules ---------------------------------------------------------------------------
 
     def _next_tick(self, rule: Rule, after: dt.datetime) -> dt.datetime:
@@ -883,13 +906,9 @@ class Automation:
         """Firings, newest first."""
         if outcome is not None and outcome not in OUTCOMES:
             raise ValidationError([FieldError("outcome", "invalid", f"outcome is one of {', '.join(OUTCOMES)}")])
-        rows = await self.db.newest(
-            '"id", "rule_id", "rule", "entity", "record_id", "trigger", "at", "outcome", "error", "results"',
-            "crm_rule_firing", limit=limit, before_id=before_id, rule_id=rule_id, entity=entity, record_id=record_id,
-            outcome=outcome)
-        return [{"id": r[0], "rule_id": r[1], "rule": r[2], "entity": r[3], "record_id": r[4], "trigger": r[5],
-                 "at": _time(r[6]), "outcome": r[7], "error": r[8],
-                 "results": msgspec.json.decode(r[9]) if r[9] else None} for r in rows]
+        rows = await self.db.newest(_FIRING_COLUMNS, "crm_rule_firing", limit=limit, before_id=before_id,
+                                    rule_id=rule_id, entity=entity, record_id=record_id, outcome=outcome)
+        return [_firing(row) for row in rows]
 
     # -- helpers for actions -----------------------------------------------------------------
 
@@ -897,10 +916,29 @@ class Automation:
         """Fill a template (sandboxed) with ``record``, ``entity``, ``rule`` and ``now``."""
         if template is None:
             return ""
-        now = self._now().astimezone(self._zone())
-        text = _TEMPLATES.from_string(str(template)).render(
-            record=context.record or {}, entity=context.entity, rule=context.rule.name, now=now)
+        text = self._templates.from_string(str(template)).render(
+            record=context.record or {}, entity=context.entity, rule=context.rule.name, now=self._now())
         return text[:MAX_TEXT]
+
+    def _display(self, value: Any) -> Any:
+        """How a value prints in a template: money and times in the deployment's locale, times
+        in its time zone, nothing for an empty value."""
+        from babel.dates import format_date, format_time
+        from babel.numbers import format_currency
+
+        locale = self.deployment.settings.locale or "en"
+        if value is None:
+            return ""
+        if isinstance(value, Money):
+            return format_currency(value.amount, value.currency, locale=locale)
+        if isinstance(value, dt.datetime):
+            local = (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(self._zone())
+            return f"{format_date(local, 'medium', locale=locale)} {format_time(local, 'short', locale=locale)}"
+        if isinstance(value, dt.date):
+            return format_date(value, "medium", locale=locale)
+        if isinstance(value, (list, tuple)):
+            return ", ".join(str(self._display(v)) for v in value)
+        return value
 
     async def recipients(self, spec: Any, context: ActionContext, *, one: bool = False) -> list[int]:
         """The users a recipient names (one of them when ``one``: for a role, the user with the
@@ -955,6 +993,15 @@ def _rule(row: tuple) -> Rule:
     return Rule(id=row[0], name=row[1], description=row[2], entity=row[3], trigger=dec(row[4]), condition=dec(row[5]),
                 unless=dec(row[6]), actions=dec(row[7]), active=bool(row[8]), created_at=_time(row[9]),
                 updated_at=_time(row[10]), created_by=row[11])
+
+
+_FIRING_COLUMNS = '"id", "rule_id", "rule", "entity", "record_id", "trigger", "at", "outcome", "error", "results"'
+
+
+def _firing(row: tuple) -> dict[str, Any]:
+    return {"id": row[0], "rule_id": row[1], "rule": row[2], "entity": row[3], "record_id": row[4], "trigger": row[5],
+            "at": _time(row[6]), "outcome": row[7], "error": row[8],
+            "results": msgspec.json.decode(row[9]) if row[9] else None}
 
 
 def _key_prefix(rule_id: int) -> str:
