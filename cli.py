@@ -1249,7 +1249,7 @@ def create_cli(deployment: str | Path | None = None) -> click.Group:
     for add in (_init_commands, _serve_commands, _demo_commands, _plugins_commands, _plugin_new_commands,
                 _fields_commands, _schema_commands, _users_commands, _roles_commands, _teams_commands,
                 _tokens_commands, _security_log_commands, _pipelines_commands, _jobs_commands,
-                _timeline_commands):
+                _timeline_commands, _rules_commands):
         add(cli)
     cli.core_names = frozenset(cli.commands)
     path = Path(deployment if deployment is not None else os.environ.get("CRM_DEPLOYMENT") or ".")
@@ -1669,6 +1669,320 @@ def _timeline_commands(cli: CrmGroup) -> None:
 
         made = with_deployment(obj.path, apply)
         click.echo(f"{len(made)} notification(s) sent")
+
+
+# -- automation rules --------------------------------------------------------------------------
+
+def _trigger_text(trigger: dict[str, Any]) -> str:
+    """A trigger in a few words: ``created + 15m``, ``field_changed status to 'won'``, ``date due -1d``."""
+    kind = trigger.get("type", "?")
+    text = kind
+    if kind == "updated" and trigger.get("fields"):
+        text += f" ({', '.join(trigger['fields'])})"
+    if trigger.get("field"):
+        text += f" {trigger['field']}"
+    if trigger.get("pipeline"):
+        text += f" {trigger['pipeline']}:"
+    if trigger.get("stage"):
+        text += f"{'' if trigger.get('pipeline') else ' '}{trigger['stage']}"
+    for key in ("from", "to"):
+        if key in trigger:
+            text += f" {key} {trigger[key]!r}"
+    if trigger.get("offset") and trigger["offset"] != "0m":
+        text += f" {trigger['offset']}"
+    if trigger.get("cron"):
+        text += f" {trigger['cron']}" + (f" ({trigger['timezone']})" if trigger.get("timezone") else "")
+    if trigger.get("delay"):
+        text += f" + {trigger['delay']}"
+    return text
+
+
+def _read_json(file: str) -> Any:
+    """The JSON in ``file`` (``-``: standard input); a clean error naming the file otherwise."""
+    import msgspec
+
+    name = "standard input" if file == "-" else file
+    text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    if not text.strip():
+        raise click.ClickException(f"{name} is empty: expected JSON")
+    try:
+        return msgspec.json.decode(text)
+    except msgspec.DecodeError as exc:
+        raise click.ClickException(f"{name}: not valid JSON: {exc}") from None
+
+
+def _rules_commands(cli: CrmGroup) -> None:
+    from crmcore.automation import OUTCOMES, Rule
+
+    @cli.group()
+    def rules() -> None:
+        """Automation rules (trigger -> conditions -> actions): list, show, add, set, enable,
+        disable, remove, run, firings, actions."""
+
+    async def _find(dep: Deployment, ref: str) -> Rule:
+        """Rule REF: its id or its name (a name of digits only is found too)."""
+        try:
+            return await dep.automation.get(ref)
+        except NotFound:
+            if ref.isdigit():
+                for rule in await dep.automation.list():
+                    if rule.name == ref:
+                        return rule
+            raise NotFound("rule", repr(ref)) from None
+
+    def _summary(rule: Rule) -> str:
+        count = len(rule.actions)
+        actions = f"{count} action{'s' if count != 1 else ''}"
+        return f"{rule.entity or 'no entity'}, {_trigger_text(rule.trigger)}, {actions}{'' if rule.active else ', disabled'}"
+
+    def _data_for(file: str, what: str) -> Any:
+        data = _read_json(file)
+        if what == "object" and not isinstance(data, dict):
+            raise click.ClickException(f"{'standard input' if file == '-' else file}: expected a JSON object with the "
+                                       "rule's keys to change (see crm rules show RULE --json)")
+        return data
+
+    @rules.command("list")
+    @click.option("--entity", help="Only the rules of this entity type.")
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+    @click.pass_obj
+    def list_(obj: Obj, entity: str | None, as_json: bool) -> None:
+        """Every rule: its entity, trigger, whether it is active, how many actions."""
+        async def get(dep: Deployment) -> list[Rule]:
+            if entity is not None and dep.registry.get(entity) is None:
+                known = ", ".join(sorted(e.name for e in dep.registry))
+                raise click.BadParameter(f"no entity type {entity!r} (known: {known})", param_hint="--entity")
+            return await dep.automation.list(entity=entity)
+
+        found = with_deployment(obj.path, get)
+        if as_json:
+            _json_out(found)
+        elif not found:
+            click.echo("No automation rules" + (f" for {entity}" if entity else "") +
+                       " yet; add some with: crm rules add FILE (see crm rules actions for what they can do)")
+        else:
+            _table([(r.id, r.name, r.entity or "-", _trigger_text(r.trigger), "yes" if r.active else "no",
+                     len(r.actions), r.description[:50]) for r in found],
+                   ["id", "name", "entity", "trigger", "active", "actions", "description"])
+
+    @rules.command()
+    @click.argument("rule")
+    @click.option("--json", "as_json", is_flag=True, help="Print the rule as JSON (the form crm rules add/set take).")
+    @click.pass_obj
+    def show(obj: Obj, rule: str, as_json: bool) -> None:
+        """Show rule RULE (its id or name) in full."""
+        import msgspec
+
+        found = with_deployment(obj.path, lambda dep: _find(dep, rule))
+        if as_json:
+            _json_out(found)
+            return
+
+        def js(value: Any) -> str:
+            return "-" if value is None else msgspec.json.encode(value).decode()
+
+        click.echo(f"Rule {found.id}: {found.name} ({'active' if found.active else 'disabled'})")
+        if found.description:
+            click.echo(f"  description: {found.description}")
+        click.echo(f"  entity:      {found.entity or '-'}")
+        click.echo(f"  trigger:     {_trigger_text(found.trigger)}  {js(found.trigger)}")
+        click.echo(f"  condition:   {js(found.condition)}")
+        click.echo(f"  unless:      {js(found.unless)}")
+        click.echo("  actions:")
+        for index, action in enumerate(found.actions, 1):
+            click.echo(f"    {index}. {action['type']}  {js({k: v for k, v in action.items() if k != 'type'})}")
+        click.echo(f"  created:     {_when(found.created_at)} UTC, changed {_when(found.updated_at)} UTC")
+
+    @rules.command()
+    @click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+    @click.pass_obj
+    def add(obj: Obj, file: str) -> None:
+        """Add the rule(s) in FILE (JSON: one rule or a list of them; - reads standard input).
+
+        A rule: {"name", "entity", "trigger": {"type": ...}, "condition", "unless", "actions": [...],
+        "description", "active"}. All are added, or none when one of them is refused.
+        """
+        data = _read_json(file)
+        many = isinstance(data, list)
+        items = data if many else [data]
+        if not items:
+            raise click.ClickException(f"{'standard input' if file == '-' else file} holds no rules (an empty list)")
+
+        def label(index: int, item: Any) -> str:
+            name = item.get("name") if isinstance(item, dict) else None
+            return f"rule {index + 1} of {len(items)}" + (f" ({name})" if isinstance(name, str) else "")
+
+        async def apply(dep: Deployment) -> list[Rule]:
+            problems: dict[int, str] = {}
+            seen: dict[str, int] = {}
+            taken = {r.name for r in await dep.automation.list()}
+            for index, item in enumerate(items):
+                name = item.get("name") if isinstance(item, dict) else None
+                if not isinstance(item, dict):
+                    problems[index] = "not a JSON object"
+                elif isinstance(name, str) and name in seen:
+                    problems[index] = f"name: rule {seen[name] + 1} is named {name!r} too"
+                elif isinstance(name, str) and name in taken:
+                    problems[index] = f"name: a rule named {name!r} exists (change it with crm rules set {name} FILE)"
+                if isinstance(name, str):
+                    seen.setdefault(name, index)
+            added: list[Rule] = []
+            # One transaction: every rule is checked and stored, and a refused one undoes them all.
+            async with dep.db.transaction():
+                for index, item in enumerate(items):
+                    if index in problems:
+                        continue
+                    try:
+                        added.append(await dep.automation.create(item, actor=_cli_actor()))
+                    except ValidationError as exc:
+                        problems[index] = str(exc)
+                        if any(e.code == "taken" for e in exc.errors):
+                            break  # the database refused a write: nothing more is tried in this transaction
+                if problems:
+                    if not many:
+                        name = items[0].get("name") if isinstance(items[0], dict) else None
+                        raise click.ClickException(
+                            f"{f'rule {name}' if isinstance(name, str) else 'the rule'} was not added: {problems[0]}")
+                    lines = [f"  {label(i, items[i])}: {problems[i]}" for i in sorted(problems)]
+                    raise click.ClickException("\n".join([f"nothing was added; {len(problems)} of {len(items)} "
+                                                          f"rules refused:", *lines]))
+            return added
+
+        for rule in with_deployment(obj.path, apply):
+            click.echo(f"Added rule {rule.id} {rule.name}: {_summary(rule)}")
+
+    @rules.command("set")
+    @click.argument("rule")
+    @click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+    @click.pass_obj
+    def set_(obj: Obj, rule: str, file: str) -> None:
+        """Change rule RULE with the keys in FILE (a JSON object; keys left out keep their value;
+        - reads standard input). A new trigger withdraws the old one's pending timers."""
+        data = _data_for(file, "object")
+
+        async def apply(dep: Deployment) -> Rule:
+            current = await _find(dep, rule)
+            try:
+                return await dep.automation.update(current.id, data, actor=_cli_actor())
+            except ValidationError as exc:
+                raise click.ClickException(f"rule {current.name} was not changed: {exc}") from None
+
+        saved = with_deployment(obj.path, apply)
+        click.echo(f"Saved rule {saved.id} {saved.name}: {_summary(saved)}")
+
+    def _set_active(obj: Obj, rule: str, active: bool) -> None:
+        async def apply(dep: Deployment) -> tuple[Rule, bool]:
+            current = await _find(dep, rule)
+            if current.active == active:
+                return current, False
+            return await dep.automation.update(current.id, {"active": active}, actor=_cli_actor()), True
+
+        saved, changed = with_deployment(obj.path, apply)
+        state = "enabled" if active else "disabled"
+        click.echo(f"Rule {saved.id} {saved.name} is {state}" + ("" if changed else " already"))
+
+    @rules.command()
+    @click.argument("rule")
+    @click.pass_obj
+    def enable(obj: Obj, rule: str) -> None:
+        """Turn rule RULE on."""
+        _set_active(obj, rule, True)
+
+    @rules.command()
+    @click.argument("rule")
+    @click.pass_obj
+    def disable(obj: Obj, rule: str) -> None:
+        """Turn rule RULE off: it stops firing, and its pending delayed firings lapse."""
+        _set_active(obj, rule, False)
+
+    @rules.command()
+    @click.argument("rule")
+    @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+    @click.pass_obj
+    def remove(obj: Obj, rule: str, yes: bool) -> None:
+        """Delete rule RULE and its pending timers (its firing log stays)."""
+        if not yes:
+            found = with_deployment(obj.path, lambda dep: _find(dep, rule))
+            click.confirm(f"Remove rule {found.id} {found.name} ({_summary(found)})?", abort=True)
+
+        async def apply(dep: Deployment) -> Rule:
+            current = await _find(dep, rule)
+            await dep.automation.delete(current.id, actor=_cli_actor())
+            return current
+
+        gone = with_deployment(obj.path, apply)
+        click.echo(f"Removed rule {gone.id} {gone.name} (its firing log stays)")
+
+    @rules.command("run")
+    @click.argument("rule")
+    @click.option("--record", "record_id", type=int, metavar="ID",
+                  help="The record to run it on (unless the rule has no entity).")
+    @click.pass_obj
+    def run_(obj: Obj, rule: str, record_id: int | None) -> None:
+        """Fire rule RULE now for one record, as if triggered (its condition is checked); even
+        a disabled rule runs. Exits with 1 when the rule failed."""
+        async def apply(dep: Deployment) -> tuple[Rule, dict[str, Any]]:
+            current = await _find(dep, rule)
+            if current.entity is not None and record_id is None:
+                raise click.UsageError(f"rule {current.name} acts on {current.entity} records: give --record ID")
+            return current, await dep.automation.run(current.id, record_id, actor=_cli_actor())
+
+        current, firing = with_deployment(obj.path, apply)
+        target = f" on {current.entity} {firing['record_id']}" if firing["record_id"] is not None else ""
+        if firing["outcome"] == "failed":
+            raise click.ClickException(f"rule {current.name} failed{target}: {firing['error']} (firing {firing['id']})")
+        click.echo(f"Rule {current.name} ran{target}: {firing['outcome']}"
+                   + (f" ({firing['error']})" if firing["error"] else "") + f" (firing {firing['id']})")
+
+    @rules.command()
+    @click.option("--rule", "rule", help="Only this rule's firings (its id or name; a removed rule's by id).")
+    @click.option("--entity", help="Only firings on records of this entity type.")
+    @click.option("--record", "record_id", type=int, metavar="ID", help="Only firings on this record.")
+    @click.option("--outcome", type=click.Choice(OUTCOMES))
+    @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000), help="How many firings.")
+    @click.option("--before", "before_id", type=int, help="Only firings older than this id (the next page).")
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+    @click.pass_obj
+    def firings(obj: Obj, rule: str | None, entity: str | None, record_id: int | None, outcome: str | None,
+                limit: int, before_id: int | None, as_json: bool) -> None:
+        """The firing log, newest first: which rule fired on which record, and what came of it."""
+        async def get(dep: Deployment) -> list[dict[str, Any]]:
+            rule_id = None
+            if rule is not None:
+                rule_id = int(rule) if rule.isdigit() else (await _find(dep, rule)).id
+            return await dep.automation.firings(rule_id=rule_id, entity=entity, record_id=record_id, outcome=outcome,
+                                                before_id=before_id, limit=limit)
+
+        found = with_deployment(obj.path, get)
+        if as_json:
+            _json_out(found)
+            return
+        if not found:
+            filtered = any(v is not None for v in (rule, entity, record_id, outcome, before_id))
+            click.echo("No firings match" if filtered else "No firings yet")
+            return
+        _table([(f["id"], f["at"].strftime("%Y-%m-%d %H:%M:%S") if f["at"] else "-", f["rule"],
+                 f["entity"] or "-", f["record_id"] if f["record_id"] is not None else "-", f["trigger"], f["outcome"],
+                 (f["error"] or "")[:80]) for f in found],
+               ["id", "at (UTC)", "rule", "entity", "record", "trigger", "outcome", "error"])
+        if len(found) == limit:
+            click.echo(f"(more: --before {found[-1]['id']})")
+
+    @rules.command()
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+    @click.pass_obj
+    def actions(obj: Obj, as_json: bool) -> None:
+        """The action types rules can use: the core's and the enabled plugins'."""
+        async def get(dep: Deployment) -> list[dict[str, str]]:
+            return [{"name": a.name, "label": a.label, "plugin": a.plugin, "description": a.description}
+                    for a in sorted(dep.automation.action_types().values(), key=lambda a: (a.plugin != "core", a.name))]
+
+        found = with_deployment(obj.path, get)
+        if as_json:
+            _json_out(found)
+            return
+        _table([(a["name"], a["label"], a["plugin"], a["description"]) for a in found],
+               ["name", "label", "plugin", "description"])
 
 
 def _deployment_from_argv(argv: Sequence[str]) -> str | None:
