@@ -431,9 +431,15 @@ class RecordsService:
         lists = self.codec(self.entity(change.entity)).list_fields
         given = ([_snapshot(v, lists) for v in change.batch] if change.batch is not None
                  else _snapshot(change.values, lists))
-        for result in hook(change=change, deployment=self.deployment):
-            if inspect.isawaitable(result):
+        results = [r for r in hook(change=change, deployment=self.deployment) if inspect.isawaitable(r)]
+        try:
+            for result in results:
                 await result
+        except BaseException:  # one refused the write: the others' coroutines will not run
+            for result in results:
+                if inspect.iscoroutine(result):
+                    result.close()
+            raise
         return (change.batch if change.batch is not None else change.values) != given
 
     async def _emit(self, event: RecordEvent) -> None:
