@@ -1,10 +1,11 @@
 """Outgoing webhooks: subscriptions, signed deliveries, the delivery log.
 
 A subscription (``crm_webhook``) names a URL, the events it wants (``contact.created``,
-``deal.*``, ``*.deleted``, ``*``) and optionally the entity types. After every committed write
-(``crm_after_commit``) one delivery per matching subscription and record is stored
-(``crm_webhook_delivery``) and a ``webhook.deliver`` job is enqueued in the same transaction, so
-a delivery is never half-recorded; a failing webhook never fails the write.
+``deal.*``, ``*.deleted``, ``*``) and optionally the entity types. Inside every write's
+transaction the records service stores one delivery per matching subscription and record
+(``crm_webhook_delivery``) and enqueues a ``webhook.deliver`` job: they commit with the write or
+not at all, so a crash right after a commit loses no delivery. Sending happens later, in a job:
+a failing receiver never fails the write.
 
 Deliveries follow the Standard Webhooks specification (https://www.standardwebhooks.com): the
 body is JSON ``{"type": "contact.created", "timestamp": ..., "data": {...}}``, and the headers
@@ -266,7 +267,7 @@ class Webhooks:
 
     # -- events --------------------------------------------------------------------------------
 
-    async def on_commit(self, event: RecordEvent) -> int:
+    async def on_write(self, event: RecordEvent) -> int:
         """Store and enqueue a delivery per matching subscription and record; how many."""
         name = event_name(event.entity, event.action)
         matching = [s for s in await self._subscriptions() if s.wants(event.entity, name)]

@@ -259,17 +259,29 @@ async def test_410_gone_turns_the_subscription_off(make_deployment, receiver):
     assert await dep.jobs.run_due() == 0 and len(receiver.requests) == 1
 
 
-async def test_a_failing_webhook_never_breaks_the_write(make_deployment, monkeypatch, caplog):
+async def test_deliveries_commit_with_their_write_or_not_at_all(make_deployment, monkeypatch):
+    """Deliveries are queued inside the write's transaction (a crash right after the commit
+    loses none); a write that cannot queue them is not made either, like one without its audit
+    entry. A receiver that fails never fails a write: sending happens later, in a job."""
     dep = await make_deployment()
     await dep.webhooks.create("https://example.invalid/hook", ["*"])
+    queue = dep.webhooks.on_write
 
     async def broken(event):
+        await queue(event)
         raise RuntimeError("queue unavailable")
 
-    monkeypatch.setattr(dep.webhooks, "on_commit", broken)
-    contact = await dep.records.create("contact", {"last_name": "Still saved"})
-    assert (await dep.records.get("contact", contact["id"]))["last_name"] == "Still saved"
-    assert "queue unavailable" in caplog.text
+    monkeypatch.setattr(dep.webhooks, "on_write", broken)
+    with pytest.raises(RuntimeError):
+        await dep.records.create("contact", {"last_name": "Not saved"})
+    from crmcore.records.query import ListQuery
+
+    assert (await dep.records.list("contact", ListQuery())).items == []
+    assert await dep.webhooks.deliveries() == [] and await dep.jobs.list(kind="webhook.deliver") == []
+    monkeypatch.setattr(dep.webhooks, "on_write", queue)
+    contact = await dep.records.create("contact", {"last_name": "Saved"})
+    [delivery] = await dep.webhooks.deliveries()
+    assert delivery["record_id"] == contact["id"] and delivery["status"] == "pending"
 
 
 # -- over HTTP ------------------------------------------------------------------------------------

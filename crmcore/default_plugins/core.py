@@ -108,12 +108,6 @@ def crm_before_save(change, deployment):
     return deployment.automation.before_save(change)
 
 
-# Outgoing webhooks (crmcore.webhooks): a delivery per matching subscription, queued as jobs.
-@hookimpl(specname="crm_after_commit")
-async def _queue_webhooks(event, deployment):
-    await deployment.webhooks.on_commit(event)
-
-
 # Automation (crmcore.automation): rules matched inside a write run right after its commit.
 @hookimpl(specname="crm_after_commit")
 async def _run_automation(event, deployment):

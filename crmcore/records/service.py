@@ -1,9 +1,10 @@
 """The records service: the one write path, and the reads every front end shares.
 
 Every create, update, delete and restore, from the API, the CLI, imports, automation or a plugin,
-comes through here: values are validated per field type, ``crm_before_save`` hooks run, the rows
-and their audit entries are written in one transaction, and after commit ``crm_after_commit``
-receives the event. Bulk writes take the same path once per batch, not once per row.
+comes through here: values are validated per field type, ``crm_before_save`` hooks run, the rows,
+their audit entries, the webhook deliveries and the automation jobs they cause are written in one
+transaction, and after commit ``crm_after_commit`` receives the event. Bulk writes take the same
+path once per batch, not once per row.
 """
 
 from __future__ import annotations
@@ -442,6 +443,11 @@ class RecordsService:
             raise
         return (change.batch if change.batch is not None else change.values) != given
 
+    async def _outbox(self, event: RecordEvent) -> None:
+        """Inside the write's transaction: queue the event's webhook deliveries, so that they
+        commit with the write (a crash right after the commit loses none)."""
+        await self.deployment.webhooks.on_write(event)
+
     async def _emit(self, event: RecordEvent) -> None:
         """After commit: a failing listener is logged and never undoes the write."""
         for impl in reversed(self.deployment.pm.hook.crm_after_commit.get_hookimpls()):
@@ -552,7 +558,6 @@ class RecordsService:
         done = len(first)
         ids: list[int] = []
         events: list[RecordEvent] = []
-        want_events = bool(self.deployment.pm.hook.crm_after_commit.get_hookimpls())
         async with self.db.transaction():
             deferred = _DeferredIndexes(self, entity)
             while parsed is not None:
@@ -572,12 +577,12 @@ class RecordsService:
                 written = await self._insert(entity, parsed, user_id=user_id, single=False, search=False)
                 await self._after_write(change, written)
                 ids += written
-                if want_events:
-                    events.append(RecordEvent(
-                        entity=entity.name, action="create", record_ids=written,
-                        records=[{"id": rid, **values} for rid, values in zip(written, parsed)],
-                        changes=_InitialValues(parsed), user_id=user_id,
-                    ))
+                events.append(RecordEvent(
+                    entity=entity.name, action="create", record_ids=written,
+                    records=[{"id": rid, **values} for rid, values in zip(written, parsed)],
+                    changes=_InitialValues(parsed), user_id=user_id,
+                ))
+                await self._outbox(events[-1])
                 chunk = next(chunks, None)
                 parsed, errors = self._parse_chunk(entity, chunk, done) if chunk else (None, [])
                 done += len(chunk) if chunk else 0
@@ -604,12 +609,13 @@ class RecordsService:
                 values = self._parse_again(entity, change.values)
             [record_id] = await self._insert(entity, [values], user_id=user_id, single=True)
             await self._after_write(change, [record_id])
-        if self.deployment.pm.hook.crm_after_commit.get_hookimpls():
-            await self._emit(RecordEvent(
+            event = RecordEvent(
                 entity=entity.name, action="create", record_ids=[record_id],
                 records=[await self._fetch(entity, record_id, action=None)],
                 changes=[{k: [None, _jsonable(v)] for k, v in values.items() if v is not None}], user_id=user_id,
-            ))
+            )
+            await self._outbox(event)
+        await self._emit(event)
         return record_id
 
     async def _insert(
@@ -799,8 +805,10 @@ class RecordsService:
             await self._audit(entity, [(record_id, "update", diff)], user_id, now)
             await self._after_write(change, [record_id])
             after = await self._fetch(entity, record_id, action=None)
-        await self._emit(RecordEvent(entity=entity.name, action="update", record_ids=[record_id],
-                                     records=[after], changes=[diff], user_id=user_id))
+            event = RecordEvent(entity=entity.name, action="update", record_ids=[record_id],
+                                records=[after], changes=[diff], user_id=user_id)
+            await self._outbox(event)
+        await self._emit(event)
         return self._strip(entity, after)
 
     @_fresh_schema
@@ -900,12 +908,16 @@ class RecordsService:
             await self._index(entity, changed_ids)
             await self._audit(entity, audit, user_id, now)
             await self._after_write(change, [rid for rid, _, _ in items])
-        if changed_ids and self.deployment.pm.hook.crm_after_commit.get_hookimpls():
-            await self._emit(RecordEvent(
-                entity=entity.name, action="update", record_ids=changed_ids,
-                records=[{**befores[rid], **values} for rid, _, values in items if rid in set(changed_ids)],
-                changes=diffs, user_id=user_id,
-            ))
+            event = None
+            if changed_ids:
+                event = RecordEvent(
+                    entity=entity.name, action="update", record_ids=changed_ids,
+                    records=[{**befores[rid], **values} for rid, _, values in items if rid in set(changed_ids)],
+                    changes=diffs, user_id=user_id,
+                )
+                await self._outbox(event)
+        if event is not None:
+            await self._emit(event)
         return changed_ids
 
     async def _changed_since(self, entity: EntityType, record_id: int, version: int, current: int) -> list[str]:
@@ -959,8 +971,10 @@ class RecordsService:
             if written is None:
                 raise Conflict(entity_name, record_id, before["version"], before, [])
             await self._audit(entity, [(record_id, action, None)], user_id, now)
-        await self._emit(RecordEvent(entity=entity.name, action=action, record_ids=[record_id],
-                                     records=[before], changes=[{}], user_id=user_id))
+            event = RecordEvent(entity=entity.name, action=action, record_ids=[record_id],
+                                records=[before], changes=[{}], user_id=user_id)
+            await self._outbox(event)
+        await self._emit(event)
 
     def _check_delete(self, entity: EntityType, before: dict[str, Any]) -> None:
         if not self.actor.system and not self.actor.reaches(self._scope(entity, "delete"), before):
