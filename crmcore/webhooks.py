@@ -47,7 +47,7 @@ WEBHOOK_TABLES: list[str] = [
     # "events" and "entities" are JSON lists; no entities: every entity type. The secret is kept
     # as given (signing needs it), shown to those who manage integrations.
     """CREATE TABLE IF NOT EXISTS crm_webhook (
-        "id" {serial}, "url" TEXT NOT NULL, "events" TEXT NOT NULL, "entities" TEXT NOT NULL,
+        "id" {serial_kept}, "url" TEXT NOT NULL, "events" TEXT NOT NULL, "entities" TEXT NOT NULL,
         "description" TEXT NOT NULL DEFAULT '', "secret" TEXT NOT NULL,
         "active" {bool} NOT NULL DEFAULT {true}, "created_at" TEXT NOT NULL, "updated_at" TEXT NOT NULL,
         "created_by" BIGINT)""",

@@ -282,3 +282,12 @@ async def test_managing_rules_needs_the_permission(make_deployment):
     with pytest.raises(Forbidden):
         await dep.automation.create({"name": "x", "entity": "contact", "trigger": {"type": "created"},
                                      "actions": [{"type": "notify", "to": "owner", "title": "x"}]}, actor=actor)
+
+
+async def test_a_removed_rule_id_is_never_given_again(make_deployment):
+    dep = await make_deployment()
+    data = {"entity": "contact", "trigger": {"type": "created"}, "actions": [{"type": "notify", "to": "owner", "title": "x"}]}
+    first = await _rule(dep, name="first", **data)
+    await dep.automation.delete(first.id, actor=SYSTEM)
+    second = await _rule(dep, name="second", **data)
+    assert second.id != first.id  # the firing log of the first keeps naming it alone

@@ -98,7 +98,7 @@ UTC = dt.timezone.utc
 AUTOMATION_TABLES: list[str] = [
     # A rule: "trigger", "condition", "unless" and "actions" are JSON as given (normalised).
     """CREATE TABLE IF NOT EXISTS crm_rule (
-        "id" {serial}, "name" TEXT NOT NULL UNIQUE, "description" TEXT NOT NULL DEFAULT '',
+        "id" {serial_kept}, "name" TEXT NOT NULL UNIQUE, "description" TEXT NOT NULL DEFAULT '',
         "entity" TEXT, "trigger" TEXT NOT NULL, "condition" TEXT, "unless" TEXT, "actions" TEXT NOT NULL,
         "active" {bool} NOT NULL DEFAULT {true}, "created_at" TEXT NOT NULL, "updated_at" TEXT NOT NULL,
         "created_by" BIGINT)""",

@@ -223,6 +223,8 @@ class SchemaManager:
         pg = self.db.dialect == "postgres"
         return sql.format(
             serial="BIGSERIAL PRIMARY KEY" if pg else "INTEGER PRIMARY KEY",
+            # Ids that logs keep naming after their row is gone: SQLite must not hand them out again.
+            serial_kept="BIGSERIAL PRIMARY KEY" if pg else "INTEGER PRIMARY KEY AUTOINCREMENT",
             bool="BOOLEAN" if pg else "INTEGER",
             false="FALSE" if pg else "0",
             true="TRUE" if pg else "1",
