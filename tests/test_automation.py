@@ -157,6 +157,7 @@ async def test_date_rule_is_scheduled_moved_and_withdrawn_with_the_field(make_de
     dep, head, agent = await _setup(make_deployment)
     await _rule(dep, name="before-close", entity="deal", trigger={"type": "date", "field": "expected_close", "offset": "-1d"},
                 actions=[{"type": "notify", "to": "owner", "title": "{{ record.name }} closes tomorrow"}])
+    assert await dep.jobs.run_due() == 1  # planning the records already there: none
     deal = await dep.records.create("deal", {"name": "A", "owner_id": agent.id, "expected_close": "2026-03-10"})
     await dep.records.create("deal", {"name": "Past", "owner_id": agent.id, "expected_close": "2026-01-01"})
     dep.clock.set(dt.datetime(2026, 3, 9, 0, 0, tzinfo=UTC))
@@ -291,3 +292,26 @@ async def test_a_removed_rule_id_is_never_given_again(make_deployment):
     await dep.automation.delete(first.id, actor=SYSTEM)
     second = await _rule(dep, name="second", **data)
     assert second.id != first.id  # the firing log of the first keeps naming it alone
+
+
+async def test_a_new_date_rule_times_the_records_already_there(make_deployment):
+    dep, head, agent = await _setup(make_deployment)
+    early = await dep.records.create("deal", {"name": "Early", "owner_id": agent.id, "expected_close": "2026-03-10"})
+    await dep.records.create("deal", {"name": "Closed", "owner_id": agent.id, "expected_close": "2026-02-01"})
+    await dep.records.create("deal", {"name": "Undated", "owner_id": agent.id})
+    rule = await _rule(dep, name="close-soon", entity="deal",
+                       trigger={"type": "date", "field": "expected_close", "offset": "-2d"},
+                       actions=[{"type": "notify", "to": "owner", "title": "{{ record.name }} closes on {{ record.expected_close }}"}])
+    assert await dep.jobs.run_due() == 1  # the planning job: one timer made
+    [timer] = await dep.jobs.list(key=f"automation:{rule.id}:deal:{early['id']}")
+    assert timer.run_at == dt.datetime(2026, 3, 8, tzinfo=UTC)
+    dep.clock.set(dt.datetime(2026, 3, 8, 0, 1, tzinfo=UTC))
+    assert await dep.jobs.run_due() == 1
+    assert await _notes(dep, agent.id) == ["Early closes on Mar 10, 2026"]
+    # Turned off, the timers go; turned on again, they are made again for what is still ahead.
+    later = await dep.records.create("deal", {"name": "Later", "owner_id": agent.id, "expected_close": "2026-04-01"})
+    await dep.automation.update(rule.id, {"active": False}, actor=SYSTEM)
+    assert await dep.jobs.list(key=f"automation:{rule.id}:deal:{later['id']}", status="pending") == []
+    await dep.automation.update(rule.id, {"active": True}, actor=SYSTEM)
+    assert await dep.jobs.run_due() == 1
+    assert len(await dep.jobs.list(key=f"automation:{rule.id}:deal:{later['id']}", status="pending")) == 1

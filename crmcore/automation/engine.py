@@ -20,7 +20,8 @@ code. A rule is data::
 - ``date``: ``offset`` (``-1d``, ``2h``...) from the value of the date/datetime ``field``: it is
   scheduled when the field is set, moved when it changes, withdrawn when it is cleared. A time
   already past when the field is set is not scheduled (an import of old records fires nothing).
-  A date without a time counts from its midnight in the deployment's time zone.
+  A date without a time counts from its midnight in the deployment's time zone. A new date
+  rule (or one turned on again) also times the records already there, in a background job.
 - ``schedule``: a ``cron`` expression (``0 9 * * 1-5``) in the deployment's time zone (or
   ``timezone``): at each tick the actions run for every record of ``entity`` that meets
   ``condition``, or once without a record when the rule names no entity.
@@ -117,6 +118,8 @@ AUTOMATION_TABLES: list[str] = [
 FIRE = "automation.fire"
 #: The job of a schedule rule's next tick.
 SCHEDULE = "automation.schedule"
+#: The job making a new date rule's timers for the records there already.
+PLAN = "automation.plan"
 TRIGGERS = ("created", "updated", "field_changed", "stage_entered", "date", "schedule")
 EVENT_TRIGGERS = ("created", "updated", "field_changed", "stage_entered")
 #: done: every action ran; skipped: the rule was due but its condition no longer held (or its
@@ -248,6 +251,7 @@ class Automation:
         self._templates = ImmutableSandboxedEnvironment(autoescape=False, trim_blocks=True, finalize=self._display)
         deployment.jobs.handler(FIRE)(self._fire_job)
         deployment.jobs.handler(SCHEDULE, max_attempts=3)(self._schedule_job)
+        deployment.jobs.handler(PLAN)(self._plan_job)
 
     @property
     def db(self):
@@ -537,9 +541,10 @@ class Automation:
                     '"unless" = ?, "actions" = ?, "active" = ?, "updated_at" = ? WHERE "id" = ?',
                     (*self._encoded(values), _ts(self._now()), rule_id))
                 rule = await self.get(rule_id)
-                if rule.trigger != current.trigger or rule.entity != current.entity or not rule.active:
+                retimed = rule.trigger != current.trigger or rule.entity != current.entity
+                if retimed or not rule.active:
                     await self.deployment.jobs.cancel_prefix(_key_prefix(rule_id))
-                await self._schedule(rule)
+                await self._schedule(rule, fresh=retimed or not current.active)
         except IntegrityError:
             raise ValidationError([FieldError("name", "taken", f"a rule named {values['name']!r} exists")]) from None
         self._cache = None
@@ -859,8 +864,12 @@ class Automation:
         zone = self._zone(rule.trigger.get("timezone"))
         return croniter(rule.trigger["cron"], after.astimezone(zone)).get_next(dt.datetime).astimezone(UTC)
 
-    async def _schedule(self, rule: Rule) -> None:
-        """Keep a schedule rule's next tick queued (or none when it is off)."""
+    async def _schedule(self, rule: Rule, *, fresh: bool = True) -> None:
+        """Keep a schedule rule's next tick queued (or none when it is off); have a new (or
+        newly active, or re-timed) date rule's timers made for the records there already."""
+        if rule.trigger["type"] == "date" and rule.active and fresh:
+            await self.deployment.jobs.enqueue(PLAN, {"rule": rule.id, "cursor": None},
+                                               key=f"{_key_prefix(rule.id)}plan")
         if rule.trigger["type"] != "schedule":
             return
         key = f"{_key_prefix(rule.id)}schedule"
@@ -869,6 +878,29 @@ class Automation:
             return
         tick = self._next_tick(rule, self._now())
         await self.deployment.jobs.enqueue(SCHEDULE, {"rule": rule.id, "at": _ts(tick)}, run_at=tick, key=key)
+
+    async def _plan_job(self, deployment: Deployment, payload: dict[str, Any]) -> None:
+        """Timers of a date rule for records written before it existed: a page at a time (each
+        page a job of its own, so a large table never holds one job for long)."""
+        rule = await self._load(payload["rule"])
+        if rule is None or not rule.active or rule.trigger["type"] != "date":
+            return
+        field = rule.trigger["field"]
+        now = self._now()
+        since = now - parse_duration(rule.trigger["offset"], "trigger.offset", negative=True) - dt.timedelta(days=1)
+        page = await deployment.records.list(rule.entity, ListQuery(
+            filter={"field": field, "op": "gte", "value": since.date().isoformat() if self._is_date(rule) else
+                    since.isoformat()}, limit=PAGE, cursor=payload.get("cursor"), fields=[field]))
+        for record in page.items:
+            await self._plan_date(rule, record["id"], {}, record, now)
+        if page.next_cursor is not None:
+            await deployment.jobs.enqueue(PLAN, {"rule": rule.id, "cursor": page.next_cursor},
+                                          key=f"{_key_prefix(rule.id)}plan")
+
+    def _is_date(self, rule: Rule) -> bool:
+        entity = self.deployment.registry.get(rule.entity)
+        field = entity.field(rule.trigger["field"]) if entity else None
+        return field is not None and field.type is FieldType.DATE
 
     async def _schedule_job(self, deployment: Deployment, payload: dict[str, Any]) -> None:
         """A schedule rule's tick: queue the next one first (a crash here loses no tick), then
