@@ -480,8 +480,60 @@ async def load_demo(
             when, done = hours_ago(1, 120), True
         activity(what, subject, company_index=company_index, contact_id=cid, deal_id=None, when=when, done=done)
     activity_ids = await records.bulk_create("activity", activity_rows)
+    rules = await _demo_automation(deployment)
 
     return {
         "user": created, "company": len(company_ids), "contact": len(contact_ids),
-        "deal": len(deal_ids), "activity": len(activity_ids),
+        "deal": len(deal_ids), "activity": len(activity_ids), "rule": rules,
     }
+
+
+#: The demo's automation: a website form's leads get a call within 15 minutes or their owner's
+#: manager hears of it; won deals are announced; owners are reminded two days before a deal's
+#: expected close.
+DEMO_RULES: list[dict[str, Any]] = [
+    {"name": "web-lead-call", "description": "A call within 15 minutes for every lead from the website",
+     "entity": "contact", "trigger": {"type": "created"},
+     "condition": {"field": "source", "op": "startswith", "value": "web form"},
+     "actions": [{"type": "create_task", "kind": "call", "subject": "Call {{ record.first_name }} {{ record.last_name }}",
+                  "assignee": "owner", "due": "15m", "remind": "5m"}]},
+    {"name": "web-lead-sla", "description": "The owner's manager hears of a website lead not called within 15 minutes",
+     "entity": "contact", "trigger": {"type": "created", "delay": "15m"},
+     "condition": {"field": "source", "op": "startswith", "value": "web form"},
+     "unless": {"has": {"entity": "activity", "via": "contact", "filter": {"and": [
+         {"field": "kind", "op": "in", "value": ["call", "email", "meeting"]}, {"field": "done", "op": "eq", "value": True}]}}},
+     "actions": [{"type": "notify", "to": "owner_manager", "title": "Lead {{ record.last_name }} not called within 15 minutes",
+                  "body": "{{ record.phone }} {{ record.email }}"}]},
+    {"name": "deal-won", "description": "Sales managers hear of every won deal",
+     "entity": "deal", "trigger": {"type": "stage_entered", "stage": "won"},
+     "actions": [{"type": "notify", "to": {"role": "sales_manager"}, "title": "Won: {{ record.name }} ({{ record.amount }})"}]},
+    {"name": "close-date-reminder", "description": "Owners are reminded two days before a deal's expected close",
+     "entity": "deal", "trigger": {"type": "date", "field": "expected_close", "offset": "-2d"},
+     "condition": {"field": "stage", "op": "in", "value": ["prospecting", "qualification", "quote", "negotiation"]},
+     "actions": [{"type": "notify", "to": "owner", "title": "{{ record.name }} is expected to close on {{ record.expected_close }}"}]},
+]
+
+
+async def _demo_automation(deployment: Any) -> int:
+    """Agents get their team's sales manager as manager; the website form and :data:`DEMO_RULES`."""
+    from .auth.permissions import SYSTEM
+    from .webforms import WebForm
+
+    users = await deployment.auth.users()
+    managers = {team: u["id"] for u in users if u["role"] == "sales_manager" for team in u["teams"][:1]}
+    for user in users:
+        manager = managers.get(user["teams"][0]) if user["role"] == "agent" and user["teams"] else None
+        if manager is not None:
+            await deployment.records.update("user", user["id"], {"manager": manager})
+    agents = [u["id"] for u in users if u["role"] == "agent"]
+    if agents and "contact-us" not in {form.name for form in await deployment.forms.list()}:
+        await deployment.forms.save(WebForm(
+            name="contact-us", fields={"name": "first_name", "surname": "last_name", "tel": "phone", "mail": "email",
+                                       "message": "notes"}, required=["surname"], owner_id=agents[0]))
+    existing = {rule.name for rule in await deployment.automation.list()}
+    made = 0
+    for rule in DEMO_RULES:
+        if rule["name"] not in existing:
+            await deployment.automation.create(rule, actor=SYSTEM)
+            made += 1
+    return made

@@ -120,3 +120,24 @@ async def test_demo_with_a_zero_decimal_currency(make_deployment):
     assert counts["contact"] == 20
     deals = await all_records(dep, "deal")
     assert any(d["amount"].currency == "JPY" and d["amount"].amount == int(d["amount"].amount) for d in deals)
+
+
+async def test_demo_automation_works_on_a_website_lead(make_deployment):
+    dep = await make_deployment(region="TR")
+    counts = await load_demo(dep, contacts=30, today=TODAY)
+    assert counts["rule"] == len(crmcore.demo.DEMO_RULES)
+    start = dt.datetime(2031, 1, 6, 9, tzinfo=dt.timezone.utc)
+    dep.clock.set(start)
+    submitted = await dep.forms.submit("contact-us", {"name": "Deniz", "surname": "Aksoy", "tel": "0532 765 43 21"},
+                                       ip="127.0.0.1")
+    lead = await dep.records.get("contact", submitted.record_id)
+    [task] = (await dep.records.list("activity", ListQuery(filter={"field": "contact", "op": "eq", "value": lead["id"]}))).items
+    assert task["subject"] == "Call Deniz Aksoy" and task["assignee"] == lead["owner_id"]
+    owner = await dep.records.get("user", lead["owner_id"])
+    assert owner["manager"] is not None  # agents report to their team's sales manager
+    dep.clock.advance(minutes=16)
+    while await dep.jobs.run_due(100):  # the demo's own timers (reminders, close dates) too
+        pass
+    titles = [r[0] for r in await dep.db.fetch('SELECT "title" FROM crm_notification WHERE "user_id" = ?',
+                                                (owner["manager"],))]
+    assert "Lead Aksoy not called within 15 minutes" in titles
