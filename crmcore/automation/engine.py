@@ -121,7 +121,6 @@ SCHEDULE = "automation.schedule"
 #: The job making a new date rule's timers for the records there already.
 PLAN = "automation.plan"
 TRIGGERS = ("created", "updated", "field_changed", "stage_entered", "date", "schedule")
-EVENT_TRIGGERS = ("created", "updated", "field_changed", "stage_entered")
 #: done: every action ran; skipped: the rule was due but its condition no longer held (or its
 #: ``unless`` did); failed: an action failed and none of them took effect.
 OUTCOMES = ("done", "skipped", "failed")
