@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 from litestar import Litestar, Request, Response, Router, delete, get, patch, post
-from litestar.response import Stream
+from litestar.response import Redirect, Stream
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotFoundException
 from litestar.handlers import BaseRouteHandler
@@ -34,6 +34,7 @@ from ..records.query import ListQuery, parse_filter_params
 from ..records.service import RecordsService
 from ._http import JSON, MAX_BODY, _body, _deployment, _encode, _int_param, _json
 from .auth import AUTH_ROUTES, PUBLIC, AuthMiddleware, provide_actor
+from ..web import ROUTES as WEB_ROUTES, dashboard, html_errors
 from .automation import ROUTES as AUTOMATION_ROUTES
 from .pipelines import ROUTES as PIPELINE_ROUTES
 from .timeline import ROUTES as TIMELINE_ROUTES
@@ -275,9 +276,14 @@ async def health(request: Request) -> dict[str, Any]:
 
 @get("/", include_in_schema=False, opt=PUBLIC)
 async def index(request: Request) -> Response:
-    """Where to start: the API's entry points (public); the entity routes once authenticated."""
+    """A browser's start page: the dashboard (the login first). Anyone else: the API's entry
+    points (public), the entity routes once authenticated."""
     dep = _deployment(request)
     actor: Actor | None = request.scope.get("user")
+    if "text/html" in request.headers.get("accept", ""):
+        if actor is None:
+            return Redirect("/login?next=%2F", status_code=303)
+        return await dashboard(request)
     api: dict[str, Any] = {"meta": "/api/meta", "openapi": "/schema", "health": "/api/health",
                            "login": "/api/auth/login", "me": "/api/auth/me"}
     body: dict[str, Any] = {"name": dep.settings.name, "login": "/login", "api": api}
@@ -481,13 +487,13 @@ def create_app(deployment_path: str | Path, *, database_url: str | None = None, 
             list_plugins, enable_plugin, disable_plugin, openapi_schema, openapi_json,
             list_records, list_trash, export_records, create_record, bulk_create, bulk_update, get_record, update_record,
             delete_record, restore_record, record_history, *AUTH_ROUTES,
-            *PIPELINE_ROUTES, *WEBHOOK_ROUTES, *TIMELINE_ROUTES, *AUTOMATION_ROUTES,
+            *PIPELINE_ROUTES, *WEBHOOK_ROUTES, *TIMELINE_ROUTES, *AUTOMATION_ROUTES, *WEB_ROUTES,
             *[_guarded(route, plugin) for plugin, route in plugin_routes],
         ],
         on_startup=[startup],
         on_shutdown=[shutdown],
         before_request=refresh,
-        exception_handlers=exception_handlers,
+        exception_handlers=html_errors(exception_handlers),
         middleware=[AuthMiddleware()],
         # Route handlers (plugins' too) may take ``deployment: CurrentDeployment`` and ``actor: CurrentActor``.
         dependencies={"deployment": Provide(_provide_deployment, sync_to_thread=False),
