@@ -34,7 +34,6 @@ from ..records.query import ListQuery, parse_filter_params
 from ..records.service import RecordsService
 from ._http import JSON, MAX_BODY, _body, _deployment, _encode, _int_param, _json
 from .auth import AUTH_ROUTES, PUBLIC, AuthMiddleware, provide_actor
-from ..web import ROUTES as WEB_ROUTES, dashboard, html_errors
 from .automation import ROUTES as AUTOMATION_ROUTES
 from .pipelines import ROUTES as PIPELINE_ROUTES
 from .timeline import ROUTES as TIMELINE_ROUTES
@@ -283,6 +282,8 @@ async def index(request: Request) -> Response:
     if "text/html" in request.headers.get("accept", ""):
         if actor is None:
             return Redirect("/login?next=%2F", status_code=303)
+        from ..web import dashboard  # the web UI builds on this module: imported once both exist
+
         return await dashboard(request)
     api: dict[str, Any] = {"meta": "/api/meta", "openapi": "/schema", "health": "/api/health",
                            "login": "/api/auth/login", "me": "/api/auth/me"}
@@ -480,6 +481,8 @@ def create_app(deployment_path: str | Path, *, database_url: str | None = None, 
     async def refresh(request: Request) -> None:
         """Pick up custom fields and plugin changes made by other processes (e.g. the CLI)."""
         await _deployment(request).refresh()
+
+    from ..web import ROUTES as WEB_ROUTES, html_errors
 
     app = Litestar(
         route_handlers=[
