@@ -34,14 +34,19 @@ def test_global_search_and_command_palette(page, site):
 
 def test_turkish_and_persian_right_to_left(page, site):
     login(page, site, "reader")
-    page.select_option("#ui-locale", "tr")
-    page.wait_for_load_state()
+    page.click(".menu summary")  # the account menu
+    with page.expect_navigation():
+        page.select_option("#ui-locale", "tr")
     assert page.locator("html").get_attribute("lang") == "tr"
     assert page.get_by_role("link", name="Gösterge paneli").is_visible()
     shot(page, "dashboard-tr")
-    page.select_option("#ui-locale", "fa")
-    page.wait_for_load_state()
+    page.click(".menu summary")
+    with page.expect_navigation():
+        page.select_option("#ui-locale", "fa")
     assert page.locator("html").get_attribute("dir") == "rtl"
-    page.select_option("#ui-locale", "en")
-    page.wait_for_load_state()
+    assert page.get_by_role("link", name="پیشخوان").is_visible()
+    shot(page, "dashboard-fa")
+    page.click(".menu summary")
+    with page.expect_navigation():
+        page.select_option("#ui-locale", "en")
     assert page.locator("html").get_attribute("dir") == "ltr"

@@ -93,8 +93,9 @@ async def set_locale(request: Request) -> Redirect:
     locale = form.get("locale")
     actor = request.scope["user"]
     if locale in LOCALES and actor.user_id:
-        # The user's own record; the records service checks they may edit it.
-        await _deployment(request).records.as_actor(actor).update("user", actor.user_id, {"locale": locale})
+        # A personal preference: every user sets their own, whatever their role may edit (the
+        # system writes it, only this field of only their record).
+        await _deployment(request).records.update("user", actor.user_id, {"locale": locale})
     return Redirect(safe_next(form.get("next")), status_code=303)
 
 
