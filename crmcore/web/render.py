@@ -285,7 +285,8 @@ async def frame(request: Request) -> dict[str, Any]:
         "locale": fmt.locale, "dir": fmt.dir, "lang": fmt.babel.language,
         "csrf_token": credentials.csrf_token if credentials is not None and credentials.via == "session" else "",
         "nav": nav, "boards": boards, "menu_items": menu, "unread": unread, "palette": palette, "flashes": [],
-        "path": request.url.path, "static": STATIC_PREFIX, "q": request.query_params.get("q"),
+        "path": request.url.path, "static": STATIC_PREFIX,
+        "q": request.query_params.get("q") if request.url.path == "/search" else None,
         "locale_names": [(code, Locale.parse(code).get_display_name(code).capitalize()) for code in LOCALES],
         "is_admin": actor.has("manage_schema") or actor.has("manage_users"),
     }
