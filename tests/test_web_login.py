@@ -150,9 +150,9 @@ def cookies(page, server) -> dict[str, dict]:
 def fetch(page, path: str, *, method: str = "GET", headers: dict | None = None, form: dict | None = None) -> dict:
     """``fetch`` in the page (its origin, its cookies): {status, url, body}. The login and reset
     pages allow their scripts no connection (CSP ``default-src 'none'``): from one of them, the
-    page goes to ``/`` (JSON, no CSP) first."""
+    page goes to ``/api/health`` (JSON, no CSP) first."""
     if urlsplit(page.url).path.startswith(("/login", "/logout", "/password")):
-        page.goto(urljoin(page.url, "/"))
+        page.goto(urljoin(page.url, "/api/health"))
     return page.evaluate(
         """async ([path, method, headers, form]) => {
             const init = {method, headers, credentials: "same-origin"};

@@ -61,6 +61,10 @@ STATIC_PREFIX = "/static"
 #: The locales the UI ships catalogs for (English is the source language).
 LOCALES = ("en", "tr", "fa")
 
+#: Who sees Settings in the navigation: anyone configuring something there.
+ADMIN_PERMISSIONS = ("manage_schema", "manage_users", "manage_roles", "manage_automation", "manage_integrations",
+                     "manage_tokens")
+
 PAGE_HEADERS = {
     "cache-control": "no-store",
     "x-frame-options": "DENY",
@@ -288,7 +292,7 @@ async def frame(request: Request) -> dict[str, Any]:
         "path": request.url.path, "static": STATIC_PREFIX,
         "q": request.query_params.get("q") if request.url.path == "/search" else None,
         "locale_names": [(code, Locale.parse(code).get_display_name(code).capitalize()) for code in LOCALES],
-        "is_admin": actor.has("manage_schema") or actor.has("manage_users"),
+        "is_admin": any(actor.has(p) for p in ADMIN_PERMISSIONS),
     }
 
 
