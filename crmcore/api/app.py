@@ -385,7 +385,7 @@ async def list_plugins(request: Request) -> Response:
     ])
 
 
-async def _set_plugins(request: Request, plugins: list[str]) -> Response:
+async def set_plugins(request: Request, plugins: list[str]) -> Response:
     dep = _deployment(request)
     await dep.set_plugins_live(plugins)
     registered = request.app.state.registered_routes
@@ -401,14 +401,14 @@ async def enable_plugin(request: Request) -> Response:
     """Enable a plugin: requirements checked, its tables created."""
     name = request.path_params["name"]
     plugins = _deployment(request).settings.plugins
-    return await _set_plugins(request, plugins + [name] if name not in plugins else plugins)
+    return await set_plugins(request, plugins + [name] if name not in plugins else plugins)
 
 
 @post("/api/meta/plugins/{name:str}/disable", tags=["plugins"], status_code=200, guards=[_manage_schema])
 async def disable_plugin(request: Request) -> Response:
     """Disable a plugin: hidden, its data kept."""
     name = request.path_params["name"]
-    return await _set_plugins(request, [p for p in _deployment(request).settings.plugins if p != name])
+    return await set_plugins(request, [p for p in _deployment(request).settings.plugins if p != name])
 
 
 @get("/schema", include_in_schema=False)

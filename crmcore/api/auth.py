@@ -224,7 +224,7 @@ def _cleared_session(request: Request) -> Cookie:
                   httponly=True, samesite="lax")
 
 
-def _base_url(request: Request) -> str | None:
+def link_base_url(request: Request) -> str | None:
     """Where reset links point without a ``base_url`` setting (which wins): this request's own
     address, but only on a loopback address, since the Host header is the client's to choose."""
     if request.url.hostname in ("127.0.0.1", "localhost", "::1", "[::1]"):
@@ -380,7 +380,7 @@ async def reset_request_submit(request: Request) -> Response:
     if not email or "@" not in email or not _one_line(email) or len(email) > 320:
         return _page(request, "reset_request.html", 422, email=email, error="Enter the e-mail address you sign in with.")
     try:
-        await _deployment(request).auth.request_password_reset(email, ip=_client_ip(request), base_url=_base_url(request))
+        await _deployment(request).auth.request_password_reset(email, ip=_client_ip(request), base_url=link_base_url(request))
     except RateLimited as exc:
         return _page(request, "reset_request.html", 429, email=email, headers={"retry-after": str(exc.retry_after)},
                      error=f"Too many attempts. Try again in {_retry_text(exc.retry_after)}.")
@@ -618,7 +618,7 @@ async def api_change_password(request: Request) -> None:
 async def api_password_reset(request: Request) -> Response:
     _json_only(request)
     data = _convert(await _body(request), AuthPasswordResetRequest)
-    await _auth(request).request_password_reset(data.email, ip=_client_ip(request), base_url=_base_url(request))
+    await _auth(request).request_password_reset(data.email, ip=_client_ip(request), base_url=link_base_url(request))
     return _json({"detail": "if the address belongs to an account, a one-time reset link is on its way"}, 202)
 
 

@@ -43,7 +43,7 @@ from litestar.datastructures import FormMultiDict
 from litestar.response import Redirect
 
 from ...api._http import _deployment
-from ...api.auth import _base_url
+from ...api.auth import link_base_url
 from ...auth.permissions import ACTIONS, Role, Scope, check_role
 from ...automation import OUTCOMES, TRIGGERS
 from ...entities import Field, FieldType, RegistryError
@@ -725,7 +725,7 @@ async def user_reset_link(request: Request) -> Response:
     actor = _need(request, "users")
     dep = _deployment(request)
     user = await dep.auth.user(request.path_params["user_id"])
-    base = dep.settings.base_url or _base_url(request)
+    base = dep.settings.base_url or link_base_url(request)
     if base is None:
         return await _users_page(request, 422, errors=[FieldError(
             "base_url", "missing", "set base_url in crm.toml to the web app's address: reset links point there")])
@@ -956,7 +956,7 @@ async def plugins_page(request: Request) -> Response:
 @post("/settings/plugins/{name:str}/{action:str}", include_in_schema=False, status_code=303)
 async def plugin_switch(request: Request) -> Response:
     _need(request, "plugins")
-    from ...api.app import _set_plugins  # the API's own way: also registers the plugin's routes
+    from ...api.app import set_plugins  # the API's own way: also registers the plugin's routes
 
     dep = _deployment(request)
     name, action = request.path_params["name"], request.path_params["action"]
@@ -964,7 +964,7 @@ async def plugin_switch(request: Request) -> Response:
         raise NotFound("plugin action", action[:20])
     plugins = list(dep.settings.plugins)
     wanted = plugins + [name] if action == "enable" and name not in plugins else [p for p in plugins if p != name]
-    _, errors = await _attempt(lambda: _set_plugins(request, wanted), "plugins")
+    _, errors = await _attempt(lambda: set_plugins(request, wanted), "plugins")
     if errors:
         return await _plugins_page(request, 422, errors=errors)
     return _done("/settings/plugins", "plugin_enabled" if action == "enable" else "plugin_disabled", what=name)
