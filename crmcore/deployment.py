@@ -451,6 +451,7 @@ class Deployment:
         try:
             await self._schema_changed()  # the registry now holds the field ...
             await self._sync([self._entity(entity_name)])  # ... and the table its column
+            await self._fill_default(self._entity(entity_name), field)
         except BaseException:  # no definition without its column
             await self.db.execute(
                 'DELETE FROM crm_custom_field WHERE "entity" = ? AND "name" = ?', (entity.name, field.name)
@@ -458,6 +459,19 @@ class Deployment:
             await self._schema_changed()
             raise
         return field
+
+    async def _fill_default(self, entity: EntityType, field: Field) -> None:
+        """The records there already get a new field's default (a schema change, like the
+        column itself: no audit entry per record)."""
+        if field.default is None:
+            return
+        settings = self.settings
+        value = parse_value(field, field.default, region=settings.region, currency=settings.currency)
+        encoded = self.records.codec(entity).encode({field.name: value})
+        first = next(iter(encoded))
+        assignments = ", ".join(f'"{column}" = ?' for column in encoded)
+        await self.db.execute(f'UPDATE "{entity.table}" SET {assignments} WHERE "{first}" IS NULL',
+                              list(encoded.values()), long=True)
 
     def _check_options(self, field: Field) -> None:
         """Options a custom field must satisfy whenever it is added or changed."""

@@ -43,6 +43,19 @@ async def test_custom_field_is_a_real_indexed_column(dep):
     assert [r["id"] for r in page.items] == [record["id"]]
 
 
+async def test_a_new_field_with_a_default_fills_the_records_already_there(dep):
+    old = await dep.records.create("contact", {"last_name": "Before"})
+    deal = await dep.records.create("deal", {"name": "Old deal"})
+    await dep.add_custom_field("contact", Field(name="tier", type=T.CHOICE, choices=["a", "b"], required=True,
+                                                default="b"))
+    await dep.add_custom_field("deal", Field(name="budget", type=T.MONEY, default={"amount": "10", "currency": "USD"}))
+    assert (await dep.records.get("contact", old["id"]))["tier"] == "b"
+    page = await dep.records.list("contact", ListQuery(filter={"field": "tier", "op": "eq", "value": "b"}))
+    assert [r["id"] for r in page.items] == [old["id"]]
+    budget = (await dep.records.get("deal", deal["id"]))["budget"]
+    assert (str(budget.amount), budget.currency) in (("10", "USD"), ("10.00", "USD"))
+
+
 @pytest.mark.parametrize("type_", [t for t in FieldType if t not in (T.RELATION,)])
 async def test_custom_field_of_every_type(dep, type_):
     kw = {"choices": ["a", "b"]} if type_ in (T.CHOICE, T.MULTI_CHOICE) else {}
