@@ -487,3 +487,22 @@ def test_cases_cover_every_probe():
     # guard against a PROBES typo silently dropping cases
     assert len(CASES) == sum(len(v) for ops in PROBES.values() for v in ops.values())
     assert len(list(itertools.chain(SORTS))) >= 10
+
+
+async def test_sorting_by_id_descending_breaks_ties_newest_first(dep):
+    ids = await dep.records.bulk_create("contact", [{"last_name": f"Same {i}", "city": "Tie"} for i in range(12)])
+    tie = {"field": "city", "op": "eq", "value": "Tie"}
+    page = await dep.records.list("contact", ListQuery(filter=tie, sort=["-id"], limit=50))
+    assert [r["id"] for r in page.items] == sorted(ids, reverse=True)
+    # created_at is the same for the whole batch: "-id" decides, across pages too
+    seen, cursor = [], None
+    while True:
+        page = await dep.records.list("contact", ListQuery(filter=tie, sort=["-created_at", "-id"], limit=5,
+                                                          cursor=cursor))
+        seen += [r["id"] for r in page.items]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert seen == sorted(ids, reverse=True)
+    ascending = await dep.records.list("contact", ListQuery(filter=tie, sort=["city", "id"], limit=50))
+    assert [r["id"] for r in ascending.items] == sorted(ids)

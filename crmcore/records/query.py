@@ -364,9 +364,11 @@ def parse_sort(entity_fields: dict[str, Field], sort: list[str]) -> list[tuple[s
             raise _fail(f"sort.{name}", f"unknown field {name!r}; known fields: {known}", "unknown_field")
         if field.type in (FieldType.TAGS, FieldType.MULTI_CHOICE, FieldType.LONG_TEXT):
             raise _fail(f"sort.{name}", f"a {field.type.value} field cannot be sorted on")
-        if name != "id":
-            result.append((name, desc))
-    return result[:4]
+        if name == "id":  # the tie-breaker ends every sort: it only takes its direction
+            result = [r for r in result if r[0] != "id"] + [("id", desc)]
+            break
+        result.append((name, desc))
+    return [r for r in result if r[0] != "id"][:4] + [r for r in result if r[0] == "id"]
 
 
 def encode_cursor(values: list[Any]) -> str:
@@ -414,7 +416,10 @@ def compile_list(
 
     sort = parse_sort(fields, query.sort)
     keys = [(compiler.column_expr(_SYSTEM_FIELDS.get(n) or fields[n], f'"{n}"'), n, d) for n, d in sort]
-    keys.append(('"id"', "id", False))
+    id_desc = bool(sort) and sort[-1][0] == "id" and sort[-1][1]
+    if sort and sort[-1][0] == "id":
+        keys.pop()
+    keys.append(('"id"', "id", id_desc))
     if query.cursor:
         last = decode_cursor(query.cursor, len(keys))
         if dialect == "postgres":

@@ -28,7 +28,9 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import io
+import logging
 import zoneinfo
+from collections.abc import Iterable
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,8 +42,10 @@ from babel.messages.pofile import read_po
 from babel.numbers import format_currency, format_decimal
 from babel.support import NullTranslations, Translations
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PrefixLoader, select_autoescape
+from markupsafe import Markup, escape
 from litestar import Request, Response
 
+from ..contributions import UIItem
 from ..entities import EntityType, Field, FieldType
 from ..fieldvalues import Money, Phone
 from ..records.query import ListQuery
@@ -55,6 +59,7 @@ __all__ = [
     "STATIC_PREFIX", "PAGE_HEADERS",
 ]
 
+log = logging.getLogger("crmcore.web")
 HERE = Path(__file__).parent
 LOCALE_DIR = HERE / "locale"
 STATIC_PREFIX = "/static"
@@ -296,9 +301,27 @@ async def frame(request: Request) -> dict[str, Any]:
     }
 
 
-async def page(request: Request, template: str, status: int = 200, **context: Any) -> Response:
-    """Render ``template`` in the page frame, as the signed-in user reads it."""
-    base = await frame(request)
-    env = environment(base["deployment"], base["locale"])
-    html = await env.get_template(template).render_async(**base, **context)
+async def page(request: Request, template: str, status: int = 200, *, plugin_items: Iterable[UIItem] = (),
+               **context: Any) -> Response:
+    """Render ``template`` in the page frame, as the signed-in user reads it.
+
+    ``plugin_items``: plugins' UI items (panels, widgets) whose templates the page shows: each is
+    rendered first, with the page's context and ``item``, as ``rendered[item.name]`` (Markup).
+    Their templates may call the records service (``records.list(...)``): they render in the
+    async environment; the page itself renders synchronously, which is twice as fast. A broken
+    plugin template is logged and shown as a short note, never a broken page."""
+    values = {**await frame(request), **context}
+    values["rendered"] = {item.name: await _render_item(values, item) for item in plugin_items if item.template}
+    env = environment(values["deployment"], values["locale"], is_async=False)
+    html = env.get_template(template).render(values)
     return Response(content=html, status_code=status, media_type="text/html; charset=utf-8", headers=dict(PAGE_HEADERS))
+
+
+async def _render_item(values: dict[str, Any], item: UIItem) -> Markup:
+    env = environment(values["deployment"], values["locale"])
+    try:
+        return Markup(await env.get_template(item.template).render_async({**values, "item": item}))
+    except Exception:
+        log.exception("the template %r of plugin %r failed", item.template, item.plugin)
+        message = gettext_for(values["locale"])("This panel could not be shown.")
+        return Markup('<p class="error">') + escape(message) + Markup("</p>")

@@ -49,7 +49,7 @@ async def dashboard(request: Request) -> Response:
             continue
     widgets = sorted((i for i in dep.ui_items if i.slot == "dashboard.widget"), key=lambda i: (i.order, i.label))
     return await page(request, "dashboard.html", tasks=tasks, notes=notes, summaries=summaries, widgets=widgets,
-                      now=now, records=records)
+                      now=now, records=records, plugin_items=widgets)
 
 
 @get("/notifications", include_in_schema=False)

@@ -47,10 +47,8 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from jinja2 import pass_context
 from litestar import Request, Response, get, post
 from litestar.response import Redirect
-from markupsafe import Markup, escape
 
 from ...api._http import _deployment
 from ...auth.permissions import Scope
@@ -355,20 +353,6 @@ def list_url(entity: str, filter_: dict[str, Any]) -> str:
     return f"/{entity}?filter=" + quote(json.dumps(filter_, separators=(",", ":")), safe="")
 
 
-@pass_context
-async def render_panel(context: Any, item: Any) -> Markup:
-    """A plugin's panel template (``item.template``), rendered with the page's context and the
-    ``item``; a broken one is logged and shown as such instead of taking the record page down."""
-    template = item.template
-    try:
-        html = await context.environment.get_template(template).render_async({**context.get_all(), "item": item})
-        return Markup(html)
-    except Exception:
-        log.exception("the record panel template %r failed", template)
-        message = context.call(context.resolve("_"), "This panel could not be shown.")
-        return Markup('<p class="error">') + escape(message) + Markup("</p>")
-
-
 # -- the record page ------------------------------------------------------------------------------
 
 
@@ -436,6 +420,7 @@ async def _record_page(request: Request, entity_name: str, record_id: int, *, st
     may_edit = _scope_reaches(actor, entity.name, "edit", record)
     fields = form_fields(dep, actor, entity, record, editing=may_edit)
     items = [i for i in dep.ui_items if i.entity in (None, entity.name)]
+    panels = sorted((i for i in items if i.slot == "record.panel" and i.template), key=lambda i: (i.order, i.label))
     quick = (entity.name not in NO_QUICK_ACTIVITY and dep.registry.get("activity") is not None
              and can(actor, "activity", "create"))
     return await page(
@@ -444,11 +429,11 @@ async def _record_page(request: Request, entity_name: str, record_id: int, *, st
         titles=await _titles(dep, actor, entity, record, fields), may_edit=may_edit,
         may_delete=_scope_reaches(actor, entity.name, "delete", record),
         related=await _related(dep, actor, entity, record), timeline=await _timeline(request, entity, record_id),
-        panels=sorted((i for i in items if i.slot == "record.panel" and i.template), key=lambda i: (i.order, i.label)),
+        panels=panels, plugin_items=panels,
         actions=sorted((i for i in items if i.slot == "record.action" and i.url), key=lambda i: (i.order, i.label)),
         stage_labels={(p.entity, s.name): s.label or s.name for p in dep.pipelines.values() for s in p.stages},
         quick=quick, quick_kind=extra.pop("quick_kind", None), quick_values=extra.pop("quick_values", {}),
-        quick_errors=extra.pop("quick_errors", {}), raw_value=raw_value, render_panel=render_panel,
+        quick_errors=extra.pop("quick_errors", {}), raw_value=raw_value,
         currencies=_currencies, action_url=_action_url, **extra,
     )
 
