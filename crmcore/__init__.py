@@ -14,9 +14,19 @@ from .timeline import TimelineItem
 
 __version__ = "0.1.0"
 
+
+async def render_page(request, template: str, status: int = 200, **context):
+    """A plugin's whole page in the web UI's frame (navigation, the user's language and
+    formatting, CSP): ``template`` is ``"<plugin>/<file>.html"`` from the plugin's
+    ``templates/`` folder and usually extends ``base.html`` (blocks ``title``, ``head``,
+    ``content``, ``scripts``). See :func:`crmcore.web.render.page`."""
+    from .web.render import page
+
+    return await page(request, template, status, **context)
+
 __all__ = [
     "SYSTEM", "Actor", "Change", "Conflict", "Deployment", "DeploymentError", "Edition", "EntityType", "Field", "FieldError",
     "FieldType", "Forbidden", "ListQuery", "Money", "NotFound", "Page", "Phone", "Permission", "Pipeline", "PluginError", "PluginInfo",
     "RecordEvent", "RegistryError", "Role", "Scope", "Settings", "Stage", "TimelineItem", "UIItem", "ValidationError", "hookimpl",
-    "init_deployment", "normalize_phone",
+    "init_deployment", "normalize_phone", "render_page",
 ]

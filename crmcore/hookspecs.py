@@ -151,8 +151,20 @@ def crm_register_commands(cli):
 
 @hookspec
 def crm_ui_items(register, deployment):
-    """Contribute UI items to named slots: ``record.panel``, ``record.action``, ``menu``,
-    ``dashboard.widget``. The web UI renders them; it never patches another template.
+    """Contribute UI items to named slots: ``record.panel`` (a panel on the record pages of
+    ``entity``), ``record.action`` (a button there, linking to ``url`` with ``?entity=&id=``),
+    ``menu`` (a navigation link to ``url``) and ``dashboard.widget``. The web UI renders them;
+    it never patches another template.
+
+    Templates and static files are found by convention: ``template="telephony/calls_panel.html"``
+    is ``templates/calls_panel.html`` in the plugin's package, and its ``static/`` folder is served
+    at ``/static/plugins/telephony/``. A panel or widget template is rendered with ``record`` and
+    ``entity`` (record panels), ``records`` (the records service as the signed-in user: it may
+    call ``records.list("telephony_call", query(filter=..., limit=10))``), ``fmt`` (the user's
+    formatting: ``fmt.money``, ``fmt.datetime``...), ``user``, ``actor``, ``item`` and ``_()``;
+    autoescaped; a template that fails is logged and shown as a short note. A whole page is a
+    route (``crm_register_routes``) answering ``await crmcore.render_page(request,
+    "telephony/page.html", ...)``; link it with a ``menu`` item.
 
     :param register: ``register(item: UIItem)``.
 
@@ -162,6 +174,7 @@ def crm_ui_items(register, deployment):
         def crm_ui_items(register):
             register(UIItem(slot="record.panel", entity="contact", name="calls",
                             label="Calls", template="telephony/calls_panel.html"))
+            register(UIItem(slot="menu", name="calls", label="Calls", url="/telephony/calls"))
     """
 
 

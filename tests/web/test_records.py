@@ -122,6 +122,8 @@ def test_the_client_card_shows_the_plugins_panel_and_action_and_related_deals(pa
     assert page.locator('.field-row[data-field="company"] .value a').inner_text() == "Acme Windows"
     assert page.locator('.field-row[data-field="owner_id"] .value').inner_text() == "Agent"
     shot(page, "contact-card")
+    action.click()  # the plugin's own page, told which record
+    expect(page.get_by_test_id("greeting")).to_have_text(f"Greetings sent for contact {contact}")
 
 
 def test_inline_edit_saves_in_place_and_shows_the_servers_error(page, site):

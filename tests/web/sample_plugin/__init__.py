@@ -4,7 +4,7 @@ by convention (``templates/``, ``static/``)."""
 
 from litestar import Request, Response, get
 
-from crmcore import UIItem
+from crmcore import UIItem, render_page
 from crmcore.hookspecs import hookimpl
 from crmcore.plugins import PluginInfo
 
@@ -24,11 +24,17 @@ def crm_ui_items(register):
 
 @get("/sample/page", include_in_schema=False)
 async def sample_page(request: Request) -> Response:
-    from crmcore.web.render import page
+    return await render_page(request, "sample/page.html")
 
-    return await page(request, "sample/page.html")
+
+@get("/sample/greet", include_in_schema=False)
+async def greet(request: Request) -> Response:
+    """The record action: a page naming the record it was asked for."""
+    entity, record_id = request.query_params.get("entity"), request.query_params.get("id")
+    return await render_page(request, "sample/page.html", greeting=f"Greetings sent for {entity} {record_id}")
 
 
 @hookimpl
 def crm_register_routes(register):
     register(sample_page)
+    register(greet)
