@@ -24,6 +24,24 @@ LABELS = [
     N_("Sales"), N_("Prospecting"), N_("Qualification"), N_("Quote"), N_("Negotiation"), N_("Won"), N_("Lost"),
     # activity kinds
     N_("call"), N_("meeting"), N_("email"), N_("note"), N_("task"),
+    # list columns of every record
+    N_("Created"), N_("Updated"),
+    # field types (the custom fields settings)
+    N_("text"), N_("long_text"), N_("integer"), N_("decimal"), N_("money"), N_("boolean"), N_("date"),
+    N_("datetime"), N_("choice"), N_("multi_choice"), N_("tags"), N_("relation"), N_("phone"), N_("url"),
+    # built-in field help
+    N_("where the lead came from: web form, referral..."), N_("ISO 3166 code, e.g. TR"), N_("percent"),
+    N_("for records of plugin entities: their entity type"),
+    # built-in roles and the core's permissions
+    N_("Administrator"), N_("everything, including users, roles, schema and plugins"), N_("Sales manager"),
+    N_("every record of their teams"), N_("Agent"), N_("their own records"), N_("Read only"),
+    N_("reads every record, changes none"), N_("Manage users"),
+    N_("add, disable and change users, their roles, teams and passwords"), N_("Manage roles"),
+    N_("create and change roles and teams"), N_("Manage schema"), N_("custom fields, plugins and schema migrations"),
+    N_("Manage tokens"), N_("see and revoke other users' API tokens"), N_("View the security log"),
+    N_("logins, failures, permission changes, token use"), N_("Manage integrations"),
+    N_("webhook subscriptions and their deliveries, the job queue"), N_("Manage automation"),
+    N_("automation rules and their firing log"),
     # values and error pages
     N_("Yes"), N_("No"), N_("Not found"), N_("This page or record does not exist, or you may not see it."),
     N_("Not allowed"), N_("Your role does not allow this."), N_("Changed meanwhile"),

@@ -289,7 +289,14 @@ async def frame(request: Request) -> dict[str, Any]:
                  if actor.system or actor.scope(e.name, "create").value != "none"),
                *({"label": _("Board") + ": " + (p.label or p.name), "url": f"/board/{p.name}"} for p in boards),
                *({"label": i.label or i.name, "url": i.url} for i in menu if i.url)]
+    stages = {(p.entity, st.name): st.label or st.name for p in deployment.pipelines.values() for st in p.stages}
+
+    def stage_label(entity: str, stage: str | None) -> str:
+        """A stage's label in the user's language (a record's ``stage`` value as people read it)."""
+        return _(stages.get((entity, stage), stage or ""))
+
     return {
+        "stage_label": stage_label,
         "deployment": deployment, "site": deployment.settings.name, "actor": actor, "user": user, "fmt": fmt,
         "locale": fmt.locale, "dir": fmt.dir, "lang": fmt.babel.language,
         "csrf_token": credentials.csrf_token if credentials is not None and credentials.via == "session" else "",

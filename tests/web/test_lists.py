@@ -8,6 +8,8 @@ import json
 import uuid
 from urllib.parse import parse_qs, quote, urlsplit
 
+from playwright.sync_api import expect
+
 from crmcore.auth import SYSTEM
 from crmcore.auth.permissions import Role, Scope
 from crmcore.records.errors import NotFound
@@ -243,6 +245,8 @@ def test_a_reader_gets_no_bulk_actions_and_hidden_fields_are_not_rendered(page, 
 
     page.context.clear_cookies()
     login(page, site, "reader", "/deal")
+    page.wait_for_url(site.url("/deal"))
+    expect(page.locator("#records tbody tr[data-id]").first).to_be_attached()
     assert _ids(page) and page.locator("#bulk, .row-select").count() == 0
     assert page.get_by_test_id("new-record").count() == 0
 
