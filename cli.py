@@ -19,6 +19,10 @@ from typing import Any, TypeVar
 import click
 
 import crmcore
+from crmcore import commands
+import crmcore.commands.documents
+import crmcore.commands.importing
+import crmcore.commands.reports
 from crmcore import (
     Deployment, DeploymentError, Field, FieldType, ListQuery, NotFound, PluginError, RegistryError,
     ValidationError,
@@ -1251,6 +1255,9 @@ def create_cli(deployment: str | Path | None = None) -> click.Group:
                 _tokens_commands, _security_log_commands, _pipelines_commands, _jobs_commands,
                 _timeline_commands, _rules_commands):
         add(cli)
+    # Larger parts keep their commands beside their service (crmcore/commands/).
+    for part in (commands.reports, commands.documents, commands.importing):
+        part.register(cli)
     cli.core_names = frozenset(cli.commands)
     path = Path(deployment if deployment is not None else os.environ.get("CRM_DEPLOYMENT") or ".")
     _add_plugin_commands(cli, path)

@@ -35,6 +35,9 @@ from .notifications import NotificationService
 from .timeline import TimelineService
 from .webforms import FormsService
 from .automation import Automation
+from .documents import DocumentService
+from .importing import ImportService
+from .reports import ReportService
 
 __all__ = [
     "Deployment", "Settings", "init_deployment", "DeploymentError", "available_editions", "load_settings",
@@ -219,6 +222,10 @@ class Deployment:
         self.forms = FormsService(self)
         #: Automation rules, their firing (jobs of kind automation.*) and the firing log.
         self.automation = Automation(self)
+        #: Reports (saved and built-in), documents from templates, import and export of records.
+        self.reports = ReportService(self)
+        self.documents = DocumentService(self)
+        self.imports = ImportService(self)
         #: Stored pipelines, stage moves and history (crmcore.pipelines); ``pipelines`` above
         #: holds the definitions in force.
         self.pipeline_service = PipelineService(self)

@@ -35,6 +35,9 @@ from ..records.service import RecordsService
 from ._http import JSON, MAX_BODY, _body, _deployment, _encode, _int_param, _json
 from .auth import AUTH_ROUTES, PUBLIC, AuthMiddleware, provide_actor
 from .automation import ROUTES as AUTOMATION_ROUTES
+from .documents import ROUTES as DOCUMENT_ROUTES
+from .importing import ROUTES as IMPORT_ROUTES
+from .reports import ROUTES as REPORT_ROUTES
 from .pipelines import ROUTES as PIPELINE_ROUTES
 from .timeline import ROUTES as TIMELINE_ROUTES
 from .webhooks import ROUTES as WEBHOOK_ROUTES
@@ -490,7 +493,8 @@ def create_app(deployment_path: str | Path, *, database_url: str | None = None, 
             list_plugins, enable_plugin, disable_plugin, openapi_schema, openapi_json,
             list_records, list_trash, export_records, create_record, bulk_create, bulk_update, get_record, update_record,
             delete_record, restore_record, record_history, *AUTH_ROUTES,
-            *PIPELINE_ROUTES, *WEBHOOK_ROUTES, *TIMELINE_ROUTES, *AUTOMATION_ROUTES, *WEB_ROUTES,
+            *PIPELINE_ROUTES, *WEBHOOK_ROUTES, *TIMELINE_ROUTES, *AUTOMATION_ROUTES, *REPORT_ROUTES,
+            *DOCUMENT_ROUTES, *IMPORT_ROUTES, *WEB_ROUTES,
             *[_guarded(route, plugin) for plugin, route in plugin_routes],
         ],
         on_startup=[startup],

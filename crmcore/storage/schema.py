@@ -282,14 +282,18 @@ class SchemaManager:
     async def ensure_system_tables(self) -> None:
         from ..auth.tables import AUTH_TABLES
         from ..automation import AUTOMATION_TABLES
+        from ..documents import DOCUMENT_TABLES
+        from ..importing import IMPORT_TABLES
         from ..jobs import JOB_TABLES
         from ..pipelines import PIPELINE_TABLES
+        from ..reports import REPORT_TABLES
         from ..timeline import TIMELINE_TABLES
         from ..web.tables import WEB_TABLES
         from ..webhooks import WEBHOOK_TABLES
 
         for statement in [*SYSTEM_TABLES, *AUTH_TABLES, *PIPELINE_TABLES, *JOB_TABLES, *WEBHOOK_TABLES,
-                          *TIMELINE_TABLES, *AUTOMATION_TABLES, *WEB_TABLES]:
+                          *TIMELINE_TABLES, *AUTOMATION_TABLES, *WEB_TABLES, *REPORT_TABLES, *DOCUMENT_TABLES,
+                          *IMPORT_TABLES]:
             await self.db.execute(self._fmt(statement))
         if "last_record_id" not in await self.columns("crm_audit"):  # made before bulk entries
             await self.db.execute('ALTER TABLE crm_audit ADD COLUMN "last_record_id" BIGINT')

@@ -20,14 +20,17 @@ from ..records.errors import Conflict, Forbidden, NotFound
 from .assets import ROUTES as ASSET_ROUTES
 from .pages.board import ROUTES as BOARD_ROUTES
 from .pages.home import ROUTES as HOME_ROUTES, dashboard
+from .pages.importing import ROUTES as IMPORT_PAGE_ROUTES
 from .pages.lists import ROUTES as LIST_ROUTES
 from .pages.records import ROUTES as RECORD_ROUTES
+from .pages.reports import ROUTES as REPORT_PAGE_ROUTES
 from .pages.settings import ROUTES as SETTINGS_ROUTES
 from .render import error_page, gettext_for, user_format
 
 __all__ = ["ROUTES", "dashboard", "html_errors"]
 
-ROUTES: list[Any] = [*ASSET_ROUTES, *HOME_ROUTES, *SETTINGS_ROUTES, *BOARD_ROUTES, *RECORD_ROUTES, *LIST_ROUTES]
+ROUTES: list[Any] = [*ASSET_ROUTES, *HOME_ROUTES, *SETTINGS_ROUTES, *BOARD_ROUTES, *REPORT_PAGE_ROUTES,
+                     *IMPORT_PAGE_ROUTES, *RECORD_ROUTES, *LIST_ROUTES]
 
 
 def _is_page(request: Request) -> bool:

@@ -1,0 +1,7 @@
+"""Web UI pages: reports (being written)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+ROUTES: list[Any] = []
