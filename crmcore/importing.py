@@ -1,18 +1,1037 @@
-"""Import and export of records (being written)."""
+"""Import and export of records: CSV, XLSX and vCard in; CSV, XLSX, JSON and vCard out.
+
+An import reads a file as a stream of rows (CSV in any encoding Python knows: UTF-8 with or
+without a BOM is found by itself, others are named; XLSX through openpyxl's read-only mode;
+vCard for contacts), maps its columns to fields (guessed from the headers, overridable, saved as
+a named mapping in ``crm_import_mapping``), validates every row the way the records layer does,
+finds duplicates (in the database and earlier in the file: by normalised e-mail and phone, or a
+chosen key field) and then creates, updates or skips them. Rows that fail are rejected with a
+per-row report (row number, column, value, reason); the others are written in batches of
+:data:`BATCH` through ``records.bulk_create`` / ``bulk_update`` as the importing actor, each
+batch in one transaction: all of it or nothing. A dry run does all of that but writes nothing.
+
+Imports started from the API or the web page are jobs (kind :data:`JOB_KIND`): the upload is
+kept under the deployment's ``imports/`` folder, the run's counters and progress in
+``crm_import``, the error report beside the upload.
+
+Exports stream any entity type (with the filter language) or all of them to CSV, XLSX or JSON.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import codecs
+import csv
+import datetime as dt
+import io
+import json
+import re
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import msgspec
+
+from .entities import EntityType, Field, FieldType
+from .fieldvalues import FieldValueError, Money, Phone, value_parser
+from .records.errors import FieldError, Forbidden, NotFound, ValidationError
+from .records.query import ListQuery
 
 if TYPE_CHECKING:
+    from .auth.permissions import Actor
     from .deployment import Deployment
 
-__all__ = ["IMPORT_TABLES", "ImportService"]
+__all__ = [
+    "IMPORT_TABLES", "ImportService", "ImportResult", "RowError", "JOB_KIND", "BATCH", "FORMATS",
+    "guess_mapping", "normalize_header",
+]
 
 #: System tables (placeholders as in storage.schema.SYSTEM_TABLES).
-IMPORT_TABLES: list[str] = []
+IMPORT_TABLES: list[str] = [
+    # A reusable column mapping: {"column header": "field name" or null (ignored)}.
+    """CREATE TABLE IF NOT EXISTS crm_import_mapping (
+        "id" {serial}, "name" TEXT NOT NULL UNIQUE, "entity" TEXT NOT NULL, "columns" TEXT NOT NULL,
+        "created_at" TEXT NOT NULL, "updated_at" TEXT NOT NULL, "created_by" BIGINT)""",
+    # One import run (a job): its options, progress and outcome.
+    """CREATE TABLE IF NOT EXISTS crm_import (
+        "id" {serial}, "entity" TEXT NOT NULL, "filename" TEXT NOT NULL, "options" TEXT NOT NULL,
+        "status" TEXT NOT NULL, "dry_run" {bool} NOT NULL DEFAULT {false},
+        "total" INTEGER NOT NULL DEFAULT 0, "processed" INTEGER NOT NULL DEFAULT 0,
+        "created" INTEGER NOT NULL DEFAULT 0, "updated" INTEGER NOT NULL DEFAULT 0,
+        "skipped" INTEGER NOT NULL DEFAULT 0, "rejected" INTEGER NOT NULL DEFAULT 0,
+        "error" TEXT, "user_id" BIGINT, "created_at" TEXT NOT NULL, "updated_at" TEXT NOT NULL)""",
+]
+
+#: The job kind that runs an uploaded import.
+JOB_KIND = "import.run"
+#: Rows validated and written per transaction.
+BATCH = 5000
+#: Import statuses: pending (queued), running, done, failed.
+STATUSES = ("pending", "running", "done", "failed")
+FORMATS = ("csv", "xlsx", "json")
+ON_DUPLICATE = ("create", "update", "skip")
+#: Progress is stored (and the callback called) at most every this many rows.
+_PROGRESS_EVERY = BATCH
+
+#: Header words (normalised: lower case, no accents, letters and digits only) that name a field.
+SYNONYMS: dict[str, tuple[str, ...]] = {
+    "email": ("email", "mail", "emailaddress", "mailaddress", "eposta", "courriel", "correo"),
+    "phone": ("phone", "tel", "telephone", "phonenumber", "telefon", "telefono", "workphone", "businessphone",
+              "officephone", "telno", "number"),
+    "mobile": ("mobile", "cell", "cellphone", "mobilephone", "gsm", "handy", "cep", "ceptelefonu", "mobilenumber"),
+    "first_name": ("firstname", "first", "givenname", "forename", "prenom", "vorname", "ad", "nombre"),
+    "last_name": ("lastname", "last", "surname", "familyname", "nom", "nachname", "soyad", "soyadi", "apellido"),
+    "job_title": ("jobtitle", "title", "position", "role", "jobrole"),
+    "company": ("company", "companyid", "organisation", "organization", "org", "firma", "sirket"),
+    "notes": ("notes", "note", "comment", "comments", "remarks"),
+    "tags": ("tags", "labels", "categories"),
+    "owner_id": ("owner", "ownerid"),
+    "id": ("id", "recordid"),
+    "website": ("website", "web", "url", "homepage", "site"),
+}
+
+
+def normalize_header(text: str) -> str:
+    """A header as compared: accents dropped, case folded, only letters and digits kept
+    (``"E-Mail "`` -> ``email``, ``"Prénom"`` -> ``prenom``)."""
+    text = unicodedata.normalize("NFKD", str(text)).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]", "", text.casefold())
+
+
+def _importable(entity: EntityType) -> dict[str, Field]:
+    return {f.name: f for f in entity.visible_fields}
+
+
+def guess_mapping(entity: EntityType, headers: list[str]) -> dict[str, str | None]:
+    """Column header -> field name (None: not imported), guessed from field names, labels and
+    :data:`SYNONYMS`; each field is taken by the first column that names it."""
+    fields = _importable(entity)
+    names: dict[str, str] = {}
+    for field in fields.values():
+        names.setdefault(normalize_header(field.name), field.name)
+        if field.label:
+            names.setdefault(normalize_header(field.label), field.name)
+    for target in ("owner_id", "id"):
+        names.setdefault(normalize_header(target), target)
+    for target, words in SYNONYMS.items():
+        if target in fields or target in ("owner_id", "id"):
+            for word in words:
+                names.setdefault(word, target)
+    mapping: dict[str, str | None] = {}
+    taken: set[str] = set()
+    for header in headers:
+        target = names.get(normalize_header(header))
+        if target is not None and target in taken:
+            target = None
+        mapping[header] = target
+        if target:
+            taken.add(target)
+    return mapping
+
+
+class RowError(msgspec.Struct):
+    """Why one row was rejected: its number as a spreadsheet shows it (the header is row 1)."""
+
+    row: int
+    column: str
+    value: str
+    reason: str
+
+
+class ImportResult(msgspec.Struct, kw_only=True):
+    entity: str
+    dry_run: bool
+    total: int = 0
+    created: int = 0
+    updated: int = 0
+    skipped: int = 0
+    rejected: int = 0
+    mapping: dict[str, str | None] = {}
+    errors: list[RowError] = []
+    #: Where the per-row error report was written (None: no errors, or no file asked for).
+    errors_file: str | None = None
+
+    def summary(self) -> str:
+        verb = "would be " if self.dry_run else ""
+        return (f"{self.total} rows: {self.created} {verb}created, {self.updated} {verb}updated, "
+                f"{self.skipped} {verb}skipped, {self.rejected} rejected")
+
+
+class _Bad(Exception):
+    """A whole-file problem (encoding, unreadable file): nothing is imported."""
+
+
+def _invalid(field: str, message: str, code: str = "invalid") -> ValidationError:
+    return ValidationError([FieldError(field, code, message)])
+
+
+# -- reading files -----------------------------------------------------------------------------
+
+def _file_format(path: Path, fmt: str | None) -> str:
+    fmt = (fmt or path.suffix.lstrip(".")).lower()
+    if fmt in ("csv", "txt", "tsv"):
+        return "csv"
+    if fmt in ("xlsx", "xlsm"):
+        return "xlsx"
+    if fmt in ("vcf", "vcard"):
+        return "vcf"
+    raise _invalid("file", f"cannot import {path.name!r}: give a .csv, .xlsx or .vcf file (or name its format)")
+
+
+def _csv_encoding(path: Path, encoding: str | None) -> tuple[str, int]:
+    """The file's encoding, checked over the whole file before anything is imported, and its
+    number of lines. UTF-8 (with or without a BOM) and UTF-16 with a BOM are found; any other
+    must be named. A byte that does not decode is an error naming its row and offset."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(codecs.BOM_UTF8):
+        enc = "utf-8-sig"
+    elif head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        enc = "utf-16"
+    else:
+        enc = encoding or "utf-8"
+    try:
+        codecs.lookup(enc)
+    except LookupError:
+        raise _invalid("encoding", f"unknown encoding {enc!r}; e.g. utf-8, cp1252, latin-1, iso-8859-9") from None
+    decoder = codecs.getincrementaldecoder(enc)(errors="strict")
+    offset = lines = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            pending = decoder.getstate()[0]
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                data = pending + chunk
+                where = offset - len(pending) + exc.start
+                row = lines + data[:exc.start].count(b"\n") + 1
+                hint = ("; give the file's encoding with --encoding (e.g. cp1252, latin-1, iso-8859-9)"
+                        if encoding is None else "")
+                raise _invalid("encoding", (
+                    f"row {row}, byte {where}: 0x{data[exc.start]:02x} is not valid {enc} text{hint}"
+                ), "bad_encoding") from None
+            offset += len(chunk)
+            lines += chunk.count(b"\n")
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise _invalid("encoding", f"the file ends inside a {enc} character (byte {offset})", "bad_encoding") from None
+    return enc, lines
+
+
+def _read_csv(path: Path, encoding: str | None) -> tuple[list[str], Iterator[list[Any]], int]:
+    enc, lines = _csv_encoding(path, encoding)
+    f = open(path, encoding=enc, newline="")
+    sample = f.read(65536)
+    f.seek(0)
+    if enc == "utf-8-sig":
+        f.read(0)
+    try:
+        dialect: Any = csv.Sniffer().sniff(sample.split("\n", 1)[0] if sample else ",", delimiters=",;\t|")
+        delimiter = dialect.delimiter
+    except csv.Error:
+        delimiter = ","
+    reader = csv.reader(f, delimiter=delimiter)
+    headers = next(reader, None)
+    if not headers:
+        f.close()
+        raise _invalid("file", "the file is empty: the first row must name the columns")
+
+    def rows() -> Iterator[list[Any]]:
+        with f:
+            yield from reader
+    return [h.strip() for h in headers], rows(), max(lines - 1, 0)
+
+
+def _read_xlsx(path: Path) -> tuple[list[str], Iterator[list[Any]], int]:
+    import openpyxl
+
+    try:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception as exc:  # openpyxl raises many kinds for a file that is not a workbook
+        raise _invalid("file", f"{path.name!r} is not a readable XLSX workbook: {exc}") from None
+    sheet = book.worksheets[0]
+    rows = sheet.iter_rows(values_only=True)
+    headers = next(rows, None)
+    if not headers or all(h is None for h in headers):
+        book.close()
+        raise _invalid("file", "the sheet is empty: the first row must name the columns")
+    total = max((sheet.max_row or 1) - 1, 0)
+
+    def body() -> Iterator[list[Any]]:
+        try:
+            for row in rows:
+                yield list(row)
+        finally:
+            book.close()
+    return ["" if h is None else str(h).strip() for h in headers], body(), total
+
+
+def _read_vcf(path: Path, encoding: str | None) -> tuple[list[str], Iterator[list[Any]], int]:
+    from .vcard import VCARD_COLUMNS, read_vcards
+
+    enc, _ = _csv_encoding(path, encoding)
+    text = path.read_text(encoding=enc)
+    cards = read_vcards(text)
+    return list(VCARD_COLUMNS), iter([[card.get(c, "") for c in VCARD_COLUMNS] for card in cards]), len(cards)
+
+
+# -- the service ---------------------------------------------------------------------------------
+
+def _ts(value: dt.datetime) -> str:
+    return value.astimezone(dt.timezone.utc).isoformat(timespec="microseconds")
+
+
+def _cell(value: Any, field: Field) -> str:
+    """A cell as text (XLSX cells come typed)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, dt.datetime):
+        if field.type is FieldType.DATE:
+            return value.date().isoformat()
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        return value.isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return str(value)
+
+
+_MONEY_TEXT = re.compile(r"^\s*([-+]?[\d.,]+)\s*([A-Za-z]{3})\s*$|^\s*([A-Za-z]{3})\s*([-+]?[\d.,]+)\s*$")
+
+
+class _Plan:
+    """How the columns of one file become field values."""
+
+    def __init__(self, entity: EntityType, headers: list[str], mapping: dict[str, str | None],
+                 region: str, currency: str):
+        fields = _importable(entity)
+        self.entity = entity
+        self.region, self.currency = region, currency
+        self.columns: list[tuple[int, str, Field, Any]] = []
+        self.id_column: int | None = None
+        unknown = [f for f in mapping.values() if f and f not in fields and f not in ("id", "owner_id")]
+        if unknown:
+            raise _invalid("mapping", f"unknown field {unknown[0]!r}; {entity.name} fields are: {', '.join(fields)}",
+                           "unknown_field")
+        missing = [h for h in mapping if h not in headers]
+        if missing:
+            raise _invalid("mapping", f"the file has no column {missing[0]!r}; its columns are: {', '.join(headers)}")
+        targets = [f for f in mapping.values() if f]
+        twice = {f for f in targets if targets.count(f) > 1}
+        if twice:
+            raise _invalid("mapping", f"two columns are mapped to {sorted(twice)[0]!r}")
+        owner = Field(name="owner_id", type=FieldType.RELATION, target="user")
+        for index, header in enumerate(headers):
+            name = mapping.get(header)
+            if not name:
+                continue
+            if name == "id":
+                self.id_column = index
+                continue
+            field = owner if name == "owner_id" else fields[name]
+            self.columns.append((index, header, field, value_parser(field)))
+        self.required = [f for f in entity.fields if f.required and f.default is None and not f.hidden]
+        self.header_of = {field.name: header for _, header, field, _ in self.columns}
+
+    def values(self, cells: list[Any], row: int) -> tuple[dict[str, Any], dict[str, str], list[RowError]]:
+        data: dict[str, Any] = {}
+        raws: dict[str, str] = {}
+        errors: list[RowError] = []
+        width = len(cells)
+        for index, header, field, parse in self.columns:
+            raw = _cell(cells[index], field) if index < width else ""
+            if raw == "":
+                continue
+            value: Any = raw
+            if field.type is FieldType.MONEY:
+                match = _MONEY_TEXT.match(raw)
+                if match:
+                    amount, code = (match.group(1), match.group(2)) if match.group(1) else (match.group(4), match.group(3))
+                    value = {"amount": amount, "currency": code}
+            try:
+                data[field.name] = parse(field, value, self.region, self.currency)
+            except FieldValueError as exc:
+                errors.append(RowError(row, header, raw, exc.message))
+                continue
+            raws[field.name] = raw
+        return data, raws, errors
+
+    def record_id(self, cells: list[Any]) -> int | None:
+        if self.id_column is None or self.id_column >= len(cells):
+            return None
+        raw = _cell(cells[self.id_column], Field(name="id", type=FieldType.INTEGER))
+        return int(raw) if raw.isdigit() else None
+
+    def missing_required(self, data: dict[str, Any], row: int) -> list[RowError]:
+        return [RowError(row, self.header_of.get(f.name, f.name), "", f"{f.name} is required")
+                for f in self.required if data.get(f.name) in (None, "", [])]
+
+
+class _Dedup:
+    """Keys of rows and records: e-mails (lower case) and phones (E.164) of every field of those
+    types, or one key field."""
+
+    def __init__(self, entity: EntityType, dedup: list[str], key: str | None):
+        self.entity = entity
+        self.fields: list[Field] = []
+        if key:
+            if key == "id":
+                self.fields = []
+            else:
+                field = entity.field(key)
+                if field is None or field.hidden:
+                    raise _invalid("key", f"{entity.name} has no field {key!r}", "unknown_field")
+                self.fields = [field]
+        else:
+            for kind in dedup:
+                if kind not in ("email", "phone"):
+                    raise _invalid("dedup", f"dedup by email and/or phone (or give a key field), not {kind!r}")
+                wanted = FieldType.EMAIL if kind == "email" else FieldType.PHONE
+                self.fields += [f for f in entity.fields if f.type is wanted and not f.hidden]
+        self.key_is_id = key == "id"
+        #: lower-cased e-mail -> the spellings seen (the column's index serves exact matches).
+        self.spellings: dict[str, set[str]] = {}
+
+    @property
+    def active(self) -> bool:
+        return bool(self.fields) or self.key_is_id
+
+    @staticmethod
+    def _key(field: Field, value: Any) -> tuple[str, Any] | None:
+        if value is None or value == "":
+            return None
+        if isinstance(value, Phone):
+            return ("phone", value.e164)
+        if field.type is FieldType.EMAIL:
+            return ("email", str(value).lower())  # spellings kept by keys()
+        if isinstance(value, Money):
+            value = (str(value.amount), value.currency)
+        elif isinstance(value, list):
+            value = tuple(value)
+        elif isinstance(value, str):
+            value = value.casefold()
+        return (field.name, value)
+
+    def keys(self, data: dict[str, Any]) -> list[tuple[str, Any]]:
+        found = []
+        for field in self.fields:
+            key = self._key(field, data.get(field.name))
+            if key is not None and key[0] == "email":
+                self.spellings.setdefault(key[1], set()).add(str(data[field.name]))
+            if key is not None:
+                found.append(key)
+        return found
+
+    async def existing(self, db: Any, keys: set[tuple[str, Any]], ids: set[int]) -> dict[Any, int]:
+        """key -> the oldest live record having it (as the system sees them)."""
+        table = self.entity.table
+        found: dict[Any, int] = {}
+        if self.key_is_id and ids:
+            id_list = sorted(ids)
+            for start in range(0, len(id_list), 900):
+                part = id_list[start:start + 900]
+                rows = await db.fetch(f'SELECT "id" FROM "{table}" WHERE "deleted_at" IS NULL AND "id" IN '
+                                      f'({", ".join("?" for _ in part)})', part)
+                found.update((("id", r[0]), r[0]) for r in rows)
+            return found
+        by_kind: dict[str, list[Any]] = {}
+        for kind, value in keys:
+            by_kind.setdefault(kind, []).append(value)
+        for field in self.fields:
+            kind = "phone" if field.type is FieldType.PHONE else "email" if field.type is FieldType.EMAIL else field.name
+            values = by_kind.get(kind)
+            if not values or isinstance(values[0], tuple):
+                continue
+            column = f'lower("{field.name}")' if kind == field.name and isinstance(values[0], str) else f'"{field.name}"'
+            if kind == "email":  # exact spellings and lower case: the field's index answers
+                values = sorted({s for v in values for s in (v, *self.spellings.get(v, ()))})
+            for start in range(0, len(values), 900):
+                part = values[start:start + 900]
+                rows = await db.fetch(
+                    f'SELECT "id", {column} FROM "{table}" WHERE "deleted_at" IS NULL AND {column} IN '
+                    f'({", ".join("?" for _ in part)}) ORDER BY "id"', part)
+                for rid, value in rows:
+                    key = (kind, value.lower() if kind == "email" and isinstance(value, str) else value)
+                    if key not in found or rid < found[key]:
+                        found[key] = rid
+        return found
 
 
 class ImportService:
+    """``deployment.imports``: mappings, imports (direct or as jobs) and exports."""
+
     def __init__(self, deployment: Deployment):
         self.deployment = deployment
+
+        @deployment.jobs.handler(JOB_KIND, max_attempts=1)
+        async def run_job(dep: Deployment, payload: Any) -> None:
+            await dep.imports._run_job(payload["import_id"])
+
+    @property
+    def db(self):
+        return self.deployment.db
+
+    @property
+    def folder(self) -> Path:
+        """Where uploads and error reports are kept."""
+        return Path(self.deployment.path) / "imports"
+
+    # -- permissions ---------------------------------------------------------------------------
+
+    def _check(self, actor: Actor, entity: EntityType, on_duplicate: str, dry_run: bool) -> None:
+        from .auth.permissions import Scope
+
+        if actor.system:
+            return
+        if actor.scope(entity.name, "create") is Scope.NONE:
+            raise Forbidden(f"your role may not create {entity.label_plural.lower()}, so it may not import them")
+        if on_duplicate == "update" and actor.scope(entity.name, "edit") is Scope.NONE:
+            raise Forbidden(f"your role may not change {entity.label_plural.lower()}: import with skip or create")
+
+    # -- mappings ------------------------------------------------------------------------------
+
+    async def save_mapping(self, name: str, entity_name: str, columns: dict[str, str | None],
+                           *, actor: Actor) -> dict[str, Any]:
+        """Save (or replace) the named mapping of column headers to fields of ``entity_name``."""
+        entity = self.deployment.records.entity(entity_name)
+        name = (name or "").strip()
+        if not name or len(name) > 100:
+            raise _invalid("name", "a mapping needs a name of 1-100 characters")
+        if not isinstance(columns, dict) or not columns:
+            raise _invalid("columns", "a mapping maps column headers to field names")
+        fields = _importable(entity)
+        for header, target in columns.items():
+            if target and target not in fields and target not in ("id", "owner_id"):
+                raise _invalid("columns", f"column {header!r}: {entity.name} has no field {target!r}", "unknown_field")
+        now = _ts(self.deployment.clock.now())
+        body = json.dumps(columns)
+        async with self.db.transaction():
+            existing = await self.db.fetchval('SELECT "id" FROM crm_import_mapping WHERE "name" = ?', [name])
+            if existing:
+                await self.db.execute('UPDATE crm_import_mapping SET "entity" = ?, "columns" = ?, "updated_at" = ? '
+                                      'WHERE "id" = ?', [entity.name, body, now, existing])
+            else:
+                await self.db.execute('INSERT INTO crm_import_mapping ("name", "entity", "columns", "created_at", '
+                                      '"updated_at", "created_by") VALUES (?, ?, ?, ?, ?, ?)',
+                                      [name, entity.name, body, now, now, actor.user_id])
+        return await self.get_mapping(name)
+
+    async def mappings(self, entity: str | None = None) -> list[dict[str, Any]]:
+        sql = 'SELECT "name", "entity", "columns", "updated_at" FROM crm_import_mapping'
+        rows = await (self.db.fetch(sql + ' WHERE "entity" = ? ORDER BY "name"', [entity]) if entity
+                      else self.db.fetch(sql + ' ORDER BY "name"', []))
+        return [{"name": r[0], "entity": r[1], "columns": json.loads(r[2]), "updated_at": r[3]} for r in rows]
+
+    async def get_mapping(self, name: str) -> dict[str, Any]:
+        row = await self.db.fetchrow('SELECT "name", "entity", "columns", "updated_at" FROM crm_import_mapping '
+                                     'WHERE "name" = ?', [name])
+        if row is None:
+            raise NotFound("mapping", name)
+        return {"name": row[0], "entity": row[1], "columns": json.loads(row[2]), "updated_at": row[3]}
+
+    async def delete_mapping(self, name: str) -> None:
+        await self.get_mapping(name)
+        await self.db.execute('DELETE FROM crm_import_mapping WHERE "name" = ?', [name])
+
+    # -- previews --------------------------------------------------------------------------------
+
+    def open_rows(self, path: Path, *, fmt: str | None = None, encoding: str | None = None
+                  ) -> tuple[list[str], Iterator[list[Any]], int]:
+        """(headers, rows, estimated row count) of a file, streamed."""
+        path = Path(path)
+        if not path.is_file():
+            raise _invalid("file", f"no file {str(path)!r}")
+        kind = _file_format(path, fmt)
+        if kind == "csv":
+            return _read_csv(path, encoding)
+        if kind == "xlsx":
+            return _read_xlsx(path)
+        return _read_vcf(path, encoding)
+
+    async def preview(self, path: Path, entity_name: str, *, fmt: str | None = None, encoding: str | None = None,
+                      mapping: str | None = None, sample: int = 5) -> dict[str, Any]:
+        """Headers, the guessed (or named) mapping and the first rows of a file."""
+        entity = self.deployment.records.entity(entity_name)
+        headers, rows, total = self.open_rows(path, fmt=fmt, encoding=encoding)
+        first = []
+        for cells in rows:
+            first.append(["" if c is None else str(c) for c in cells])
+            if len(first) >= sample:
+                break
+        close = getattr(rows, "close", None)
+        if close:
+            close()
+        columns = (await self.get_mapping(mapping))["columns"] if mapping else guess_mapping(entity, headers)
+        return {"headers": headers, "mapping": columns, "rows": first, "total": total,
+                "fields": [{"name": f.name, "label": f.label or f.name} for f in entity.visible_fields]}
+
+    # -- importing -------------------------------------------------------------------------------
+
+    async def import_file(
+        self, path: Path | str, entity_name: str, *, actor: Actor, fmt: str | None = None,
+        encoding: str | None = None, mapping: str | dict[str, str | None] | None = None,
+        overrides: dict[str, str | None] | None = None, dedup: list[str] | None = None,
+        key: str | None = None, on_duplicate: str = "skip", dry_run: bool = False,
+        errors_file: Path | str | None = None, progress: Callable[[int, int], Any] | None = None,
+    ) -> ImportResult:
+        """Import a file (see the module's docstring). ``mapping``: a saved mapping's name or a
+        dict (default: guessed from the headers); ``overrides`` change single columns of it.
+        ``dedup``: ``["email", "phone"]`` by default (what the entity has), ``[]`` for none;
+        ``key``: a field (or ``id``) to match records by instead. ``progress(done, total)`` is
+        called as rows go by. A whole-file problem (a bad encoding, an unreadable file, a wrong
+        mapping) raises ValidationError before anything is written."""
+        entity = self.deployment.records.entity(entity_name)
+        if on_duplicate not in ON_DUPLICATE:
+            raise _invalid("on_duplicate", f"on duplicate: {', '.join(ON_DUPLICATE)}; not {on_duplicate!r}")
+        self._check(actor, entity, on_duplicate, dry_run)
+        headers, rows, total = self.open_rows(Path(path), fmt=fmt, encoding=encoding)
+        try:
+            if isinstance(mapping, str):
+                saved = await self.get_mapping(mapping)
+                if saved["entity"] != entity.name:
+                    raise _invalid("mapping", f"mapping {mapping!r} is for {saved['entity']}, not {entity.name}")
+                columns = {h: t for h, t in saved["columns"].items() if h in headers}
+            elif isinstance(mapping, dict):
+                columns = dict(mapping)
+            else:
+                columns = guess_mapping(entity, headers)
+            for header, target in (overrides or {}).items():
+                columns[header] = target or None
+            if not any(columns.values()):
+                raise _invalid("mapping", f"no column maps to a field of {entity.name}; columns: {', '.join(headers)}")
+            settings = self.deployment.settings
+            plan = _Plan(entity, headers, columns, settings.region, settings.currency)
+            if dedup is None:
+                dedup = [] if key else [k for k, t in (("email", FieldType.EMAIL), ("phone", FieldType.PHONE))
+                                        if any(f.type is t for f in entity.fields)]
+            if key == "id" and plan.id_column is None:
+                raise _invalid("key", "matching by id needs a column mapped to id")
+            if key and key != "id" and key not in plan.header_of:
+                raise _invalid("key", f"no column is mapped to the key field {key!r}")
+            matcher = _Dedup(entity, dedup if on_duplicate != "create" else [], key if on_duplicate != "create" else None)
+            result = ImportResult(entity=entity.name, dry_run=dry_run, mapping=columns)
+            await self._run(entity, plan, matcher, rows, total, result, actor=actor,
+                            on_duplicate=on_duplicate, dry_run=dry_run, progress=progress)
+        finally:
+            close = getattr(rows, "close", None)
+            if close:
+                close()
+        if errors_file is not None and result.errors:
+            self.write_errors(result.errors, Path(errors_file))
+            result.errors_file = str(errors_file)
+        return result
+
+    @staticmethod
+    def write_errors(errors: list[RowError], path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", encoding="utf-8", newline="") as f:
+            out = csv.writer(f)
+            out.writerow(["row", "column", "value", "reason"])
+            for e in errors:
+                out.writerow([e.row, e.column, e.value, e.reason])
+
+    async def _run(self, entity: EntityType, plan: _Plan, matcher: _Dedup, rows: Iterator[list[Any]], total: int,
+                   result: ImportResult, *, actor: Actor, on_duplicate: str, dry_run: bool,
+                   progress: Callable[[int, int], Any] | None) -> None:
+        records = self.deployment.records.as_actor(actor)
+        # key -> ("row", the pending row's dict) while it waits in a batch, or ("id", record id).
+        seen: dict[Any, Any] = {}
+        batch: list[tuple[int, list[Any]]] = []
+        row_number = 1
+        done = 0
+
+        async def flush() -> None:
+            nonlocal done
+            if batch:
+                await self._batch(entity, plan, matcher, batch, seen, result, records=records,
+                                  on_duplicate=on_duplicate, dry_run=dry_run)
+                done += len(batch)
+                batch.clear()
+                if progress:
+                    await _maybe_await(progress(done, max(total, done)))
+
+        for cells in rows:
+            row_number += 1
+            if not any(c not in (None, "") for c in cells):
+                continue  # a blank line
+            batch.append((row_number, cells))
+            if len(batch) >= BATCH:
+                await flush()
+        await flush()
+        result.total = done
+        result.errors.sort(key=lambda e: e.row)
+
+    async def _batch(self, entity: EntityType, plan: _Plan, matcher: _Dedup, batch: list[tuple[int, list[Any]]],
+                     seen: dict[Any, Any], result: ImportResult, *, records: Any, on_duplicate: str,
+                     dry_run: bool) -> None:
+        parsed: list[tuple[int, dict[str, Any], dict[str, str], list[Any], int | None]] = []
+        for row, cells in batch:
+            data, raws, errors = plan.values(cells, row)
+            if errors:
+                result.errors += errors
+                result.rejected += 1
+                continue
+            keys = matcher.keys(data)
+            rid = plan.record_id(cells) if matcher.key_is_id else None
+            if rid is not None:
+                keys = [("id", rid)]
+            parsed.append((row, data, raws, keys, rid))
+        relation_errors = await self._check_relations(entity, plan, parsed)
+        existing: dict[Any, int] = {}
+        if matcher.active:
+            wanted = {k for _, _, _, keys, _ in parsed for k in keys if k not in seen}
+            ids = {rid for *_, rid in parsed if rid is not None}
+            existing = await matcher.existing(self.db, wanted, ids)
+            matcher.spellings.clear()
+        creates: list[tuple[int, dict[str, Any], list[Any]]] = []
+        updates: dict[int, tuple[int, dict[str, Any]]] = {}  # record id -> (row, values)
+        for row, data, raws, keys, rid in parsed:
+            bad = relation_errors.get(row)
+            if bad:
+                result.errors += bad
+                result.rejected += 1
+                continue
+            earlier = next((seen[k] for k in keys if k in seen), None)
+            record_id = next((existing[k] for k in keys if k in existing), None)
+            if matcher.key_is_id and rid is not None and record_id is None:
+                result.errors.append(RowError(row, "id", str(rid), f"no {entity.name} with id {rid}"))
+                result.rejected += 1
+                continue
+            if earlier is not None or record_id is not None:
+                if on_duplicate == "skip":
+                    result.skipped += 1
+                    continue
+                if earlier is not None and earlier[0] == "row":  # a row of this batch: merge into it
+                    target = earlier[1]
+                    target.update(data)
+                    result.updated += 1
+                    continue
+                target_id = earlier[1] if earlier is not None else record_id
+                if target_id in updates:
+                    updates[target_id][1].update(data)
+                else:
+                    updates[target_id] = (row, data)
+                for k in keys:
+                    seen.setdefault(k, ("id", target_id))
+                result.updated += 1
+                continue
+            missing = plan.missing_required(data, row)
+            if missing:
+                result.errors += missing
+                result.rejected += 1
+                continue
+            creates.append((row, data, keys))
+            for k in keys:
+                seen.setdefault(k, ("row", data))
+            result.created += 1
+        if dry_run:
+            for _, data, keys in creates:  # later batches see these as made
+                for k in keys:
+                    if seen.get(k, (None, None))[1] is data:
+                        seen[k] = ("id", 0)
+            return
+        await self._write(entity, records, creates, updates, seen, result)
+
+    async def _write(self, entity: EntityType, records: Any, creates: list[tuple[int, dict[str, Any], list[Any]]],
+                     updates: dict[int, tuple[int, dict[str, Any]]], seen: dict[Any, Any],
+                     result: ImportResult) -> None:
+        """One batch in one transaction; rows the records layer refuses are rejected and the rest
+        written again, so a batch is all of its good rows or nothing."""
+        while True:
+            update_items = list(updates.items())
+            stage = "create"
+            try:
+                async with self.db.transaction():
+                    ids = await records.bulk_create(entity.name, [data for _, data, _ in creates]) if creates else []
+                    stage = "update"
+                    if update_items:
+                        await records.bulk_update(entity.name, [{"id": rid, **data} for rid, (_, data) in update_items])
+            except ValidationError as exc:
+                rows_bad: dict[int, list[FieldError]] = {}
+                other: list[FieldError] = []
+                for error in exc.errors:
+                    match = re.match(r"rows\[(\d+)\](?:\.(.*))?$", error.field)
+                    if match:
+                        rows_bad.setdefault(int(match.group(1)), []).append(
+                            FieldError(match.group(2) or "", error.code, error.message))
+                    else:
+                        other.append(error)
+                if other or not rows_bad:  # not tied to a row: the whole batch is rejected
+                    reason = "; ".join(f"{e.field}: {e.message}" for e in (other or exc.errors))
+                    for row, _, _ in creates:
+                        result.errors.append(RowError(row, "", "", f"batch not written: {reason}"))
+                    for _, (row, _) in update_items:
+                        result.errors.append(RowError(row, "", "", f"batch not written: {reason}"))
+                    result.rejected += len(creates) + len(update_items)
+                    result.created -= len(creates)
+                    result.updated -= len(update_items)
+                    return
+                if stage == "create":
+                    for index in sorted(rows_bad, reverse=True):
+                        row, data, _ = creates.pop(index)
+                        for e in rows_bad[index]:
+                            result.errors.append(RowError(row, e.field, _show(data.get(e.field)), e.message))
+                        result.rejected += 1
+                        result.created -= 1
+                else:
+                    for index in sorted(rows_bad, reverse=True):
+                        rid, (row, data) = update_items[index]
+                        del updates[rid]
+                        for e in rows_bad[index]:
+                            result.errors.append(RowError(row, e.field, _show(data.get(e.field)), e.message))
+                        result.rejected += 1
+                        result.updated -= 1
+                continue
+            except Forbidden as exc:
+                raise Forbidden(str(exc), exc.errors) from None
+            for (_, data, keys), rid in zip(creates, ids):
+                for k in keys:
+                    if seen.get(k, (None, None))[1] is data:
+                        seen[k] = ("id", rid)
+            return
+
+    async def _check_relations(self, entity: EntityType, plan: _Plan, parsed: list[Any]) -> dict[int, list[RowError]]:
+        """Rows naming records that do not exist, per row (the records layer names only the field)."""
+        bad: dict[int, list[RowError]] = {}
+        for _, header, field, _ in plan.columns:
+            if field.type is not FieldType.RELATION:
+                continue
+            ids = {data[field.name] for _, data, *_ in parsed if data.get(field.name) is not None}
+            if not ids:
+                continue
+            target = self.deployment.registry.get(field.target)
+            table = target.table if target is not None else "crm_user"
+            id_list = sorted(ids)
+            found: set[int] = set()
+            for start in range(0, len(id_list), 900):
+                part = id_list[start:start + 900]
+                found.update(r[0] for r in await self.db.fetch(
+                    f'SELECT "id" FROM "{table}" WHERE "id" IN ({", ".join("?" for _ in part)}) AND "deleted_at" IS NULL',
+                    part))
+            for row, data, *_ in parsed:
+                value = data.get(field.name)
+                if value is not None and value not in found:
+                    bad.setdefault(row, []).append(RowError(row, header, str(value), f"no {field.target} with id {value}"))
+        return bad
+
+    # -- imports as jobs ---------------------------------------------------------------------------
+
+    async def start(self, path: Path, filename: str, entity_name: str, *, actor: Actor, options: dict[str, Any],
+                    dry_run: bool = False) -> dict[str, Any]:
+        """Queue an import of an uploaded file (moved into :attr:`folder`); its id and status."""
+        entity = self.deployment.records.entity(entity_name)
+        self._check(actor, entity, options.get("on_duplicate", "skip"), dry_run)
+        now = _ts(self.deployment.clock.now())
+        async with self.db.transaction():
+            import_id = await self.db.fetchval(
+                'INSERT INTO crm_import ("entity", "filename", "options", "status", "dry_run", "user_id", '
+                '"created_at", "updated_at") VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING "id"',
+                [entity.name, filename, json.dumps(options), "pending", dry_run, actor.user_id, now, now])
+            folder = self.folder / str(import_id)
+            folder.mkdir(parents=True, exist_ok=True)
+            suffix = Path(filename).suffix.lower() or ".csv"
+            Path(path).replace(folder / f"upload{suffix}")
+            await self.deployment.jobs.enqueue(JOB_KIND, {"import_id": import_id})
+        return await self.status(import_id)
+
+    def _upload(self, import_id: int) -> Path | None:
+        folder = self.folder / str(import_id)
+        found = sorted(folder.glob("upload.*")) if folder.is_dir() else []
+        return found[0] if found else None
+
+    def errors_path(self, import_id: int) -> Path:
+        return self.folder / str(import_id) / "errors.csv"
+
+    async def status(self, import_id: int, *, actor: Actor | None = None) -> dict[str, Any]:
+        row = await self.db.fetchrow(
+            'SELECT "id", "entity", "filename", "options", "status", "dry_run", "total", "processed", "created", '
+            '"updated", "skipped", "rejected", "error", "user_id", "created_at", "updated_at" FROM crm_import '
+            'WHERE "id" = ?', [import_id])
+        if row is None or (actor is not None and not actor.system and row[13] != actor.user_id
+                           and not actor.has("manage_integrations")):
+            raise NotFound("import", import_id)
+        keys = ["id", "entity", "filename", "options", "status", "dry_run", "total", "processed", "created",
+                "updated", "skipped", "rejected", "error", "user_id", "created_at", "updated_at"]
+        info = dict(zip(keys, row))
+        info["options"] = json.loads(info["options"])
+        info["dry_run"] = bool(info["dry_run"])
+        info["has_errors"] = self.errors_path(import_id).is_file()
+        return info
+
+    async def _set(self, import_id: int, **values: Any) -> None:
+        values["updated_at"] = _ts(self.deployment.clock.now())
+        await self.db.execute(
+            f'UPDATE crm_import SET {", ".join(f"{chr(34)}{k}{chr(34)} = ?" for k in values)} WHERE "id" = ?',
+            [*values.values(), import_id])
+
+    async def _run_job(self, import_id: int) -> None:
+        info = await self.status(import_id)
+        if info["status"] not in ("pending", "running"):
+            return
+        path = self._upload(import_id)
+        if path is None:
+            await self._set(import_id, status="failed", error="the uploaded file is gone")
+            return
+        if info["user_id"] is None:
+            from .auth import SYSTEM
+            actor = SYSTEM
+        else:
+            actor = await self.deployment.auth.actor_for_user(info["user_id"], via="import")
+        await self._set(import_id, status="running", processed=0)
+        options = info["options"]
+
+        async def progress(done: int, total: int) -> None:
+            await self._set(import_id, processed=done, total=total)
+
+        try:
+            result = await self.import_file(
+                path, info["entity"], actor=actor, encoding=options.get("encoding"),
+                mapping=options.get("mapping"), overrides=options.get("overrides"), dedup=options.get("dedup"),
+                key=options.get("key"), on_duplicate=options.get("on_duplicate", "skip"), dry_run=info["dry_run"],
+                errors_file=self.errors_path(import_id), progress=progress,
+            )
+        except (ValidationError, Forbidden, NotFound) as exc:
+            message = "; ".join(e.message for e in exc.errors) if isinstance(exc, ValidationError) else str(exc)
+            await self._set(import_id, status="failed", error=message)
+            return
+        await self._set(import_id, status="done", total=result.total, processed=result.total,
+                        created=result.created, updated=result.updated, skipped=result.skipped,
+                        rejected=result.rejected)
+
+    async def list_imports(self, *, actor: Actor, limit: int = 50) -> list[dict[str, Any]]:
+        rows = await self.db.fetch('SELECT "id", "user_id" FROM crm_import ORDER BY "id" DESC LIMIT ?', [limit])
+        return [await self.status(r[0]) for r in rows
+                if actor.system or r[1] == actor.user_id or actor.has("manage_integrations")]
+
+    # -- exporting -------------------------------------------------------------------------------
+
+    async def iter_records(self, entity_name: str, *, actor: Actor, filter: dict | None = None,
+                           page: int = 500) -> Any:
+        """Every record of an entity type the actor may export, in id order, page by page."""
+        records = self.deployment.records.as_actor(actor)
+        cursor = None
+        while True:
+            result = await records.list(entity_name, ListQuery(filter=filter, sort=["id"], limit=page, cursor=cursor),
+                                        action="export")
+            for item in result.items:
+                yield item
+            if not result.next_cursor:
+                return
+            cursor = result.next_cursor
+
+    def export_columns(self, entity_name: str, *, actor: Actor) -> list[str]:
+        entity = self.deployment.records.entity(entity_name)
+        hidden = actor.hidden_fields(entity.name)
+        return ["id", "owner_id", *[f.name for f in entity.visible_fields if f.name not in hidden]]
+
+    async def export(self, entity_name: str, out: IO[bytes], *, fmt: str = "csv", actor: Actor,
+                     filter: dict | None = None) -> int:
+        """Write every record (matching ``filter``) to ``out`` as CSV, XLSX or JSON; the count."""
+        if fmt not in FORMATS:
+            raise _invalid("format", f"export formats: {', '.join(FORMATS)}; not {fmt!r}")
+        columns = self.export_columns(entity_name, actor=actor)
+        count = 0
+        if fmt == "csv":
+            text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
+            writer = csv.writer(text)
+            writer.writerow(columns)
+            async for record in self.iter_records(entity_name, actor=actor, filter=filter):
+                writer.writerow([_show(record.get(c)) for c in columns])
+                count += 1
+            text.flush()
+            text.detach()
+        elif fmt == "json":
+            out.write(b"[")
+            async for record in self.iter_records(entity_name, actor=actor, filter=filter):
+                out.write((b",\n" if count else b"\n") + msgspec.json.encode({c: _jsonable(record.get(c)) for c in columns}))
+                count += 1
+            out.write(b"\n]\n" if count else b"]\n")
+        else:
+            import openpyxl
+
+            book = openpyxl.Workbook(write_only=True)
+            sheet = book.create_sheet(entity_name[:31])
+            sheet.append(columns)
+            async for record in self.iter_records(entity_name, actor=actor, filter=filter):
+                sheet.append([_xlsx(record.get(c)) for c in columns])
+                count += 1
+            book.save(out)
+        return count
+
+    def exportable(self, actor: Actor) -> list[str]:
+        from .auth.permissions import Scope
+
+        return [e.name for e in self.deployment.registry.entities.values()
+                if actor.system or actor.scope(e.name, "export") is not Scope.NONE]
+
+    async def export_all(self, folder: Path, *, fmt: str = "csv", actor: Actor) -> dict[str, int]:
+        """Every entity type the actor may export into ``folder/<entity>.<fmt>``; counts."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        counts = {}
+        for name in self.exportable(actor):
+            with open(folder / f"{name}.{fmt}", "wb") as f:
+                counts[name] = await self.export(name, f, fmt=fmt, actor=actor)
+        return counts
+
+    async def export_vcards(self, out: IO[bytes], *, actor: Actor, filter: dict | None = None) -> int:
+        from .vcard import contact_to_vcard
+
+        count = 0
+        async for record in self.iter_records("contact", actor=actor, filter=filter):
+            out.write(contact_to_vcard(record).encode("utf-8"))
+            count += 1
+        return count
+
+
+async def _maybe_await(value: Any) -> Any:
+    if hasattr(value, "__await__"):
+        return await value
+    return value
+
+
+def _show(value: Any) -> str:
+    """A value as a CSV cell that imports back to the same value."""
+    if value is None:
+        return ""
+    if isinstance(value, Phone):
+        return value.e164
+    if isinstance(value, Money):
+        return f"{value.amount} {value.currency}"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value))
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return json.dumps(value)
+    return str(value)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Phone):
+        return value.e164
+    if isinstance(value, Money):
+        return {"amount": str(value.amount), "currency": value.currency}
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+def _xlsx(value: Any) -> Any:
+    if value is None or isinstance(value, (int, float, str)):
+        return value
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, (dt.date, Decimal)):
+        return value
+    return _show(value)
