@@ -1,5 +1,5 @@
 """The core's automation actions: create_task, notify, set_field, move_stage, create_record,
-webhook. Each is a pair: ``check(automation, params, entity)`` validates an action when its rule
+webhook, generate_document. Each is a pair: ``check(automation, params, entity)`` validates an action when its rule
 is saved (and returns it normalised), ``run(context)`` does it when the rule fires, through the
 records service as the automation user, inside the firing's transaction.
 """
@@ -283,6 +283,44 @@ async def _webhook(context: ActionContext) -> dict[str, Any]:
     return {"delivery": delivery}
 
 
+# -- generate_document -----------------------------------------------------------------------
+
+
+async def _check_generate_document(automation, params: dict[str, Any], entity: EntityType | None) -> dict[str, Any]:
+    from ..documents import FORMATS
+
+    _only(params, {"template", "format", "pdf_a"})
+    if entity is None:
+        raise ValidationError([FieldError("template", "invalid", "generate_document needs a rule with an entity")])
+    try:
+        template = await automation.deployment.documents.template(params.get("template"))
+    except NotFound:
+        names = [t["name"] for t in await automation.deployment.documents.templates(entity=entity.name)]
+        raise ValidationError([FieldError("template", "invalid", f"a document template of {entity.name}: "
+                                                                 f"{', '.join(names) or 'none yet'}")]) from None
+    if template["entity"] != entity.name:
+        raise ValidationError([FieldError("template", "invalid", f"template {template['name']!r} is for "
+                                                                 f"{template['entity']} records, not {entity.name}")])
+    out: dict[str, Any] = {"template": template["name"]}
+    if params.get("format") is not None:
+        if params["format"] not in FORMATS:
+            raise ValidationError([FieldError("format", "invalid", f"format is one of {', '.join(FORMATS)}")])
+        out["format"] = params["format"]
+    if params.get("pdf_a") is not None:
+        if not isinstance(params["pdf_a"], bool):
+            raise ValidationError([FieldError("pdf_a", "invalid", "pdf_a is true (PDF/A-3b) or false")])
+        out["pdf_a"] = params["pdf_a"]
+    return out
+
+
+async def _generate_document(context: ActionContext) -> dict[str, Any]:
+    record = _needs_record(context)
+    document = await context.deployment.documents.generate(
+        context.params["template"], context.entity, record["id"], actor=context.actor,
+        format=context.params.get("format"), pdf_a=bool(context.params.get("pdf_a")))
+    return {"document": document["id"], "filename": document["filename"]}
+
+
 CORE_ACTIONS: dict[str, ActionType] = {a.name: a for a in [
     ActionType(name="create_task", run=_create_task, check=_check_task, label="Create a task",
                description="a task (or call, meeting...) for a recipient, due in a while or at a date of the record"),
@@ -296,4 +334,7 @@ CORE_ACTIONS: dict[str, ActionType] = {a.name: a for a in [
                description="a new record of any type, linked to this one"),
     ActionType(name="webhook", run=_webhook, check=_check_webhook, label="Call a webhook",
                description="a signed POST to a webhook subscription's URL, retried until it is taken"),
+    ActionType(name="generate_document", run=_generate_document, check=_check_generate_document,
+               label="Generate a document",
+               description="fill a document template (HTML or PDF) with the record and attach it to the record"),
 ]}

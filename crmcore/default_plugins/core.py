@@ -141,3 +141,9 @@ def _reminder_jobs(register):
     from ..notifications import register_job_handlers
 
     register_job_handlers(register)
+
+
+# Documents generated from templates (crmcore.documents) show on their record's timeline.
+@hookimpl(specname="crm_timeline_items")
+def _document_timeline(entity, record_id, before, limit, deployment):
+    return deployment.documents.timeline_items(entity, record_id, before, limit)
