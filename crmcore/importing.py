@@ -287,8 +287,8 @@ def _cell(value: Any, field: Field) -> str:
     """A cell as text (XLSX cells come typed)."""
     if value is None:
         return ""
-    if isinstance(value, str):
-        return value.strip()
+    if isinstance(value, str):  # long text is kept as it is (blank: empty)
+        return value if field.type is FieldType.LONG_TEXT and value.strip() else value.strip()
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
