@@ -385,3 +385,28 @@ def crm_automation_actions(register, deployment):
 
             register("send_sms", send_sms, check=check, label="Send an SMS")
     """
+
+
+@hookspec
+def crm_register_reports(register, deployment):
+    """Declare reports: saved report definitions shipped with the plugin, listed and run beside
+    the core's built-in ones (``/api/reports``, ``crm reports``, ``/reports``).
+
+    :param register: ``register(definition: dict)``; the definition takes the keys of a saved
+        report (``name``, ``label``, ``description``, ``entity``, ``filter``, ``group_by``,
+        ``measures``, ``sort``, ``limit``, ``chart``; see :mod:`crmcore.reports`) and is checked
+        as one: a bad definition fails the plugin with the key named. The name is prefixed with
+        the plugin's (``by_city`` in plugin ``estate`` is run as ``estate.by_city``).
+    :param deployment: the :class:`crmcore.Deployment` the reports are listed for.
+
+    Example::
+
+        @hookimpl
+        def crm_register_reports(register):
+            register({
+                "name": "deals_by_city", "label": "Deals by city", "entity": "deal",
+                "filter": {"field": "stage", "op": "eq", "value": "won"},
+                "group_by": ["company"], "measures": [{"op": "count"}, {"op": "sum", "field": "amount"}],
+                "chart": "pie",
+            })
+    """

@@ -555,3 +555,26 @@ async def test_hook_crm_automation_actions(make_deployment):
     assert by_record[none["id"]]["outcome"] == "failed"
     assert by_record[none["id"]]["error"] == "actions[1] (sms.send_sms): the contact has no mobile number"
     assert (await dep.records.get("contact", none["id"]))["job_title"] is None  # nothing of a failed firing stays
+
+
+async def test_hook_crm_register_reports(make_deployment):
+    def crm_register_reports(register, deployment):
+        register({"name": "deals_by_stage", "label": "Deals by stage", "entity": "deal", "group_by": ["stage"],
+                  "measures": [{"op": "count"}, {"op": "sum", "field": "amount"}], "chart": "pie"})
+
+    dep = await make_deployment(extra_plugins=[named("estate", crm_register_reports=crm_register_reports)])
+    await dep.records.create("deal", {"name": "Flat", "amount": {"amount": "100", "currency": "EUR"}})
+    await dep.records.create("deal", {"name": "House", "amount": {"amount": "250.50", "currency": "EUR"}})
+    found = await dep.reports.get("estate.deals_by_stage")
+    assert found["source"] == "estate" and found["chart"] == "pie"
+    assert "estate.deals_by_stage" in [r["name"] for r in await dep.reports.list()]
+    result = await dep.reports.run("estate.deals_by_stage")
+    assert [(r["stage"], r["count"], str(r["sum_amount"])) for r in result["rows"]] == [("prospecting", 2, "350.50")]
+
+    def bad(register):
+        register({"name": "broken", "entity": "deal", "chart": "radar"})
+
+    broken = await make_deployment(extra_plugins=[named("broken", crm_register_reports=bad)])
+    with pytest.raises(PluginError) as exc:
+        await broken.reports.list()
+    assert "'broken'" in str(exc.value) and "chart" in str(exc.value)
