@@ -67,8 +67,8 @@ IMPORT_TABLES: list[str] = [
 JOB_KIND = "import.run"
 #: Rows validated and written per transaction.
 BATCH = 5000
-#: Import statuses: pending (queued), running, done, failed.
-STATUSES = ("pending", "running", "done", "failed")
+#: Import statuses: uploaded (waiting for its options), pending (queued), running, done, failed.
+STATUSES = ("uploaded", "pending", "running", "done", "failed")
 FORMATS = ("csv", "xlsx", "json")
 ON_DUPLICATE = ("create", "update", "skip")
 #: Progress is stored (and the callback called) at most every this many rows.
@@ -539,7 +539,8 @@ class ImportService:
 
     async def delete_mapping(self, name: str) -> None:
         await self.get_mapping(name)
-        await self.db.execute('DELETE FROM crm_import_mapping WHERE "name" = ?', [name])
+        async with self.db.transaction():
+            await self.db.execute('DELETE FROM crm_import_mapping WHERE "name" = ?', [name])
 
     # -- previews --------------------------------------------------------------------------------
 
@@ -824,23 +825,73 @@ class ImportService:
 
     # -- imports as jobs ---------------------------------------------------------------------------
 
-    async def start(self, path: Path, filename: str, entity_name: str, *, actor: Actor, options: dict[str, Any],
-                    dry_run: bool = False) -> dict[str, Any]:
-        """Queue an import of an uploaded file (moved into :attr:`folder`); its id and status."""
+    async def upload(self, path: Path, filename: str, entity_name: str, *, actor: Actor) -> dict[str, Any]:
+        """Keep an uploaded file (moved into :attr:`folder`) as an import waiting to be run; its
+        status with a preview (headers, guessed mapping, first rows) or the reason there is none."""
         entity = self.deployment.records.entity(entity_name)
-        self._check(actor, entity, options.get("on_duplicate", "skip"), dry_run)
+        self._check(actor, entity, "skip", True)
+        filename = Path(filename or "upload.csv").name
+        _file_format(Path(filename), None)
         now = _ts(self.deployment.clock.now())
         async with self.db.transaction():
             import_id = await self.db.fetchval(
                 'INSERT INTO crm_import ("entity", "filename", "options", "status", "dry_run", "user_id", '
                 '"created_at", "updated_at") VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING "id"',
-                [entity.name, filename, json.dumps(options), "pending", dry_run, actor.user_id, now, now])
-            folder = self.folder / str(import_id)
-            folder.mkdir(parents=True, exist_ok=True)
-            suffix = Path(filename).suffix.lower() or ".csv"
-            Path(path).replace(folder / f"upload{suffix}")
+                [entity.name, filename, "{}", "uploaded", False, actor.user_id, now, now])
+        folder = self.folder / str(import_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        Path(path).replace(folder / f"upload{Path(filename).suffix.lower()}")
+        return await self.describe(import_id, actor=actor)
+
+    async def describe(self, import_id: int, *, actor: Actor, encoding: str | None = None,
+                       mapping: str | None = None) -> dict[str, Any]:
+        """An import's status and a preview of its file."""
+        info = await self.status(import_id, actor=actor)
+        path = self._upload(import_id)
+        try:
+            if path is None:
+                raise _invalid("file", "the uploaded file is gone")
+            info["preview"] = await self.preview(path, info["entity"], encoding=encoding or info["options"].get("encoding"),
+                                                 mapping=mapping)
+            info["preview_error"] = None
+        except ValidationError as exc:
+            info["preview"] = None
+            info["preview_error"] = "; ".join(e.message for e in exc.errors)
+        return info
+
+    async def queue(self, import_id: int, *, actor: Actor, options: dict[str, Any], dry_run: bool = False,
+                    save_mapping: str | None = None) -> dict[str, Any]:
+        """Run an uploaded import (or a dry run of it) as a job with ``options`` (``mapping``:
+        a saved mapping's name or {column: field}; ``dedup``, ``key``, ``on_duplicate``, ``encoding``)."""
+        info = await self.status(import_id, actor=actor)
+        if info["status"] in ("pending", "running"):
+            raise _invalid("status", "this import is running already", "conflict")
+        if info["status"] == "done" and not info["dry_run"]:
+            raise _invalid("status", "this import is done; upload the file again to import it again", "conflict")
+        entity = self.deployment.records.entity(info["entity"])
+        known = {"mapping", "dedup", "key", "on_duplicate", "encoding"}
+        unknown = set(options) - known
+        if unknown:
+            raise _invalid(sorted(unknown)[0], f"unknown option; options are: {', '.join(sorted(known))}")
+        on_duplicate = options.get("on_duplicate") or "skip"
+        if on_duplicate not in ON_DUPLICATE:
+            raise _invalid("on_duplicate", f"on duplicate: {', '.join(ON_DUPLICATE)}; not {on_duplicate!r}")
+        self._check(actor, entity, on_duplicate, dry_run)
+        mapping = options.get("mapping")
+        if isinstance(mapping, str):
+            await self.get_mapping(mapping)
+        elif mapping is not None and not isinstance(mapping, dict):
+            raise _invalid("mapping", "a saved mapping's name or {column: field}")
+        if save_mapping and isinstance(mapping, dict):
+            await self.save_mapping(save_mapping, entity.name, mapping, actor=actor)
+        errors = self.errors_path(import_id)
+        if errors.is_file():
+            errors.unlink()
+        async with self.db.transaction():
+            await self._set(import_id, status="pending", dry_run=dry_run, options=json.dumps(options), error=None,
+                            total=0, processed=0, created=0, updated=0, skipped=0, rejected=0)
             await self.deployment.jobs.enqueue(JOB_KIND, {"import_id": import_id})
-        return await self.status(import_id)
+        return await self.status(import_id, actor=actor)
 
     def _upload(self, import_id: int) -> Path | None:
         folder = self.folder / str(import_id)
@@ -868,9 +919,10 @@ class ImportService:
 
     async def _set(self, import_id: int, **values: Any) -> None:
         values["updated_at"] = _ts(self.deployment.clock.now())
-        await self.db.execute(
-            f'UPDATE crm_import SET {", ".join(f"{chr(34)}{k}{chr(34)} = ?" for k in values)} WHERE "id" = ?',
-            [*values.values(), import_id])
+        async with self.db.transaction():
+            await self.db.execute(
+                f'UPDATE crm_import SET {", ".join(f"{chr(34)}{k}{chr(34)} = ?" for k in values)} WHERE "id" = ?',
+                [*values.values(), import_id])
 
     async def _run_job(self, import_id: int) -> None:
         info = await self.status(import_id)
@@ -880,11 +932,14 @@ class ImportService:
         if path is None:
             await self._set(import_id, status="failed", error="the uploaded file is gone")
             return
-        if info["user_id"] is None:
-            from .auth import SYSTEM
-            actor = SYSTEM
-        else:
-            actor = await self.deployment.auth.actor_for_user(info["user_id"], via="import")
+        from .auth import SYSTEM, Unauthenticated
+
+        try:
+            actor = SYSTEM if info["user_id"] is None else await self.deployment.auth.actor_for_user(
+                info["user_id"], via="import")
+        except Unauthenticated:
+            await self._set(import_id, status="failed", error="the user who started it can no longer sign in")
+            return
         await self._set(import_id, status="running", processed=0)
         options = info["options"]
 
@@ -894,11 +949,11 @@ class ImportService:
         try:
             result = await self.import_file(
                 path, info["entity"], actor=actor, encoding=options.get("encoding"),
-                mapping=options.get("mapping"), overrides=options.get("overrides"), dedup=options.get("dedup"),
+                mapping=options.get("mapping"), dedup=options.get("dedup"),
                 key=options.get("key"), on_duplicate=options.get("on_duplicate", "skip"), dry_run=info["dry_run"],
                 errors_file=self.errors_path(import_id), progress=progress,
             )
-        except (ValidationError, Forbidden, NotFound) as exc:
+        except (ValidationError, Forbidden, NotFound, Unauthenticated) as exc:
             message = "; ".join(e.message for e in exc.errors) if isinstance(exc, ValidationError) else str(exc)
             await self._set(import_id, status="failed", error=message)
             return

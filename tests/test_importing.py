@@ -247,3 +247,67 @@ def test_cli_import_export(tmp_path):
     assert [r["last_name"] for r in json.loads(target.read_text())] == ["Müller"]
     crm("export", "--all", "--output", str(tmp_path / "all"), deployment=folder)
     assert (tmp_path / "all" / "contact.csv").is_file()
+
+
+# -- over HTTP ------------------------------------------------------------------------------------
+
+
+def _run_jobs(client) -> None:
+    dep = client.app.state.deployment
+    client.blocking_portal.call(dep.jobs.run_due)
+
+
+def test_import_api_upload_dry_run_run_status_errors(crm_client):
+    from crmcore.testing import crm_user
+
+    from .conftest import problem
+
+    client = crm_client(in_process_worker=False, region="TR")
+    body = "Surname,E-mail,Tel\nKaya,k@example.com,0532 123 45 67\n,bad,\nKaya2,K@example.com,\n"
+    uploaded = client.post("/api/imports", files={"file": ("people.csv", body.encode(), "text/csv")},
+                           data={"entity": "contact"})
+    assert uploaded.status_code == 201, uploaded.text
+    info = uploaded.json()
+    assert info["status"] == "uploaded"
+    assert info["preview"]["mapping"] == {"Surname": "last_name", "E-mail": "email", "Tel": "phone"}
+    assert info["preview"]["rows"][0] == ["Kaya", "k@example.com", "0532 123 45 67"]
+    import_id = info["id"]
+
+    queued = client.post(f"/api/imports/{import_id}/run", json={"dry_run": True})
+    assert queued.status_code == 202, queued.text
+    _run_jobs(client)
+    dry = client.get(f"/api/imports/{import_id}").json()
+    assert (dry["status"], dry["dry_run"], dry["created"], dry["skipped"], dry["rejected"]) == ("done", True, 1, 1, 1)
+    assert client.get("/api/contact").json()["items"] == []
+
+    problem(client.post(f"/api/imports/{import_id}/run", json={"on_duplicate": "sometimes"}), 422, "on_duplicate")
+    client.post(f"/api/imports/{import_id}/run", json={"mapping": {"Surname": "last_name", "E-mail": "email",
+                                                                   "Tel": None}, "save_mapping": "people"})
+    _run_jobs(client)
+    done = client.get(f"/api/imports/{import_id}").json()
+    assert (done["status"], done["created"], done["rejected"], done["processed"]) == ("done", 1, 1, 3)
+    [record] = client.get("/api/contact").json()["items"]
+    assert record["last_name"] == "Kaya" and record["phone"] is None and record["owner_id"] == client.crm_user.id
+    report = client.get(f"/api/imports/{import_id}/errors")
+    assert report.status_code == 200 and "row,column,value,reason" in report.text and "3,E-mail,bad" in report.text
+    assert [m["name"] for m in client.get("/api/import-mappings").json()] == ["people"]
+    problem(client.post(f"/api/imports/{import_id}/run", json={}), 422, "status")
+
+    reader = crm_user(client, role="read_only")
+    denied = client.post("/api/imports", files={"file": ("p.csv", body.encode(), "text/csv")},
+                         data={"entity": "contact"}, headers=reader.headers)
+    problem(denied, 403)
+    problem(client.get(f"/api/imports/{import_id}", headers=reader.headers), 404)
+
+    exported = client.get("/api/exports/contact", params={"format": "json"})
+    assert exported.status_code == 200 and [r["last_name"] for r in exported.json()] == ["Kaya"]
+    vcf = client.get("/api/exports/contact", params={"format": "vcf"})
+    assert vcf.text.startswith("BEGIN:VCARD") and "Kaya" in vcf.text
+    xlsx = client.get("/api/exports/contact", params={"format": "xlsx"})
+    assert openpyxl.load_workbook(io.BytesIO(xlsx.content)).worksheets[0].max_row == 2
+    problem(client.get("/api/exports/contact", params={"format": "pdf"}), 422, "format")
+    from openapi_spec_validator import validate as validate_openapi
+
+    doc = client.get("/schema/openapi.json").json()
+    validate_openapi(doc)
+    assert "/api/imports/{import_id}/run" in doc["paths"] and "ImportRun" in doc["components"]["schemas"]
