@@ -914,7 +914,7 @@ def _series(result: dict[str, Any]) -> tuple[str, list[tuple[str, float]]]:
 
 
 def _number(value: float) -> str:
-    return f"{value:,.0f}" if value == int(value) else f"{value:,.2f}"
+    return f"{value:,.0f}" if value == int(value) else f"{value:,.2f}".rstrip("0").rstrip(".")
 
 
 def chart_svg(result: dict[str, Any], *, title: str | None = None) -> str:

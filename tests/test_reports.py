@@ -10,14 +10,13 @@ import io
 import json
 from decimal import Decimal
 
-import msgspec
 import pytest
 
 import crmcore
 from openapi_spec_validator import validate as validate_openapi
 from openpyxl import load_workbook
 
-from crmcore import Field, FieldType, ValidationError, hookimpl
+from crmcore import ValidationError, hookimpl
 from crmcore.auth.permissions import BUILTIN_ROLES, Actor, Role, effective_grants
 from crmcore.records.errors import Forbidden
 from crmcore.reports import _offsets, chart_svg, to_csv, to_xlsx
