@@ -3,11 +3,12 @@
 A window shop: a web request makes a lead and a "contact within 15 minutes" task; a missed one
 notifies the head of sales; the manager logs the call and fills the data, which makes a
 "measurement" task for a measurer at the agreed time; the measurement result makes a pricing
-task; the deal won moves to "installation" and the installer is notified; done sends the head
+task; the price accepted (the deal won) makes the contract from a document template, attached
+to the deal; the deal moves to "installation" and the installer is notified; done sends the head
 of sales a report. The server is restarted twice in the middle: no timer is lost or doubled.
 
 Everything is configured as a consultant would, over HTTP: roles, users, custom fields, the
-pipeline, the web form and the rules. The test only moves the clock and runs due jobs (as the
+pipeline, the web form, the contract template and the rules. The test only moves the clock and runs due jobs (as the
 worker would).
 """
 
@@ -19,6 +20,14 @@ UTC = dt.timezone.utc
 # In the future of any real clock: nothing is due by real time when a server starts.
 START = dt.datetime(2031, 3, 3, 9, 0, tzinfo=UTC)
 WEB = {"field": "source", "op": "startswith", "value": "web form"}
+CONTRACT = """<!doctype html>
+<html><head><meta charset="utf-8"><title>Contract</title></head><body>
+<h1>Contract: {{ record.name }}</h1>
+<p>Client: {{ related.contact.first_name }} {{ related.contact.last_name }}, {{ related.contact.phone }}</p>
+<p>Price: {{ record.amount }}; measured {{ record.measurement_at | date("long") }}: {{ record.measurement_result }}</p>
+<p>{{ settings.name }}</p>
+</body></html>
+"""
 
 
 def _ok(response, status=200):
@@ -68,6 +77,8 @@ def _configure(client) -> dict:
     post("/api/forms", {"name": "window-request", "fields": {"name": "first_name", "surname": "last_name",
                                                              "tel": "phone", "mail": "email", "message": "notes"},
                         "required": ["surname", "tel"], "owner_id": users["manager"]["id"]})
+    post("/api/document-templates", {"name": "contract", "entity": "deal", "label": "Window contract",
+                                     "format": "pdf", "body": CONTRACT})
     rules = [
         {"name": "lead-task", "entity": "contact", "trigger": {"type": "created"}, "condition": WEB, "actions": [
             {"type": "create_task", "kind": "call", "subject": "Contact {{ record.first_name }} {{ record.last_name }} "
@@ -91,6 +102,9 @@ def _configure(client) -> dict:
          "actions": [{"type": "create_task", "subject": "Price the order: {{ record.name }}", "assignee": "owner",
                       "due": "1d"},
                      {"type": "move_stage", "stage": "pricing"}]},
+        # The price accepted: the contract, from the template, attached to the deal.
+        {"name": "contract", "entity": "deal", "trigger": {"type": "stage_entered", "stage": "won", "pipeline": "windows"},
+         "actions": [{"type": "generate_document", "template": "contract"}]},
         {"name": "won-to-installation", "entity": "deal",
          "trigger": {"type": "stage_entered", "stage": "won", "pipeline": "windows"},
          "actions": [{"type": "move_stage", "stage": "installation"}]},
@@ -195,6 +209,24 @@ def test_window_shop_end_to_end_with_restarts(crm_client):
     [install] = [t for t in _ok(admin.get("/api/activity", headers=installer.headers))["items"]
                  if t["subject"].startswith("Install")]
     assert install["assignee"] == installer.id
+    # The contract was made from the template and attached to the deal: the manager finds it there
+    # and on the deal's timeline, and downloads the PDF.
+    [contract] = _ok(admin.get("/api/documents", headers=manager.headers,
+                               params={"entity": "deal", "record_id": deal["id"]}))
+    assert contract["template"] == "contract" and contract["format"] == "pdf"
+    pdf = admin.get(f"/api/documents/{contract['id']}", headers=manager.headers)
+    assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
+    assert pdf.content.startswith(b"%PDF-") and len(pdf.content) == contract["size"]
+    assert contract["filename"] in pdf.headers["content-disposition"]
+    timeline = _ok(admin.get(f"/api/deal/{deal['id']}/timeline", headers=manager.headers))["items"]
+    assert [i["link"] for i in timeline if i["kind"] == "document"] == [f"/api/documents/{contract['id']}"]
+    # What it says: the same template as HTML, for the manager (stored beside it).
+    preview = _ok(admin.post("/api/document-templates/contract/render", headers=manager.headers,
+                             json={"entity": "deal", "record_id": deal["id"], "format": "html"}), 201)
+    text = admin.get(f"/api/documents/{preview['id']}", headers=manager.headers).text
+    assert "<h1>Contract: Windows for Demir</h1>" in text
+    assert "Client: Ayse Demir, 0532 444 55 66" in text
+    assert "Price: €2,400.00; measured March 5, 2031: 3 windows, 120x140 cm" in text
 
     # 6. Installed: the deal is done and the head of sales gets the report.
     _ok(admin.patch(f"/api/deal/{deal['id']}", headers=installer.headers, json={"installed": True}))
