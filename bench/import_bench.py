@@ -1,0 +1,82 @@
+"""How fast ``crm import`` goes: N contacts (first and last name, e-mail, a phone as people type
+it, a city) written to a CSV, then imported into a fresh SQLite deployment with the defaults
+(dedup by e-mail and phone, phones normalised to E.164), timed; a second CSV export is timed too.
+
+    .venv/bin/python bench/import_bench.py                 # 1,000,000 rows
+    .venv/bin/python bench/import_bench.py --rows 50000    # quick
+
+Not a test: it prints rows/s; the target (issue 6) is 1 M rows in about a minute on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import csv
+import pstats
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import crmcore  # noqa: E402
+from crmcore.auth import SYSTEM  # noqa: E402
+
+FIRST = ["Ayşe", "Mehmet", "Emily", "John", "Zeynep", "Can", "Deniz", "Maria", "Ali", "Elif"]
+LAST = ["Yılmaz", "Demir", "Clarke", "Smith", "Kaya", "Arslan", "Çelik", "Öztürk", "Brown", "Doğan"]
+CITIES = ["Izmir", "Istanbul", "Ankara", "Bursa", "London", "Berlin"]
+DOMAINS = ["example.com", "mail.example.org", "firma.com.tr", "shop.example.net"]
+
+
+def write_csv(path: Path, rows: int) -> None:
+    rnd = random.Random(6)
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["First name", "Surname", "E-mail", "Tel", "City"])
+        for i in range(rows):
+            phone = f"0532 {i // 10000 % 1000:03d} {i // 100 % 100:02d} {i % 100:02d}" if i % 3 else ""
+            out.writerow([rnd.choice(FIRST), rnd.choice(LAST), f"person{i}@{rnd.choice(DOMAINS)}", phone,
+                          rnd.choice(CITIES)])
+
+
+async def run(rows: int, profile: bool) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "dep"
+        crmcore.init_deployment(folder, region="TR", currency="TRY")
+        source = Path(tmp) / "contacts.csv"
+        started = time.perf_counter()
+        write_csv(source, rows)
+        print(f"wrote {rows:,} rows ({source.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - started:.1f} s")
+        async with await crmcore.Deployment.open(folder) as dep:
+            profiler = cProfile.Profile() if profile else None
+            started = time.perf_counter()
+            if profiler:
+                profiler.enable()
+            result = await dep.imports.import_file(source, "contact", actor=SYSTEM)
+            if profiler:
+                profiler.disable()
+            took = time.perf_counter() - started
+            print(f"import: {result.summary()} in {took:.1f} s = {rows / took:,.0f} rows/s")
+            started = time.perf_counter()
+            with open(Path(tmp) / "out.csv", "wb") as f:
+                count = await dep.imports.export("contact", f, fmt="csv", actor=SYSTEM)
+            took = time.perf_counter() - started
+            print(f"export: {count:,} rows in {took:.1f} s = {count / took:,.0f} rows/s")
+            if profiler:
+                pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--profile", action="store_true", help="print where the import's time goes")
+    args = parser.parse_args()
+    asyncio.run(run(args.rows, args.profile))
+
+
+if __name__ == "__main__":
+    main()
