@@ -15,7 +15,7 @@ saved and when it runs). A template sees:
 - ``record``: the record as the requesting actor reads it (fields hidden from their role are
   absent, so print nothing);
 - ``related``: ``related.contact``, ``related.company``... the records the record's relation
-  fields point to (those the actor may read), and ``related("deal")``: the records of another
+  fields point to (those the actor may read), ``related.owner`` (the owner's user record), and ``related("deal")``: the records of another
   entity type pointing to this one (a contact's or company's deals, a deal's activities), at
   most ``limit=100``;
 - ``entity`` (``name``, ``label``), ``settings`` (``name``, ``locale``, ``currency``,
@@ -27,7 +27,9 @@ saved and when it runs). A template sees:
   nothing.
 
 A syntax or runtime error is a :class:`ValidationError` naming ``body`` with ``line N: ...``;
-an attempt to reach past the sandbox (``{{ ''.__class__.__mro__ }}``) is refused the same way.
+an attempt to reach past the sandbox (``{{ ''.__class__.__mro__ }}``) is refused the same way, as
+are ``*`` and ``**`` making huge values. (A template can still loop for long: templates are
+edited by those trusted with the schema, not by everyone.)
 
 **Output** is HTML, or PDF made from it by WeasyPrint (``pdf_a=True``: PDF/A-3b). WeasyPrint
 fetches nothing: only ``data:`` URLs (inline images) are loaded, so a template can neither read
@@ -87,6 +89,10 @@ MAX_LABEL = 200
 MAX_RELATED = 500
 #: The settings a template may read (never SMTP credentials and the like).
 SHOWN_SETTINGS = ("name", "locale", "currency", "timezone", "region", "base_url")
+#: What ``*`` may repeat and ``**`` raise to, at most.
+MAX_REPEAT = 1_000_000
+MAX_POWER = 1000
+MAX_BITS = 100_000
 #: A plugin's templates: ``documents/<name>.<entity>.html``.
 PLUGIN_FOLDER = "documents"
 _PLUGIN_FILE = re.compile(r"^([a-z0-9][a-z0-9_-]*)\.([a-z][a-z0-9_]*)\.html$")
@@ -122,11 +128,26 @@ def _body_error(message: str, line: int | None = None) -> ValidationError:
 
 class _Sandbox(ImmutableSandboxedEnvironment):
     """The sandbox, stricter: reaching for an unsafe attribute fails at once (the stock one
-    returns an undefined value that fails only when used, or prints as nothing)."""
+    returns an undefined value that fails only when used, or prints as nothing), and ``*`` and
+    ``**`` refuse results too large to be a document's (``'x' * 10**10`` would take the memory;
+    intercepted, they are not folded when the template is compiled either)."""
+
+    intercepted_binops = frozenset({"*", "**"})
 
     def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
         raise SecurityError(f"access to attribute {attribute!r} of a {type(obj).__name__} is not allowed "
                             "in a document template")
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**":
+            if isinstance(right, (int, float)) and not isinstance(right, bool) and (abs(right) > MAX_POWER or (
+                    isinstance(left, int) and abs(left) > 1 and abs(left).bit_length() * right > MAX_BITS)):
+                raise SecurityError("a power this large is not allowed in a document template")
+            return left ** right
+        for text, times in ((left, right), (right, left)):
+            if isinstance(text, (str, list, tuple)) and isinstance(times, int) and len(text) * times > MAX_REPEAT:
+                raise SecurityError(f"a repetition longer than {MAX_REPEAT} is not allowed in a document template")
+        return left * right
 
 
 def _unsafe_names(tree: nodes.Template) -> list[tuple[int, str]]:
@@ -417,6 +438,11 @@ class DocumentService:
                     linked[field.name] = await records.get(field.target, value)
                 except (NotFound, Forbidden):
                     pass
+        if isinstance(record.get("owner_id"), int) and "owner" not in linked:
+            try:
+                linked["owner"] = await records.get("user", record["owner_id"])
+            except (NotFound, Forbidden):
+                pass
 
         async def find(other: Any, limit: Any = 100) -> list[dict[str, Any]]:
             target = registry.get(other) if isinstance(other, str) else None
@@ -484,6 +510,8 @@ class DocumentService:
             return await compiled.render_async(context)
         except SecurityError as exc:
             raise _body_error(f"refused: {exc}", _template_line(exc)) from None
+        except RecursionError as exc:
+            raise _body_error("the template calls itself too deeply (a macro calling itself?)", _template_line(exc)) from None
         except (TemplateError, ArithmeticError, TypeError, ValueError, LookupError, AttributeError) as exc:
             message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
             raise _body_error(f"{type(exc).__name__}: {message}" if not isinstance(exc, TemplateError) else message,

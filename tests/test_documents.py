@@ -448,3 +448,29 @@ def test_cli_templates_and_render(tmp_path, path):
     crm("documents", "templates", "remove", "quote", deployment=path)
     out = crm("documents", "templates", "show", "quote", deployment=path, ok=False).output
     assert "document template quote does not exist" in out
+
+
+@pytest.mark.parametrize("body, words", [
+    ("<p>\n{{ 'x' * 100000000000 }}</p>", "line 2: refused: a repetition"),
+    ("<p>\n\n{{ 10 ** 100000 }}</p>", "line 3: refused: a power"),
+    ("<p>\n{{ 10 ** 1000 ** 1000 ** 1000 }}</p>", "line 2: refused: a power"),
+    ("{% macro m() %}{{ m() }}{% endmacro %}\n{{ m() }}", "too deeply"),
+])
+async def test_huge_values_and_endless_recursion_are_refused(make_deployment, body, words):
+    dep = await make_deployment()
+    deal = await dep.records.create("deal", {"name": "D"})
+    await dep.documents.create_template({"name": "big", "entity": "deal", "format": "html", "body": body}, actor=SYSTEM)
+    with pytest.raises(ValidationError) as refused:
+        await dep.documents.render("big", "deal", deal["id"], actor=SYSTEM)
+    assert refused.value.errors[0].field == "body" and words in refused.value.errors[0].message
+
+
+async def test_the_owner_is_a_related_record(make_deployment):
+    dep = await make_deployment()
+    owner = await make_user(dep, role="agent", name="Mia Manager")
+    actor = await dep.auth.actor_for_user(owner.id)
+    deal = await dep.records.as_actor(actor).create("deal", {"name": "D"})
+    await dep.documents.create_template({"name": "t", "entity": "deal", "format": "html",
+                                         "body": "{{ related.owner.name }} <{{ related.owner.email }}>"}, actor=SYSTEM)
+    content, *_ = await dep.documents.render("t", "deal", deal["id"], actor=actor)
+    assert content.decode() == f"Mia Manager <{owner.email}>"
