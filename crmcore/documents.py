@@ -28,8 +28,10 @@ saved and when it runs). A template sees:
 
 A syntax or runtime error is a :class:`ValidationError` naming ``body`` with ``line N: ...``;
 an attempt to reach past the sandbox (``{{ ''.__class__.__mro__ }}``) is refused the same way, as
-are ``*`` and ``**`` making huge values. (A template can still loop for long: templates are
-edited by those trusted with the schema, not by everyone.)
+are ``*`` and ``**`` making huge values, a document over :data:`MAX_OUTPUT` characters, one
+taking over :data:`MAX_SECONDS` to fill (checked as it is written out), loops over ``range()``
+running over :data:`MAX_RANGE` times in all, and more than :data:`MAX_RELATED_CALLS` calls of
+``related()``.
 
 **Output** is HTML, or PDF made from it by WeasyPrint (``pdf_a=True``: PDF/A-3b). WeasyPrint
 fetches nothing: only ``data:`` URLs (inline images) are loaded, so a template can neither read
@@ -47,13 +49,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
+import time
 import traceback
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jinja2 import ChainableUndefined, TemplateError, TemplateSyntaxError, nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError, safe_range
 
 from .entities import FieldType
 from .fieldvalues import Money, Phone
@@ -89,6 +92,13 @@ MAX_LABEL = 200
 MAX_RELATED = 500
 #: The settings a template may read (never SMTP credentials and the like).
 SHOWN_SETTINGS = ("name", "locale", "currency", "timezone", "region", "base_url")
+#: ``related("deal")`` calls one render may make (each is a query).
+MAX_RELATED_CALLS = 50
+#: The largest document (characters of HTML) and the longest a template may take to fill.
+MAX_OUTPUT = 20_000_000
+#: How many numbers ``range()`` may give in one render, all loops together.
+MAX_RANGE = 1_000_000
+MAX_SECONDS = 30.0
 #: What ``*`` may repeat and ``**`` raise to, at most.
 MAX_REPEAT = 1_000_000
 MAX_POWER = 1000
@@ -444,7 +454,14 @@ class DocumentService:
             except (NotFound, Forbidden):
                 pass
 
+        calls = 0
+
         async def find(other: Any, limit: Any = 100) -> list[dict[str, Any]]:
+            nonlocal calls
+            calls += 1
+            if calls > MAX_RELATED_CALLS:
+                raise SecurityError(f"related() may be called at most {MAX_RELATED_CALLS} times in a document; "
+                                    "set its result to a variable: {% set deals = related('deal') %}")
             target = registry.get(other) if isinstance(other, str) else None
             if target is None:
                 raise ValueError(f"related({other!r}): no such entity type")
@@ -464,6 +481,17 @@ class DocumentService:
                 return []
             return page.items
 
+        counted = 0
+
+        def range_(*args: Any) -> range:
+            """The sandbox's range, counted over the whole render (nested loops multiply)."""
+            nonlocal counted
+            numbers = safe_range(*args)
+            counted += len(numbers)
+            if counted > MAX_RANGE:
+                raise SecurityError(f"the template's loops would run over {MAX_RANGE:,} times")
+            return numbers
+
         settings = self.deployment.settings
         user = {}
         if actor.user_id:
@@ -477,7 +505,7 @@ class DocumentService:
             "entity": {"name": entity.name, "label": entity.label, "label_plural": entity.label_plural},
             "settings": {name: getattr(settings, name) for name in SHOWN_SETTINGS},
             "now": self.deployment.clock.now(), "user": user,
-            "template": {"name": template["name"], "label": template["label"]},
+            "template": {"name": template["name"], "label": template["label"]}, "range": range_,
         }
 
     async def render(
@@ -506,8 +534,18 @@ class DocumentService:
             compiled = env.from_string(body)
         except TemplateSyntaxError as exc:
             raise _body_error(exc.message or str(exc), exc.lineno) from None
+        parts: list[str] = []
+        size = 0
+        deadline = time.monotonic() + MAX_SECONDS
         try:
-            return await compiled.render_async(context)
+            async for part in compiled.generate_async(context):
+                parts.append(part)
+                size += len(part)
+                if size > MAX_OUTPUT:
+                    raise SecurityError(f"the document would be larger than {MAX_OUTPUT:,} characters")
+                if time.monotonic() > deadline:
+                    raise SecurityError(f"filling the template took longer than {MAX_SECONDS:g} seconds")
+            return "".join(parts)
         except SecurityError as exc:
             raise _body_error(f"refused: {exc}", _template_line(exc)) from None
         except RecursionError as exc:

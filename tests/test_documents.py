@@ -474,3 +474,28 @@ async def test_the_owner_is_a_related_record(make_deployment):
                                          "body": "{{ related.owner.name }} <{{ related.owner.email }}>"}, actor=SYSTEM)
     content, *_ = await dep.documents.render("t", "deal", deal["id"], actor=actor)
     assert content.decode() == f"Mia Manager <{owner.email}>"
+
+
+async def test_output_size_and_queries_are_bounded(make_deployment, monkeypatch):
+    import crmcore.documents as documents
+
+    dep = await make_deployment()
+    deal = await dep.records.create("deal", {"name": "D"})
+    await dep.documents.create_template({"name": "loop", "entity": "deal", "format": "html", "body": (
+        "<p>\n{% for i in range(100000) %}{% for j in range(100000) %}{{ 'x' * 1000 }}{% endfor %}{% endfor %}</p>")},
+        actor=SYSTEM)
+    monkeypatch.setattr(documents, "MAX_OUTPUT", 100_000)
+    with pytest.raises(ValidationError, match=r"body: refused: the document would be larger than 100,000 characters"):
+        await dep.documents.render("loop", "deal", deal["id"], actor=SYSTEM)
+    monkeypatch.setattr(documents, "MAX_OUTPUT", 10**12)
+    monkeypatch.setattr(documents, "MAX_SECONDS", 0.2)
+    with pytest.raises(ValidationError, match=r"body: refused: filling the template took longer"):
+        await dep.documents.render("loop", "deal", deal["id"], actor=SYSTEM)
+    await dep.documents.update_template("loop", {"body": (
+        "{% for i in range(100000) %}\n{% for j in range(100000) %}{% endfor %}{% endfor %}")}, actor=SYSTEM)
+    with pytest.raises(ValidationError, match=r"line 2: refused: the template's loops would run over 1,000,000 times"):
+        await dep.documents.render("loop", "deal", deal["id"], actor=SYSTEM)
+    await dep.documents.update_template("loop", {"body": "{% for i in range(1000) %}{{ related('activity') }}{% endfor %}"},
+                                        actor=SYSTEM)
+    with pytest.raises(ValidationError, match=r"line 1: refused: related\(\) may be called at most"):
+        await dep.documents.render("loop", "deal", deal["id"], actor=SYSTEM)
