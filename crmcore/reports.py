@@ -260,19 +260,19 @@ class _Run:
             if field.type is FieldType.DATETIME:
                 local = f"({column} AT TIME ZONE '{_zone_sql(self.zone)}')"
             return f"to_char(date_trunc('{bucket}', {local}), 'YYYY-MM-DD')"
-        day = column
-        if field.type is FieldType.DATETIME:
-            day = await self.sqlite_local_date(field)
+        # The local day as 'YYYY-MM-DD' text (computed once per row), then cut or moved to
+        # its bucket's first day with string functions, cheaper than strftime on SQLite.
+        day = await self.sqlite_local_date(field) if field.type is FieldType.DATETIME else column
         if bucket == "day":
-            return day if field.type is FieldType.DATETIME else f"date({column})"
+            return day
         if bucket == "month":
-            return f"strftime('%Y-%m-01', {day})"
+            return f"substr({day}, 1, 7) || '-01'"
         if bucket == "year":
-            return f"strftime('%Y-01-01', {day})"
+            return f"substr({day}, 1, 4) || '-01-01'"
         if bucket == "quarter":
-            return (f"printf('%s-%02d-01', strftime('%Y', {day}), "
-                    f"((CAST(strftime('%m', {day}) AS INTEGER) - 1) / 3) * 3 + 1)")
-        return f"date({day}, '-' || ((CAST(strftime('%w', {day}) AS INTEGER) + 6) % 7) || ' days')"
+            return (f"substr({day}, 1, 5) || substr('010101040404070707101010', "
+                    f"CAST(substr({day}, 6, 2) AS INTEGER) * 2 - 1, 2) || '-01'")
+        return f"date({day}, '-6 days', 'weekday 1')"  # the Monday on or before the day
 
     async def sqlite_local_date(self, field: Field) -> str:
         """The local date of a UTC datetime column on SQLite: its offset by a CASE over the
@@ -285,6 +285,8 @@ class _Run:
             return f"date({column})"
         spans = _offsets(zone, dt.datetime.fromisoformat(low), dt.datetime.fromisoformat(high) + dt.timedelta(days=1))
         if len(spans) == 1:
+            if spans[0][1] == 0:  # UTC: the stored text starts with the date
+                return f"substr({column}, 1, 10)"
             shift = f"'{spans[0][1]:+d} minutes'"
         else:
             whens = " ".join(f"WHEN {column} < '{until}' THEN '{minutes:+d} minutes'" for until, minutes in spans[:-1])
@@ -502,9 +504,11 @@ class ReportService:
             if column["kind"] == "currency":
                 selects.append(f'"{column["field"]}__currency"')
                 group_count += 1
-        measure_sql = []
-        for i, measure in enumerate(definition["measures"]):
+        def compile_measure(i: int, measure: dict[str, Any]) -> tuple[list[str], bool]:
+            """The measure's aggregate(s): [value] or, for sum and avg, [sum, count]; and
+            whether compiling added parameters (then the SQL is not shared with another)."""
             field = (_SYSTEM_FIELDS.get(measure["field"]) or fields[measure["field"]]) if "field" in measure else None
+            before = len(compiler.params)
             condition = None
             if "filter" in measure:
                 try:
@@ -516,17 +520,27 @@ class ReportService:
                 inner = "1" if field is None else f'CASE WHEN "{field.name}" IS NOT NULL THEN 1 ELSE 0 END'
                 expr = f"SUM(CASE WHEN {condition} THEN {inner} ELSE 0 END)" if condition else (
                     "COUNT(*)" if field is None else f'COUNT("{field.name}")')
-                measure_sql.append(expr)
-                continue
+                return [expr], len(compiler.params) > before
             value = run.number(field, "sum" if op in ("sum", "avg") else op)
             if condition:
                 value = f"CASE WHEN {condition} THEN {value} END"
             if op in ("sum", "avg"):
-                measure_sql.append(f"SUM({value})")
-                measure_sql.append(f"COUNT({value})" if op == "avg" else "NULL")
-            else:
-                measure_sql.append(f"{op.upper()}({value})")
-        selects += measure_sql
+                compiler.params.extend(compiler.params[before:])  # the condition is in both
+                return [f"SUM({value})", f"COUNT({value})"], len(compiler.params) > before
+            return [f"{op.upper()}({value})"], len(compiler.params) > before
+
+        # Measures' aggregates, each computed once even when two measures need it (sum and avg).
+        slots: list[list[int]] = []
+        for i, measure in enumerate(definition["measures"]):
+            exprs, bound = compile_measure(i, measure)
+            places = []
+            for expr in exprs:
+                if not bound and expr in selects[group_count:]:
+                    places.append(selects.index(expr, group_count))
+                else:
+                    selects.append(expr)
+                    places.append(len(selects) - 1)
+            slots.append(places)
         where = ['"deleted_at" IS NULL']
         if scope is not None:
             where.append(scope[0])
@@ -538,14 +552,20 @@ class ReportService:
                 except ValidationError as exc:
                     raise _forbidden_or(exc, hidden) from None
         positions = {c["key"]: i + 1 for i, c in enumerate(c for c in columns if c["kind"] != "measure")}
-        measure_position = group_count + 1
-        for measure in definition["measures"]:
-            positions[measure["name"]] = measure_position
-            measure_position += 1 if measure["op"] in ("count", "min", "max") else 2
+        measures = {m["name"]: (i, m) for i, m in enumerate(definition["measures"])}
         order = []
         for item in definition["sort"]:
             key = item.lstrip("-")
-            order.append(f"{positions[key]} {'DESC' if item.startswith('-') else 'ASC'}")
+            direction = "DESC" if item.startswith("-") else "ASC"
+            if key in measures:
+                i, measure = measures[key]
+                if measure["op"] == "avg":  # its quotient, compiled again: its parameters follow WHERE's
+                    total, count = compile_measure(i, measure)[0]
+                    order.append(f"({total}) * 1.0 / NULLIF({count}, 0) {direction}")
+                else:
+                    order.append(f"{slots[i][0] + 1} {direction}")
+            else:
+                order.append(f"{positions[key]} {direction}")
         order += [f"{i} ASC" for i in range(1, group_count + 1) if f"{i} ASC" not in order and f"{i} DESC" not in order]
         sql = f'SELECT {", ".join(selects)} FROM "{entity.table}" WHERE {" AND ".join(where)}'
         if group_count:
@@ -555,7 +575,7 @@ class ReportService:
         limit = int(definition["limit"])
         sql += f" LIMIT {limit + 1}"
         raw = await self.db.fetch(sql, compiler.params)
-        rows = [self._row(entity, fields, definition, columns, group_count, r) for r in raw[:limit]]
+        rows = [self._row(fields, definition, columns, slots, r) for r in raw[:limit]]
         result = {
             "name": definition["name"], "label": definition["label"], "entity": entity.name,
             "chart": definition["chart"], "columns": columns, "rows": rows, "truncated": len(raw) > limit,
@@ -563,8 +583,8 @@ class ReportService:
         result["labels"] = await self._labels(entity, fields, columns, rows, actor)
         return result
 
-    def _row(self, entity: EntityType, fields: dict[str, Field], definition: dict[str, Any],
-             columns: list[dict[str, Any]], group_count: int, raw: tuple) -> dict[str, Any]:
+    def _row(self, fields: dict[str, Field], definition: dict[str, Any], columns: list[dict[str, Any]],
+             slots: list[list[int]], raw: tuple) -> dict[str, Any]:
         row: dict[str, Any] = {}
         index = 0
         for column in columns:
@@ -575,24 +595,19 @@ class ReportService:
             if column["kind"] == "group" and column.get("bucket") is None:
                 value = _group_value(_SYSTEM_FIELDS.get(column["field"]) or fields[column["field"]], value)
             row[column["key"]] = value
-        for measure in definition["measures"]:
+        for measure, places in zip(definition["measures"], slots):
             field = (_SYSTEM_FIELDS.get(measure["field"]) or fields[measure["field"]]) if "field" in measure else None
             op = measure["op"]
             if op == "count":
-                row[measure["name"]] = int(raw[index] or 0)
-                index += 1
-                continue
-            if op in ("sum", "avg"):
-                total, count = raw[index], raw[index + 1]
-                index += 2
-                total = self._total(field, total)
+                row[measure["name"]] = int(raw[places[0]] or 0)
+            elif op in ("sum", "avg"):
+                total, count = self._total(field, raw[places[0]]), raw[places[1]]
                 if op == "sum":
                     row[measure["name"]] = total if total is not None else (0 if field.type is FieldType.INTEGER else Decimal("0.00"))
                 else:
                     row[measure["name"]] = None if not count or total is None else _avg(Decimal(total), int(count))
-                continue
-            row[measure["name"]] = _plain(field, raw[index])
-            index += 1
+            else:
+                row[measure["name"]] = _plain(field, raw[places[0]])
         return row
 
     def _total(self, field: Field, value: Any) -> Any:

@@ -362,3 +362,23 @@ def test_cli_lists_adds_runs_and_removes(tmp_path, crm_backend):
     assert "report nope does not exist" in crm("reports", "run", "nope", deployment=path, ok=False).output
     crm("reports", "remove", "stages_saved", deployment=path)
     assert "stages_saved" not in crm("reports", "list", deployment=path).output
+
+
+async def test_sorting_on_an_average_with_a_filter_of_its_own(make_deployment):
+    dep = await make_deployment()
+    await setup(dep)
+    result = await dep.reports.run({
+        "name": "avg", "entity": "deal", "group_by": ["owner_id"], "filter": {"field": "amount__currency", "op": "eq", "value": "EUR"},
+        "measures": [{"op": "avg", "field": "amount", "name": "won_avg", "filter": {"field": "stage", "op": "eq", "value": "won"}},
+                     {"op": "sum", "field": "amount"}, {"op": "avg", "field": "amount"}],
+        "sort": ["-won_avg"],
+    })
+    averages = [r["won_avg"] for r in result["rows"]]
+    assert averages == sorted(averages, reverse=True) and len(averages) == 2
+    expected = await direct(dep, "SELECT owner_id, COUNT(*) FROM crm_deal WHERE stage = 'won' AND amount__currency = 'EUR' "
+                                 "GROUP BY 1 ORDER BY 1")
+    ali_first = result["rows"][0]
+    assert ali_first["won_avg"] == Decimal("625.18") and ali_first["avg_amount"] == Decimal("442.68")
+    assert ali_first["owner_id"] == expected[0][0]
+    result = await dep.reports.run({"name": "x", "entity": "deal", "group_by": ["owner_id"], "sort": ["-owner_id"]})
+    assert [r["owner_id"] for r in result["rows"]] == sorted((r["owner_id"] for r in result["rows"]), reverse=True)
