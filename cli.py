@@ -20,6 +20,7 @@ import click
 
 import crmcore
 from crmcore import commands
+import crmcore.commands.backup
 import crmcore.commands.documents
 import crmcore.commands.importing
 import crmcore.commands.reports
@@ -1256,7 +1257,7 @@ def create_cli(deployment: str | Path | None = None) -> click.Group:
                 _timeline_commands, _rules_commands):
         add(cli)
     # Larger parts keep their commands beside their service (crmcore/commands/).
-    for part in (commands.reports, commands.documents, commands.importing):
+    for part in (commands.reports, commands.documents, commands.importing, commands.backup):
         part.register(cli)
     cli.core_names = frozenset(cli.commands)
     path = Path(deployment if deployment is not None else os.environ.get("CRM_DEPLOYMENT") or ".")
