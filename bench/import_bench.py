@@ -43,7 +43,7 @@ def write_csv(path: Path, rows: int) -> None:
                           rnd.choice(CITIES)])
 
 
-async def run(rows: int, profile: bool) -> None:
+async def run(rows: int, profile: bool, sort: str = "tottime") -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "dep"
         crmcore.init_deployment(folder, region="TR", currency="TRY")
@@ -67,7 +67,7 @@ async def run(rows: int, profile: bool) -> None:
             took = time.perf_counter() - started
             print(f"export: {count:,} rows in {took:.1f} s = {count / took:,.0f} rows/s")
             if profiler:
-                pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
+                pstats.Stats(profiler).sort_stats(sort).print_stats(30)
 
 
 def main() -> None:

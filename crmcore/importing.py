@@ -19,6 +19,7 @@ Exports stream any entity type (with the filter language) or all of them to CSV,
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import csv
 import datetime as dt
@@ -34,7 +35,7 @@ from typing import IO, TYPE_CHECKING, Any
 import msgspec
 
 from .entities import EntityType, Field, FieldType
-from .fieldvalues import FieldValueError, Money, Phone, value_parser
+from .fieldvalues import FieldValueError, Money, Phone, normalize_phone, value_parser
 from .records.errors import FieldError, Forbidden, NotFound, ValidationError
 from .records.query import ListQuery
 
@@ -340,6 +341,8 @@ class _Plan:
             self.columns.append((index, header, field, value_parser(field)))
         self.required = [f for f in entity.fields if f.required and f.default is None and not f.hidden]
         self.header_of = {field.name: header for _, header, field, _ in self.columns}
+        #: raw phone -> E.164 (or None) normalised ahead, for the batch in hand.
+        self.phones: dict[str, str | None] = {}
 
     def values(self, cells: list[Any], row: int) -> tuple[dict[str, Any], dict[str, str], list[RowError]]:
         data: dict[str, Any] = {}
@@ -351,6 +354,12 @@ class _Plan:
             if raw == "":
                 continue
             value: Any = raw
+            if field.type is FieldType.PHONE and self.phones:
+                e164 = self.phones.get(raw)
+                if e164:  # normalised ahead, as _phone would (failures are parsed again for the message)
+                    data[field.name] = Phone(e164, raw)
+                    raws[field.name] = raw
+                    continue
             if field.type is FieldType.MONEY:
                 match = _MONEY_TEXT.match(raw)
                 if match:
@@ -645,28 +654,38 @@ class ImportService:
         records = self.deployment.records.as_actor(actor)
         # key -> ("row", the pending row's dict) while it waits in a batch, or ("id", record id).
         seen: dict[Any, Any] = {}
-        batch: list[tuple[int, list[Any]]] = []
-        row_number = 1
         done = 0
+        batches = _batches(rows)
+        phone_columns = [(index, field) for index, _, field, _ in plan.columns if field.type is FieldType.PHONE]
+        # A large file's phones are normalised in a second process, a batch ahead of the rows
+        # being checked and written here: phonenumbers is most of an import's time otherwise.
+        pool = _phone_pool() if phone_columns and total >= PARALLEL_FROM else None
+        loop = asyncio.get_running_loop()
 
-        async def flush() -> None:
-            nonlocal done
-            if batch:
+        def submit(batch: list[tuple[int, list[Any]]] | None) -> Any:
+            if pool is None or batch is None:
+                return None
+            raws = sorted({_cell(cells[i], field) for _, cells in batch for i, field in phone_columns
+                           if i < len(cells) and cells[i] not in (None, "")})
+            return loop.run_in_executor(pool, _normalize_phones, raws, plan.region)
+
+        try:
+            batch = next(batches, None)
+            pending = submit(batch)
+            while batch is not None:
+                following = next(batches, None)
+                ahead = submit(following)
+                plan.phones = dict(await pending) if pending is not None else {}
                 await self._batch(entity, plan, matcher, batch, seen, result, records=records,
                                   on_duplicate=on_duplicate, dry_run=dry_run)
                 done += len(batch)
-                batch.clear()
                 if progress:
                     await _maybe_await(progress(done, max(total, done)))
-
-        for cells in rows:
-            row_number += 1
-            if not any(c not in (None, "") for c in cells):
-                continue  # a blank line
-            batch.append((row_number, cells))
-            if len(batch) >= BATCH:
-                await flush()
-        await flush()
+                batch, pending = following, ahead
+        finally:
+            plan.phones = {}
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
         result.total = done
         result.errors.sort(key=lambda e: e.row)
 
@@ -1045,6 +1064,39 @@ class ImportService:
             out.write(contact_to_vcard(record).encode("utf-8"))
             count += 1
         return count
+
+
+#: Files of at least this many rows normalise phones in a second process.
+PARALLEL_FROM = 20_000
+
+
+def _batches(rows: Iterator[list[Any]]) -> Iterator[list[tuple[int, list[Any]]]]:
+    """Non-blank rows with their numbers as a spreadsheet shows them (the header is row 1), in
+    batches of :data:`BATCH`."""
+    batch: list[tuple[int, list[Any]]] = []
+    for row_number, cells in enumerate(rows, 2):
+        if any(c not in (None, "") for c in cells):
+            batch.append((row_number, cells))
+            if len(batch) >= BATCH:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
+
+
+def _normalize_phones(raws: list[str], region: str) -> list[tuple[str, str | None]]:
+    """(raw, E.164 or None) of each phone as typed: what fieldvalues' phone parser stores."""
+    return [(raw, normalize_phone(raw, region) if len(raw) <= 64 else None) for raw in raws]
+
+
+def _phone_pool() -> Any:
+    import concurrent.futures
+    import multiprocessing
+
+    try:
+        return concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    except (OSError, ValueError):  # no second process here: normalise in this one
+        return None
 
 
 async def _maybe_await(value: Any) -> Any:

@@ -311,3 +311,21 @@ def test_import_api_upload_dry_run_run_status_errors(crm_client):
     doc = client.get("/schema/openapi.json").json()
     validate_openapi(doc)
     assert "/api/imports/{import_id}/run" in doc["paths"] and "ImportRun" in doc["components"]["schemas"]
+
+
+async def test_phones_normalised_in_a_second_process_match_the_records_layer(make_deployment, tmp_path, monkeypatch):
+    import crmcore.importing
+
+    monkeypatch.setattr(crmcore.importing, "PARALLEL_FROM", 1)
+    monkeypatch.setattr(crmcore.importing, "BATCH", 3)
+    dep = await make_deployment(region="TR")
+    phones = ["0532 123 45 67", "+44 20 7946 0958", "12", "(0212) 555-44-33", "0532 123 45 67", "", "+1 415 555 0100"]
+    path = write_csv(tmp_path / "p.csv", [["last_name", "phone"], *[[f"P{i}", p] for i, p in enumerate(phones)]])
+    result = await dep.imports.import_file(path, "contact", actor=SYSTEM, dedup=[])
+    assert (result.created, result.rejected) == (6, 1)
+    assert result.errors[0].row == 4 and "not a phone number" in result.errors[0].reason
+    stored = {c["last_name"]: c["phone"] for c in await contacts(dep)}
+    for i, raw in enumerate(phones):
+        if raw and raw != "12":
+            expected = await dep.records.create("contact", {"last_name": "check", "phone": raw})
+            assert stored[f"P{i}"] == expected["phone"]
