@@ -241,7 +241,8 @@ def test_cli_import_export(tmp_path):
     latin = write_csv(tmp_path / "l.csv", [["Surname"], ["Müller"]], encoding="latin-1")
     out = crm("import", str(latin), deployment=folder, ok=False)
     assert "Error:" in out.output and "--encoding" in out.output
-    assert "1 created" in crm("import", str(latin), "--encoding", "latin-1", deployment=folder).output
+    out = crm("import", str(latin), "--encoding", "latin-1", "--progress", deployment=folder).output
+    assert "1 created" in out and "Importing [" in out and "100%" in out
     target = tmp_path / "c.json"
     crm("export", "contact", "--output", str(target), "--filter", '{"field": "last_name", "value": "Müller"}', deployment=folder)
     assert [r["last_name"] for r in json.loads(target.read_text())] == ["Müller"]

@@ -29,28 +29,28 @@ def _parse_maps(values: tuple[str, ...]) -> dict[str, str | None]:
 
 
 class _Bar:
-    """A progress bar on standard error (click's), shown when it is a terminal or asked for."""
+    """A progress bar on standard error (shown on a terminal, or when asked for)."""
+
+    WIDTH = 30
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
-        self.bar: Any = None
-        self.shown = 0
+        self.shown = False
 
     def __call__(self, done: int, total: int) -> None:
         if not self.enabled:
             return
-        if self.bar is None:
-            self.bar = click.progressbar(length=max(total, 1), label="Importing", file=sys.stderr,
-                                         show_pos=True, show_percent=True)
-            self.bar.__enter__()
-        if total > self.bar.length:
-            self.bar.length = total
-        self.bar.update(done - self.shown)
-        self.shown = done
+        total = max(total, done, 1)
+        filled = self.WIDTH * done // total
+        sys.stderr.write(f"\rImporting [{'#' * filled}{'-' * (self.WIDTH - filled)}] "
+                         f"{100 * done // total:3d}% {done:,}/{total:,} rows")
+        sys.stderr.flush()
+        self.shown = True
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
+        if self.shown:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
 
 
 def _print_result(result: Any) -> None:
