@@ -40,8 +40,11 @@ the server's files nor reach the network.
 **Generated documents** are stored with their bytes in the database (``crm_document.content``:
 one place to back up, the same on SQLite and PostgreSQL), attached to the record (listed by
 ``/api/documents?entity=&record_id=``, downloaded by ``/api/documents/{id}``) and shown on its
-timeline (kind ``document``). Reading them needs read access to the record. The automation
-action ``generate_document`` makes one when a rule fires.
+timeline (kind ``document``). Reading them needs read access to the record; and since a
+document shows what its maker could see, one made by someone who saw fields hidden from the
+reader (``crm_document.hidden`` keeps the fields hidden from the maker) is not the reader's to
+see: they can make their own. The automation action ``generate_document`` makes one when a rule
+fires (as the automation user).
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 from jinja2 import ChainableUndefined, TemplateError, TemplateSyntaxError, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError, safe_range
 
@@ -79,7 +83,7 @@ DOCUMENT_TABLES: list[str] = [
     """CREATE TABLE IF NOT EXISTS crm_document (
         "id" {serial_kept}, "template" TEXT NOT NULL, "entity" TEXT NOT NULL, "record_id" BIGINT NOT NULL,
         "format" TEXT NOT NULL, "filename" TEXT NOT NULL, "content" BYTEA NOT NULL, "size" BIGINT NOT NULL,
-        "created_by" BIGINT, "created_at" TEXT NOT NULL)""",
+        "created_by" BIGINT, "created_at" TEXT NOT NULL, "hidden" TEXT NOT NULL DEFAULT '[]')""",
     """CREATE INDEX IF NOT EXISTS crm_document_record ON crm_document ("entity", "record_id", "id")""",
 ]
 
@@ -108,7 +112,8 @@ PLUGIN_FOLDER = "documents"
 _PLUGIN_FILE = re.compile(r"^([a-z0-9][a-z0-9_-]*)\.([a-z][a-z0-9_]*)\.html$")
 
 _TEMPLATE_COLUMNS = '"id", "name", "entity", "label", "format", "body", "created_at", "updated_at", "created_by"'
-_DOCUMENT_COLUMNS = '"id", "template", "entity", "record_id", "format", "filename", "size", "created_by", "created_at"'
+_DOCUMENT_COLUMNS = ('"id", "template", "entity", "record_id", "format", "filename", "size", "created_by", "created_at", '
+                     '"hidden"')
 
 
 def _ts(value: dt.datetime) -> str:
@@ -128,7 +133,20 @@ def _template_row(row: tuple) -> dict[str, Any]:
 def _document_row(row: tuple) -> dict[str, Any]:
     return {"id": row[0], "template": row[1], "entity": row[2], "record_id": row[3], "format": row[4],
             "filename": row[5], "size": row[6], "created_by": row[7], "created_at": _time(row[8]),
-            "media_type": MEDIA_TYPES.get(row[4], "application/octet-stream")}
+            "media_type": MEDIA_TYPES.get(row[4], "application/octet-stream"),
+            "_hidden": frozenset(msgspec.json.decode(row[9]))}
+
+
+def hidden_of(actor: Actor) -> frozenset[str]:
+    """``entity.field`` of every field hidden from ``actor`` (nothing for the system)."""
+    if actor.system:
+        return frozenset()
+    return frozenset(f"{entity}.{field}" for entity, fields in actor.role.fields.items()
+                     for field, access in fields.items() if access == "hidden")
+
+
+def _public(document: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in document.items() if not k.startswith("_")}
 
 
 def _body_error(message: str, line: int | None = None) -> ValidationError:
@@ -564,9 +582,10 @@ class DocumentService:
         async with self.db.transaction():
             [document_id] = await self.db.insert_returning_ids(
                 'INSERT INTO crm_document ("template", "entity", "record_id", "format", "filename", "content", "size", '
-                '"created_by", "created_at") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
-                [(name, entity, record_id, fmt, filename, content, len(content), actor.user_id, now)])
-        return await self._document(document_id)
+                '"created_by", "created_at", "hidden") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+                [(name, entity, record_id, fmt, filename, content, len(content), actor.user_id, now,
+                  msgspec.json.encode(sorted(hidden_of(actor))).decode())])
+        return _public(await self._document(document_id))
 
     # -- generated documents -----------------------------------------------------------------
 
@@ -584,21 +603,27 @@ class DocumentService:
         await self.deployment.records.as_actor(actor).get(entity, record_id)
 
     async def documents(self, entity: str, record_id: int, *, actor: Actor) -> list[dict[str, Any]]:
-        """The documents attached to a record, newest first (NotFound unless the actor may read it)."""
+        """The documents attached to a record the actor may read, newest first (NotFound unless
+        the actor may read the record). A document made by someone who saw fields hidden from
+        the actor is left out: it may show them."""
         await self._readable(entity, record_id, actor)
         rows = await self.db.fetch(
             f'SELECT {_DOCUMENT_COLUMNS} FROM crm_document WHERE "entity" = ? AND "record_id" = ? ORDER BY "id" DESC',
             (entity, record_id))
-        return [_document_row(row) for row in rows]
+        hidden = hidden_of(actor)
+        return [_public(d) for d in map(_document_row, rows) if hidden <= d["_hidden"]]
 
     async def document(self, document_id: int, *, actor: Actor) -> dict[str, Any]:
-        """One document's description (NotFound unless the actor may read its record)."""
+        """One document's description (NotFound unless the actor may read its record, and every
+        field hidden from the actor was hidden from whoever made it)."""
         document = await self._document(document_id)
         try:
             await self._readable(document["entity"], document["record_id"], actor)
         except NotFound:
             raise NotFound("document", document_id) from None
-        return document
+        if not hidden_of(actor) <= document["_hidden"]:
+            raise NotFound("document", document_id)
+        return _public(document)
 
     async def content(self, document_id: int, *, actor: Actor) -> tuple[dict[str, Any], bytes]:
         """A document and its bytes."""
@@ -618,7 +643,7 @@ class DocumentService:
             await self.db.execute('DELETE FROM crm_document WHERE "id" = ?', (document_id,))
 
     async def timeline_items(self, entity: str, record_id: int, before: dt.datetime | None,
-                             limit: int) -> list[dict[str, Any]]:
+                             limit: int, actor: Actor) -> list[dict[str, Any]]:
         """Timeline items of a record's documents (the timeline checked the record is readable)."""
         sql = f'SELECT {_DOCUMENT_COLUMNS} FROM crm_document WHERE "entity" = ? AND "record_id" = ?'
         params: list[Any] = [entity, record_id]
@@ -627,8 +652,11 @@ class DocumentService:
             params.append(_ts(before))
         rows = await self.db.fetch(sql + ' ORDER BY "created_at" DESC, "id" DESC LIMIT ?', (*params, limit))
         items = []
+        hidden = hidden_of(actor)
         for row in rows:
             document = _document_row(row)
+            if not hidden <= document["_hidden"]:
+                continue
             items.append({
                 "at": document["created_at"], "kind": "document", "id": document["id"],
                 "title": f"Document {document['filename']}", "link": f"/api/documents/{document['id']}",

@@ -226,6 +226,19 @@ async def test_hidden_fields_are_absent_from_a_document_an_agent_renders(make_de
     assert euros in mine and "2400" not in theirs and "2,400" not in theirs
     assert '<p class="amount">Amount: </p>' in theirs and "Windows for Demir" in theirs
 
+    # A stored document shows what its maker saw: one made by someone who saw the amount is not
+    # theirs to read (not listed, not on the timeline, not downloadable); their own is.
+    full = await dep.documents.generate("contract", "deal", deal["id"], actor=SYSTEM)
+    partial = await dep.documents.generate("contract", "deal", deal["id"], actor=actor)
+    assert [d["id"] for d in await dep.documents.documents("deal", deal["id"], actor=actor)] == [partial["id"]]
+    assert [d["id"] for d in await dep.documents.documents("deal", deal["id"], actor=SYSTEM)] == [
+        partial["id"], full["id"]]
+    with pytest.raises(NotFound):
+        await dep.documents.content(full["id"], actor=actor)
+    assert b"2,400" not in (await dep.documents.content(partial["id"], actor=actor))[1]
+    page = await dep.timeline.timeline("deal", deal["id"], actor=actor)
+    assert [i.id for i in page.items if i.kind == "document"] == [partial["id"]]
+
     # Someone who may not read the record cannot make a document of it.
     plain = await make_user(dep, role="agent")
     with pytest.raises(NotFound):

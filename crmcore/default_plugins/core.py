@@ -145,5 +145,5 @@ def _reminder_jobs(register):
 
 # Documents generated from templates (crmcore.documents) show on their record's timeline.
 @hookimpl(specname="crm_timeline_items")
-def _document_timeline(entity, record_id, before, limit, deployment):
-    return deployment.documents.timeline_items(entity, record_id, before, limit)
+def _document_timeline(entity, record_id, before, limit, actor, deployment):
+    return deployment.documents.timeline_items(entity, record_id, before, limit, actor)
