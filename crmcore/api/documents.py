@@ -51,6 +51,20 @@ class DocumentTemplate(DocumentTemplateInput, kw_only=True):
     read_only: bool
 
 
+class DocumentTemplateInfo(msgspec.Struct, kw_only=True):
+    """A template as listed (without its body)."""
+
+    name: str
+    entity: str
+    label: str
+    format: str
+    created_at: dt.datetime | None
+    updated_at: dt.datetime | None
+    created_by: int | None
+    plugin: str | None
+    read_only: bool
+
+
 class RenderRequest(msgspec.Struct, kw_only=True):
     entity: str
     record_id: int
@@ -74,7 +88,7 @@ class Document(msgspec.Struct, kw_only=True):
     created_at: dt.datetime
 
 
-SCHEMA_TYPES = [DocumentTemplateInput, DocumentTemplate, RenderRequest, Document]
+SCHEMA_TYPES = [DocumentTemplateInput, DocumentTemplate, DocumentTemplateInfo, RenderRequest, Document]
 
 #: A downloaded HTML document is a file, not a page of this site: nothing in it runs here.
 _DOWNLOAD_HEADERS = {
@@ -183,7 +197,7 @@ def openapi_paths(problem: Any) -> dict[str, Any]:
             "get": {"operationId": "document_templates_list", "tags": tag,
                     "summary": "Document templates (stored and the plugins'), without their bodies",
                     "parameters": [{"name": "entity", "in": "query", "schema": {"type": "string"}}],
-                    "responses": {"200": ok(many("DocumentTemplate"))}},
+                    "responses": {"200": ok(many("DocumentTemplateInfo"))}},
             "post": {"operationId": "document_templates_create", "tags": tag, "summary": "Add a template",
                      "requestBody": body("DocumentTemplateInput"),
                      "responses": {"201": ok(ref("DocumentTemplate"), "Created"), **needs, **bad}}},
