@@ -256,10 +256,13 @@ class _Run:
     async def bucket(self, field: Field, bucket: str) -> str:
         column = self.column(field.name)
         if self.dialect == "postgres":
-            local = column
+            # Local wall-clock time (a timestamp without time zone), truncated, as a date: no
+            # text formatting per row.
             if field.type is FieldType.DATETIME:
                 local = f"({column} AT TIME ZONE '{_zone_sql(self.zone)}')"
-            return f"to_char(date_trunc('{bucket}', {local}), 'YYYY-MM-DD')"
+            else:
+                local = f"CAST({column} AS timestamp)"
+            return f"CAST(date_trunc('{bucket}', {local}) AS date)"
         # The local day as 'YYYY-MM-DD' text (computed once per row), then cut or moved to
         # its bucket's first day with string functions, cheaper than strftime on SQLite.
         day = await self.sqlite_local_date(field) if field.type is FieldType.DATETIME else column
@@ -594,6 +597,8 @@ class ReportService:
             index += 1
             if column["kind"] == "group" and column.get("bucket") is None:
                 value = _group_value(_SYSTEM_FIELDS.get(column["field"]) or fields[column["field"]], value)
+            elif isinstance(value, dt.date):
+                value = value.isoformat()
             row[column["key"]] = value
         for measure, places in zip(definition["measures"], slots):
             field = (_SYSTEM_FIELDS.get(measure["field"]) or fields[measure["field"]]) if "field" in measure else None
