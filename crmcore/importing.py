@@ -758,13 +758,21 @@ class ImportService:
                     if seen.get(k, (None, None))[1] is data:
                         seen[k] = ("id", 0)
             return
-        await self._write(entity, records, creates, updates, seen, result)
+        await self._write(entity, records, creates, updates, seen, result, plan.header_of)
 
     async def _write(self, entity: EntityType, records: Any, creates: list[tuple[int, dict[str, Any], list[Any]]],
                      updates: dict[int, tuple[int, dict[str, Any]]], seen: dict[Any, Any],
-                     result: ImportResult) -> None:
-        """One batch in one transaction; rows the records layer refuses are rejected and the rest
-        written again, so a batch is all of its good rows or nothing."""
+                     result: ImportResult, header_of: dict[str, str]) -> None:
+        """One batch in one transaction. Rows the records layer refuses by number are rejected and
+        the rest written again; a refusal naming no row (a unique value taken) splits the batch
+        in halves, each written alone, down to the row at fault. Every row is written whole or
+        not at all."""
+
+        def reject(row: int, data: dict[str, Any], errors: list[FieldError]) -> None:
+            for e in errors:
+                result.errors.append(RowError(row, header_of.get(e.field, e.field), _show(data.get(e.field)), e.message))
+            result.rejected += 1
+
         while True:
             update_items = list(updates.items())
             stage = "create"
@@ -774,44 +782,52 @@ class ImportService:
                     stage = "update"
                     if update_items:
                         await records.bulk_update(entity.name, [{"id": rid, **data} for rid, (_, data) in update_items])
-            except ValidationError as exc:
+            except (ValidationError, Forbidden) as exc:
                 rows_bad: dict[int, list[FieldError]] = {}
                 other: list[FieldError] = []
-                for error in exc.errors:
+                for error in exc.errors or []:
                     match = re.match(r"rows\[(\d+)\](?:\.(.*))?$", error.field)
                     if match:
                         rows_bad.setdefault(int(match.group(1)), []).append(
                             FieldError(match.group(2) or "", error.code, error.message))
                     else:
                         other.append(error)
-                if other or not rows_bad:  # not tied to a row: the whole batch is rejected
-                    reason = "; ".join(f"{e.field}: {e.message}" for e in (other or exc.errors))
-                    for row, _, _ in creates:
-                        result.errors.append(RowError(row, "", "", f"batch not written: {reason}"))
-                    for _, (row, _) in update_items:
-                        result.errors.append(RowError(row, "", "", f"batch not written: {reason}"))
-                    result.rejected += len(creates) + len(update_items)
-                    result.created -= len(creates)
-                    result.updated -= len(update_items)
+                if isinstance(exc, Forbidden) and not rows_bad:
+                    raise
+                if other or not rows_bad:
+                    count = len(creates) + len(update_items)
+                    if count == 1:  # the row at fault
+                        if creates:
+                            reject(creates[0][0], creates[0][1], other or exc.errors)
+                            result.created -= 1
+                        else:
+                            rid, (row, data) = update_items[0]
+                            reject(row, data, other or exc.errors)
+                            result.updated -= 1
+                        return
+                    if creates and update_items:
+                        parts = [(creates, []), ([], update_items)]
+                    elif len(creates) > 1:
+                        parts = [(creates[:len(creates) // 2], []), (creates[len(creates) // 2:], [])]
+                    else:
+                        half = len(update_items) // 2
+                        parts = [([], update_items[:half]), ([], update_items[half:])]
+                    for part_creates, part_updates in parts:
+                        await self._write(entity, records, list(part_creates), dict(part_updates), seen, result,
+                                          header_of)
                     return
                 if stage == "create":
                     for index in sorted(rows_bad, reverse=True):
                         row, data, _ = creates.pop(index)
-                        for e in rows_bad[index]:
-                            result.errors.append(RowError(row, e.field, _show(data.get(e.field)), e.message))
-                        result.rejected += 1
+                        reject(row, data, rows_bad[index])
                         result.created -= 1
                 else:
                     for index in sorted(rows_bad, reverse=True):
                         rid, (row, data) = update_items[index]
                         del updates[rid]
-                        for e in rows_bad[index]:
-                            result.errors.append(RowError(row, e.field, _show(data.get(e.field)), e.message))
-                        result.rejected += 1
+                        reject(row, data, rows_bad[index])
                         result.updated -= 1
                 continue
-            except Forbidden as exc:
-                raise Forbidden(str(exc), exc.errors) from None
             for (_, data, keys), rid in zip(creates, ids):
                 for k in keys:
                     if seen.get(k, (None, None))[1] is data:

@@ -330,3 +330,27 @@ async def test_phones_normalised_in_a_second_process_match_the_records_layer(mak
         if raw and raw != "12":
             expected = await dep.records.create("contact", {"last_name": "check", "phone": raw})
             assert stored[f"P{i}"] == expected["phone"]
+
+
+async def test_a_unique_value_taken_rejects_only_its_row(dep, tmp_path):
+    await dep.records.create("lab_item", {"name": "first", "code": "A-1"})
+    rows = [["name", "code"], *[[f"n{i}", f"C-{i}"] for i in range(7)], ["clash", "A-1"], ["twice", "C-3"]]
+    result = await dep.imports.import_file(write_csv(tmp_path / "items.csv", rows), "lab_item", actor=SYSTEM)
+    assert (result.created, result.rejected) == (7, 2), result.errors
+    assert [(e.row, e.column) for e in result.errors] == [(9, "code"), (10, "code")]
+    page = await dep.records.list("lab_item", ListQuery(limit=50))
+    assert sorted(r["name"] for r in page.items) == ["first", *[f"n{i}" for i in range(7)]]
+
+
+async def test_an_agent_may_not_give_records_to_others_row_by_row(make_deployment, tmp_path):
+    dep = await make_deployment()
+    agent = await make_user(dep, role="agent")
+    other = await make_user(dep, role="agent")
+    as_agent = await dep.auth.actor_for_user(agent.id, via="session")
+    path = write_csv(tmp_path / "o.csv", [["last_name", "owner"], ["Mine", str(agent.id)], ["Theirs", str(other.id)],
+                                          ["Default", ""]])
+    result = await dep.imports.import_file(path, "contact", actor=as_agent)
+    assert (result.created, result.rejected) == (2, 1)
+    assert result.errors[0].row == 3
+    assert sorted((c["last_name"], c["owner_id"]) for c in await contacts(dep)) == [
+        ("Default", agent.id), ("Mine", agent.id)]
