@@ -469,7 +469,12 @@ class ReportService:
         builtin = None
         if isinstance(report, str):
             builtin = self.builtins().get(report)
-            definition = await self.get(report) if builtin is None else dict(builtin.definition)
+            if builtin is None:
+                # Checked again: a field it names may have been removed since it was saved.
+                definition = self.validate({k: v for k, v in (await self.get(report)).items()
+                                            if k not in ("source", "created_at", "updated_at")})
+            else:
+                definition = dict(builtin.definition)
             if builtin is not None and builtin.make is not None:
                 definition = builtin.make(self.deployment.clock.now())
         else:

@@ -16,7 +16,8 @@ import crmcore
 from openapi_spec_validator import validate as validate_openapi
 from openpyxl import load_workbook
 
-from crmcore import ValidationError, hookimpl
+from crmcore import Field, FieldType, ValidationError, hookimpl
+from crmcore.auth import SYSTEM
 from crmcore.auth.permissions import BUILTIN_ROLES, Actor, Role, effective_grants
 from crmcore.records.errors import Forbidden
 from crmcore.reports import _offsets, chart_svg, to_csv, to_xlsx
@@ -382,3 +383,15 @@ async def test_sorting_on_an_average_with_a_filter_of_its_own(make_deployment):
     assert ali_first["owner_id"] == expected[0][0]
     result = await dep.reports.run({"name": "x", "entity": "deal", "group_by": ["owner_id"], "sort": ["-owner_id"]})
     assert [r["owner_id"] for r in result["rows"]] == sorted((r["owner_id"] for r in result["rows"]), reverse=True)
+
+
+async def test_a_saved_report_naming_a_removed_field_is_refused_clearly(make_deployment):
+    dep = await make_deployment()
+    await dep.add_custom_field("deal", Field(name="region", type=FieldType.TEXT))
+    await dep.reports.save({"name": "by_region", "entity": "deal", "group_by": ["region"]}, SYSTEM)
+    await dep.records.create("deal", {"name": "A", "region": "north"})
+    assert (await dep.reports.run("by_region"))["rows"] == [{"region": "north", "count": 1}]
+    await dep.remove_custom_field("deal", "region")
+    with pytest.raises(ValidationError) as exc:
+        await dep.reports.run("by_region")
+    assert exc.value.errors[0].field == "group_by[0]"

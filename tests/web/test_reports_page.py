@@ -42,6 +42,15 @@ def test_report_pages_show_the_users_figures_and_download_them(crm_client):
     sheet = load_workbook(io.BytesIO(xlsx.content)).active
     assert (sheet["A1"].value, sheet["B1"].value, sheet["A2"].value, sheet["B2"].value) == ("Stage", "Count", "prospecting", 3)
 
+    # a period on a date field narrows the figures, and the downloads follow it
+    ids = [d["id"] for d in client.get("/api/deal?sort=id").json()["items"]]
+    client.patch(f"/api/deal/{ids[0]}", json={"expected_close": "2026-01-10"})
+    client.patch(f"/api/deal/{ids[1]}", json={"expected_close": "2026-02-10"})
+    january = client.get("/reports/by_stage?field=expected_close&from=2026-01-01&to=2026-01-31", headers=PAGE)
+    assert "<td class=\"num\">1</td>" in january.text and 'value="2026-01-31"' in january.text
+    assert "export?format=csv&amp;field=expected_close&amp;from=2026-01-01&amp;to=2026-01-31" in january.text
+    assert client.get("/reports/by_stage/export?format=csv&field=expected_close&from=2026-01-01&to=2026-02-28").text.splitlines() == [
+        "stage,count", "prospecting,2"]
     assert client.get("/reports/nope", headers=PAGE).status_code == 404
     assert client.post("/reports/by_stage/remove", headers={**PAGE, **agent.headers}).status_code == 403
     assert client.get("/reports/by_stage", headers=PAGE).status_code == 200  # the agent could not remove it
