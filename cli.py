@@ -21,6 +21,7 @@ import click
 import crmcore
 from crmcore import commands
 import crmcore.commands.backup
+import crmcore.commands.bundles
 import crmcore.commands.documents
 import crmcore.commands.importing
 import crmcore.commands.reports
@@ -251,11 +252,15 @@ def _init(directory: Path, *, after: Callable[[Deployment], Awaitable[Any]] | No
     existed = directory.exists()
     settings = crmcore.init_deployment(directory, **options)
 
-    async def noop(dep: Deployment) -> None:
-        return None
+    async def setup(dep: Deployment) -> None:
+        from crmcore.bundles import apply_edition
+
+        await apply_edition(dep)  # the edition's configuration (fields, pipelines, rules...)
+        if after is not None:
+            await after(dep)
 
     try:
-        with_deployment(directory, after or noop)
+        with_deployment(directory, setup)
     except BaseException:
         from crmcore.deployment import CONFIG_FILE
 
@@ -1257,7 +1262,7 @@ def create_cli(deployment: str | Path | None = None) -> click.Group:
                 _timeline_commands, _rules_commands):
         add(cli)
     # Larger parts keep their commands beside their service (crmcore/commands/).
-    for part in (commands.reports, commands.documents, commands.importing, commands.backup):
+    for part in (commands.reports, commands.documents, commands.importing, commands.backup, commands.bundles):
         part.register(cli)
     cli.core_names = frozenset(cli.commands)
     path = Path(deployment if deployment is not None else os.environ.get("CRM_DEPLOYMENT") or ".")

@@ -54,6 +54,9 @@ class Edition(msgspec.Struct, kw_only=True):
     settings: dict[str, Any] = {}
     #: ``async def demo(deployment)``: loads the edition's demo data through the records service.
     demo: Callable[[Any], Awaitable[None]] | None = None
+    #: Its configuration (custom fields, pipelines, roles, rules, web forms...): a bundle
+    #: (:mod:`crmcore.bundles`) as a dict or the path of a bundle file, applied by ``crm init``.
+    bundle: Any = None
     plugin: str = ""
 
 
