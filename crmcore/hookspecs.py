@@ -395,7 +395,8 @@ def crm_register_reports(register, deployment):
     :param register: ``register(definition: dict)``; the definition takes the keys of a saved
         report (``name``, ``label``, ``description``, ``entity``, ``filter``, ``group_by``,
         ``measures``, ``sort``, ``limit``, ``chart``; see :mod:`crmcore.reports`) and is checked
-        as one: a bad definition fails the plugin with the key named. The name is prefixed with
+        as one: after a bad definition the plugin's reports are left out and the error, naming
+        the key, is logged; the other reports still work. The name is prefixed with
         the plugin's (``by_city`` in plugin ``estate`` is run as ``estate.by_city``).
     :param deployment: the :class:`crmcore.Deployment` the reports are listed for.
 

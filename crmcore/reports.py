@@ -30,6 +30,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import logging
 import math
 import re
 from collections.abc import Awaitable, Callable
@@ -73,6 +74,7 @@ _USER_FIELDS = ("owner_id", "created_by", "updated_by")
 #: Sums on SQLite add whole multiples of 1/SCALE (exact; no floating-point drift).
 _SCALE = 10000
 UTC = dt.timezone.utc
+log = logging.getLogger(__name__)
 
 
 def _fail(field: str, message: str, code: str = "invalid") -> ValidationError:
@@ -93,6 +95,14 @@ class Builtin:
     run: Callable[..., Awaitable[dict[str, Any]]] | None = None
     #: Makes the definition at run time (e.g. with today's date); else ``definition`` as is.
     make: Callable[[dt.datetime], dict[str, Any]] | None = None
+
+
+class _Only:
+    """A plugin manager look-alike whose hook has one implementation (for :func:`call_each`)."""
+
+    def __init__(self, pm: Any, impl: Any):
+        self.hook = type("Hooks", (), {})()
+        setattr(self.hook, "crm_register_reports", type("Hook", (), {"get_hookimpls": staticmethod(lambda: [impl])})())
 
 
 # -- validation --------------------------------------------------------------------------------
@@ -317,7 +327,7 @@ class ReportService:
     def builtins(self) -> dict[str, Builtin]:
         """The core's reports and those plugins declare through ``crm_register_reports``."""
         if self._builtins is None or self._builtins_pm is not self.deployment.pm:
-            from .plugins import call_each
+            from .plugins import PluginError, call_each
 
             found: dict[str, Builtin] = {}
             for builtin in core_reports():
@@ -334,7 +344,12 @@ class ReportService:
                     found[name] = Builtin({**clean, "name": name}, plugin)
                 return {"register": register, "deployment": self.deployment}
 
-            call_each(self.deployment.pm, "crm_register_reports", make)
+            # Plugin by plugin: a broken plugin's reports are missing (logged), the others listed.
+            for impl in self.deployment.pm.hook.crm_register_reports.get_hookimpls():
+                try:
+                    call_each(_Only(self.deployment.pm, impl), "crm_register_reports", make)
+                except PluginError:
+                    log.exception("plugin %r failed declaring its reports", impl.plugin_name)
             self._builtins, self._builtins_pm = found, self.deployment.pm
         return self._builtins
 
