@@ -743,30 +743,44 @@ def _columns(entity: EntityType, definition: dict[str, Any]) -> list[dict[str, A
 
 
 async def _funnel(service: ReportService, actor: Actor, definition: dict[str, Any], extra: dict | None) -> dict[str, Any]:
-    """How many deals (within the reader's scope and the filter) ever reached each stage of the
-    sales pipeline, and that as a share of those that entered it."""
+    """The sales pipeline as a funnel, from the stage history of the deals within the reader's
+    scope and the filter (e.g. created in a period): how many reached each open or won stage or
+    one after it (a deal won straight from prospecting passed the stages between), as a share
+    of those that entered the pipeline (``conversion``) and of the stage before (``step``);
+    lost stages count the deals that entered them."""
     dep = service.deployment
     pipeline = dep.pipelines.get("sales") or next(iter(dep.pipelines.values()), None)
     entity, fields, where, params = _scoped_where(service, definition["entity"], actor, extra)
     rows = []
     if pipeline is not None:
         inside = f'SELECT "id" FROM "{entity.table}" WHERE {where}'
-        reached = dict(await dep.db.fetch(
-            'SELECT "to_stage", COUNT(DISTINCT "record_id") FROM crm_stage_history WHERE "entity" = ? AND "pipeline" = ? '
-            f'AND "record_id" IN ({inside}) GROUP BY "to_stage"', [entity.name, pipeline.name, *params]))
-        entered = await dep.db.fetchval(
-            'SELECT COUNT(DISTINCT "record_id") FROM crm_stage_history WHERE "entity" = ? AND "pipeline" = ? '
-            f'AND "record_id" IN ({inside})', [entity.name, pipeline.name, *params]) or 0
-        first = None
+        ahead = [s for s in pipeline.stages if s.kind != "lost"]
+        rank = " ".join(f"WHEN '{s.name}' THEN {i}" for i, s in enumerate(ahead) if "'" not in s.name)
+        base = ('FROM crm_stage_history WHERE "entity" = ? AND "pipeline" = ? '
+                f'AND "record_id" IN ({inside})')
+        furthest = dict(await dep.db.fetch(
+            f'SELECT "top", COUNT(*) FROM (SELECT "record_id", MAX(CASE "to_stage" {rank} ELSE -1 END) AS "top" '
+            f'{base} GROUP BY "record_id") AS reached GROUP BY "top"', [entity.name, pipeline.name, *params])) if rank else {}
+        lost = dict(await dep.db.fetch(
+            f'SELECT "to_stage", COUNT(DISTINCT "record_id") {base} GROUP BY "to_stage"',
+            [entity.name, pipeline.name, *params]))
+        entered = sum(int(n) for n in furthest.values())
+        previous = None
         for stage in pipeline.stages:
-            count = int(reached.get(stage.name, 0))
-            first = count if first is None else first
-            rows.append({"stage": stage.name, "reached": count,
+            if stage.kind == "lost":
+                count, step = int(lost.get(stage.name, 0)), None
+            else:
+                index = ahead.index(stage)
+                count = sum(int(n) for top, n in furthest.items() if top is not None and int(top) >= index)
+                step = None if not previous else (Decimal(100 * count) / previous).quantize(Decimal("0.1"))
+                previous = count
+            rows.append({"stage": stage.name, "reached": count, "step": step,
                          "conversion": None if not entered else (Decimal(100 * count) / entered).quantize(Decimal("0.1"))})
     return _result(definition, [
         {"key": "stage", "label": "Stage", "kind": "group", "field": "stage", "bucket": None, "type": "text"},
         {"key": "reached", "label": "Reached", "kind": "measure", "field": None, "bucket": None, "type": "integer"},
         {"key": "conversion", "label": "Conversion %", "kind": "measure", "field": None, "bucket": None, "type": "decimal"},
+        {"key": "step", "label": "From the stage before %", "kind": "measure", "field": None, "bucket": None, "type": "decimal"},
     ], rows)
 
 

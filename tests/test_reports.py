@@ -201,7 +201,10 @@ async def test_built_in_reports_on_a_small_dataset(make_deployment):
     funnel = {r["stage"]: r for r in (await dep.reports.run("sales_funnel"))["rows"]}
     assert funnel["prospecting"]["reached"] == len(DEALS) and funnel["qualification"]["reached"] == len(DEALS)
     assert funnel["won"]["reached"] == 5 and funnel["won"]["conversion"] == Decimal("62.5")
-    assert funnel["negotiation"]["reached"] == 0
+    # a stage counts the deals that reached it or a later one: won deals passed quote and negotiation
+    assert [funnel[s]["reached"] for s in ("quote", "negotiation", "lost")] == [6, 5, 2]
+    assert funnel["negotiation"]["step"] == Decimal("83.3") and funnel["won"]["step"] == Decimal("100.0")
+    assert funnel["prospecting"]["step"] is None and funnel["lost"]["conversion"] == Decimal("25.0")
     sams = {r["stage"]: r["reached"] for r in (await dep.reports.run("sales_funnel", actors["sam"]))["rows"]}
     assert sams["prospecting"] == 3 and sams["won"] == 2
 
