@@ -31,7 +31,7 @@ def test_import_page_dry_run_then_import(page, site):
     page.select_option("select[data-column='Favourite colour']", "notes")
 
     page.click("#import-dry-run")
-    expect(page.locator("#import-progress")).to_be_visible()
+    expect(page.locator("#import-state")).to_have_text("Waiting for a worker…")  # queued
     _run_jobs(site)
     expect(page.locator("#import-state")).to_contain_text("nothing was written")
     expect(page.locator("#import-created")).to_have_text("1")
@@ -40,6 +40,7 @@ def test_import_page_dry_run_then_import(page, site):
     expect(page.locator("#import-errors")).to_be_visible()
 
     page.click("#import-start")
+    expect(page.locator("#import-state")).to_have_text("Waiting for a worker…")
     _run_jobs(site)
     expect(page.locator("#import-state")).to_have_text("Done.")
     expect(page.locator("#import-created")).to_have_text("1")
