@@ -264,18 +264,26 @@ class _Run:
         return column
 
     async def bucket(self, field: Field, bucket: str) -> str:
-        column = self.column(field.name)
+        return await self.time_bucket(self.column(field.name), bucket, datetime=field.type is FieldType.DATETIME,
+                                      table=f'"{self.entity.table}"')
+
+    async def time_bucket(self, column: str, bucket: str, *, datetime: bool, table: str, text: bool = False,
+                          bounds: str | None = None) -> str:
+        """The first day of ``bucket`` holding ``column``'s value (a date, or a UTC time seen in
+        the deployment's time zone; ``text``: ISO text in UTC, as the stage history keeps).
+        ``bounds``: the column as ``table`` names it, when ``column`` names it otherwise."""
         if self.dialect == "postgres":
             # Local wall-clock time (a timestamp without time zone), truncated, as a date: no
             # text formatting per row.
-            if field.type is FieldType.DATETIME:
-                local = f"({column} AT TIME ZONE '{_zone_sql(self.zone)}')"
+            if datetime:
+                moment = f"CAST({column} AS timestamptz)" if text else column
+                local = f"({moment} AT TIME ZONE '{_zone_sql(self.zone)}')"
             else:
                 local = f"CAST({column} AS timestamp)"
             return f"CAST(date_trunc('{bucket}', {local}) AS date)"
         # The local day as 'YYYY-MM-DD' text (computed once per row), then cut or moved to
         # its bucket's first day with string functions, cheaper than strftime on SQLite.
-        day = await self.sqlite_local_date(field) if field.type is FieldType.DATETIME else column
+        day = await self.sqlite_local_date(column, table, bounds or column) if datetime else column
         if bucket == "day":
             return day
         if bucket == "month":
@@ -287,13 +295,11 @@ class _Run:
                     f"CAST(substr({day}, 6, 2) AS INTEGER) * 2 - 1, 2) || '-01'")
         return f"date({day}, '-6 days', 'weekday 1')"  # the Monday on or before the day
 
-    async def sqlite_local_date(self, field: Field) -> str:
+    async def sqlite_local_date(self, column: str, table: str, bounds: str) -> str:
         """The local date of a UTC datetime column on SQLite: its offset by a CASE over the
         zone's offset changes between the column's smallest and largest values."""
-        column = self.column(field.name)
         zone = ZoneInfo(self.zone)
-        low, high = await self.dep.db.fetchrow(
-            f'SELECT MIN({column}), MAX({column}) FROM "{self.entity.table}"')
+        low, high = await self.dep.db.fetchrow(f"SELECT MIN({bounds}), MAX({bounds}) FROM {table}")
         if low is None:
             return f"date({column})"
         spans = _offsets(zone, dt.datetime.fromisoformat(low), dt.datetime.fromisoformat(high) + dt.timedelta(days=1))
@@ -813,6 +819,49 @@ async def _time_in_stage(service: ReportService, actor: Actor, definition: dict[
     ], rows)
 
 
+async def _revenue_by_won_month(service: ReportService, actor: Actor, definition: dict[str, Any],
+                                extra: dict | None) -> dict[str, Any]:
+    """Won deals' amounts by owner and month of the (last) move to a won stage, per currency."""
+    dep = service.deployment
+    entity, fields, where, params = _scoped_where(service, definition["entity"], actor, extra)
+    won = sorted({s.name for p in dep.pipelines.values() if p.entity == entity.name for s in p.stages if s.kind == "won"})
+    money = fields.get("amount") is not None and fields["amount"].type is FieldType.MONEY
+    columns = [
+        {"key": "owner_id", "label": "Owner", "kind": "group", "field": "owner_id", "bucket": None, "type": "integer"},
+        {"key": "won_month", "label": "Won (month)", "kind": "group", "field": None, "bucket": "month", "type": "date"},
+    ]
+    if money:
+        columns.append({"key": "currency", "label": "Currency", "kind": "currency", "field": "amount", "bucket": None, "type": "text"})
+        columns.append({"key": "sum_amount", "label": "Sum of amount", "kind": "measure", "field": "amount", "bucket": None, "type": "money"})
+    columns.append({"key": "count", "label": "Count", "kind": "measure", "field": None, "bucket": None, "type": "integer"})
+    if not won:
+        return _result(definition, columns, [])
+    run = _Run(service, entity, actor, fields)
+    month = await run.time_bucket('h."won_at"', "month", datetime=True, table="crm_stage_history", text=True,
+                                  bounds='"at"')
+    amount = ['"amount__currency"', f"SUM({run.number(fields['amount'], 'sum')})"] if money else []
+    marks = ", ".join("?" for _ in won)
+    sql = (f'SELECT "owner_id", {month}, {", ".join(amount + ["COUNT(*)"])} FROM "{entity.table}" '
+           f'JOIN (SELECT "record_id", MAX("at") AS "won_at" FROM crm_stage_history WHERE "entity" = ? AND "to_stage" IN ({marks}) '
+           f'GROUP BY "record_id") AS h ON h."record_id" = "{entity.table}"."id" '
+           f'WHERE "stage" IN ({marks}) AND {where} GROUP BY 1, 2{", 3" if money else ""} ORDER BY 1, 2{", 3" if money else ""} '
+           f'LIMIT {int(definition["limit"]) + 1}')
+    raw = await dep.db.fetch(sql, [entity.name, *won, *won, *params])
+    rows = []
+    for r in raw[:definition["limit"]]:
+        row = {"owner_id": r[0], "won_month": r[1].isoformat() if isinstance(r[1], dt.date) else r[1]}
+        if money:
+            total = service._total(fields["amount"], r[3])
+            row.update(currency=r[2], sum_amount=total if total is not None else Decimal("0.00"), count=int(r[4]))
+        else:
+            row["count"] = int(r[2])
+        rows.append(row)
+    result = _result(definition, columns, rows)
+    result["truncated"] = len(raw) > definition["limit"]
+    result["labels"] = await service._labels(entity, fields, columns, rows, actor)
+    return result
+
+
 def _scoped_where(service: ReportService, entity_name: str, actor: Actor,
                   extra: dict | None) -> tuple[EntityType, dict[str, Field], str, list[Any]]:
     entity, fields, scope = service._reader(entity_name, actor)
@@ -873,6 +922,11 @@ def core_reports() -> list[Builtin]:
                  "group_by": [{"field": "owner_id"}, {"field": "expected_close", "bucket": "month"}],
                  "measures": [{"op": "sum", "field": "amount", "name": "sum_amount"}, {"op": "count", "name": "count"}]},
                 "core"),
+        Builtin({**base, "name": "revenue_by_owner_won_month", "label": "Revenue by owner and month won",
+                 "entity": "deal", "chart": "bar",
+                 "description": "Won deals' amounts by owner and month of their move to a won stage.",
+                 "measures": [{"op": "sum", "field": "amount", "name": "sum_amount"}, {"op": "count", "name": "count"}]},
+                "core", run=_revenue_by_won_month),
         Builtin(_activities(dt.datetime.now(UTC)), "core", make=_activities),
         Builtin({**base, "name": "time_in_stage", "label": "Time in stage", "entity": "deal", "chart": "bar",
                  "description": "Average days deals stayed in each stage of the sales pipeline before moving on.",

@@ -398,3 +398,24 @@ async def test_a_saved_report_naming_a_removed_field_is_refused_clearly(make_dep
     with pytest.raises(ValidationError) as exc:
         await dep.reports.run("by_region")
     assert exc.value.errors[0].field == "group_by[0]"
+
+
+async def test_revenue_by_owner_and_month_of_the_won_move(make_deployment):
+    dep = await make_deployment(timezone="Europe/Istanbul")
+    users, actors = await setup(dep)
+    # the moves to won: A at 22:30 UTC on 31 January (February in Istanbul), the others in March
+    moves = await direct(dep, "SELECT h.id, d.name FROM crm_stage_history h JOIN crm_deal d ON d.id = h.record_id "
+                              "WHERE h.to_stage = 'won'")
+    for move_id, name in moves:
+        at = "2026-01-31T22:30:00.000000+00:00" if name == "A" else "2026-03-05T10:00:00.000000+00:00"
+        await dep.db.execute('UPDATE crm_stage_history SET "at" = ? WHERE "id" = ?', (at, move_id))
+    rows = (await dep.reports.run("revenue_by_owner_won_month"))["rows"]
+    got = {(r["owner_id"], r["won_month"], r["currency"]): (r["sum_amount"], r["count"]) for r in rows}
+    ali, sam = users["ali"].id, users["sam"].id
+    assert got == {
+        (ali, "2026-02-01", "EUR"): (Decimal("1000.10"), 1), (ali, "2026-03-01", "EUR"): (Decimal("250.25"), 1),
+        (ali, "2026-03-01", "USD"): (Decimal("99.99"), 1), (sam, "2026-03-01", "EUR"): (Decimal("400.00"), 1),
+        (sam, "2026-03-01", None): (Decimal("0.00"), 1),
+    }
+    mine = (await dep.reports.run("revenue_by_owner_won_month", actors["sam"]))["rows"]
+    assert {r["owner_id"] for r in mine} == {sam}
