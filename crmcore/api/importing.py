@@ -66,7 +66,11 @@ async def _save_upload(upload: Any) -> Path:
     return Path(name)
 
 
-@post("/api/imports", include_in_schema=False, status_code=201)
+#: The largest upload (the rest of the API takes 10 MB); it is streamed to disk, not held in memory.
+MAX_UPLOAD = 1024 * 1024 * 1024
+
+
+@post("/api/imports", include_in_schema=False, status_code=201, request_max_body_size=MAX_UPLOAD)
 async def upload_import(request: Request) -> Response:
     actor = _actor(request)
     if not request.content_type[0].startswith("multipart/form-data"):
