@@ -20,9 +20,21 @@ A report definition is data (JSON)::
 
 A run is one ``SELECT ... GROUP BY`` in the database (never a loop over rows), limited to the
 records the reader may read and refused when it names a field hidden from them: a report is a
-read. Saved definitions live in ``crm_report``; the core's built-in reports (sales funnel,
-won/lost, revenue by owner and month, activities per employee, time in stage) and plugins'
-(hook ``crm_register_reports``) are listed beside them.
+read. Saved definitions live in ``crm_report``; the core's built-in reports and plugins' (hook
+``crm_register_reports``, named ``plugin.name``) are listed beside them. The core's:
+
+- ``sales_funnel``: deals that reached each stage of the sales pipeline or a later one (from the
+  stage history), the conversion from those that entered it and from the stage before;
+- ``won_lost``: won and lost deals with the lost reasons (count, amounts per currency);
+- ``revenue_by_owner``: won deals' amounts by owner and month of expected close;
+- ``revenue_by_owner_won_month``: the same by month of the move to a won stage;
+- ``activities_per_employee``: per assignee, calls, tasks done, open activities past due;
+- ``time_in_stage``: the average days deals stayed in each stage before moving on.
+
+Each of them takes an extra filter (a period: ``{"field": "created_at", "op": "between", ...}``).
+Results are ``{name, label, entity, chart, columns, rows, labels, truncated}``; :func:`to_csv`,
+:func:`to_xlsx` and :func:`chart_svg` (bar, line, pie, funnel, drawn here: no script) present
+them.
 """
 
 from __future__ import annotations
@@ -961,13 +973,18 @@ def table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return headers, [[cell_text(result, c, row.get(c["key"])) for c in result["columns"]] for row in result["rows"]]
 
 
+def _inert(text: str) -> str:
+    """Text a spreadsheet opening the CSV will not take for a formula (``'`` before = + - @)."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 def to_csv(result: dict[str, Any]) -> str:
     """The result as CSV: a header of column keys, then the rows (groups as people read them)."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow([c["key"] for c in result["columns"]])
     for row in result["rows"]:
-        writer.writerow([cell_text(result, c, row.get(c["key"])) if c["kind"] != "measure"
+        writer.writerow([_inert(cell_text(result, c, row.get(c["key"]))) if c["kind"] != "measure"
                          else ("" if row.get(c["key"]) is None else str(row.get(c["key"]))) for c in result["columns"]])
     return out.getvalue()
 
@@ -979,7 +996,7 @@ def to_xlsx(result: dict[str, Any]) -> bytes:
 
     book = Workbook()
     sheet = book.active
-    sheet.title = (result.get("label") or result["name"])[:31].replace("/", "-")
+    sheet.title = re.sub(r"[\[\]:*?/\\]", "-", result.get("label") or result["name"])[:31] or "Report"
     sheet.append([c["label"] for c in result["columns"]])
     for cell in sheet[1]:
         cell.font = Font(bold=True)
@@ -992,6 +1009,9 @@ def to_xlsx(result: dict[str, Any]) -> bytes:
             else:
                 values.append(cell_text(result, column, value) if value is not None else None)
         sheet.append(values)
+        for cell in sheet[sheet.max_row]:
+            if isinstance(cell.value, str) and cell.value.startswith("="):
+                cell.data_type = "s"  # text people typed, never a formula
     out = io.BytesIO()
     book.save(out)
     return out.getvalue()

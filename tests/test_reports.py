@@ -5,6 +5,7 @@ CSV/XLSX exports."""
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import io
 import json
@@ -419,3 +420,12 @@ async def test_revenue_by_owner_and_month_of_the_won_move(make_deployment):
     }
     mine = (await dep.reports.run("revenue_by_owner_won_month", actors["sam"]))["rows"]
     assert {r["owner_id"] for r in mine} == {sam}
+
+
+async def test_exports_keep_text_that_looks_like_a_formula_as_text(make_deployment):
+    dep = await make_deployment()
+    await dep.records.create("deal", {"name": "A", "stage": "lost", "lost_reason": "=HYPERLINK(\"http://x\")"})
+    result = await dep.reports.run("won_lost")
+    assert list(csv.reader(io.StringIO(to_csv(result))))[1][:2] == ["lost", "'=HYPERLINK(\"http://x\")"]
+    cell = load_workbook(io.BytesIO(to_xlsx(result))).active["B2"]
+    assert cell.value == '=HYPERLINK("http://x")' and cell.data_type == "s"
