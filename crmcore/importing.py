@@ -226,8 +226,6 @@ def _read_csv(path: Path, encoding: str | None) -> tuple[list[str], Iterator[lis
     f = open(path, encoding=enc, newline="")
     sample = f.read(65536)
     f.seek(0)
-    if enc == "utf-8-sig":
-        f.read(0)
     try:
         dialect: Any = csv.Sniffer().sniff(sample.split("\n", 1)[0] if sample else ",", delimiters=",;\t|")
         delimiter = dialect.delimiter
