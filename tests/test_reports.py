@@ -332,6 +332,9 @@ def test_api_lists_runs_saves_and_exports(crm_client):
     xlsx = client.get("/api/reports/by_stage/run?format=xlsx")
     assert load_workbook(io.BytesIO(xlsx.content)).active["C2"].value == 3
     problem(client.get("/api/reports/nope/run"), 404)
+    tried = client.post("/api/reports/run", json={"name": "try", "entity": "deal", "measures": ["count"]}, headers=agent.headers)
+    assert tried.status_code == 200 and tried.json()["rows"] == [{"count": 2}]
+    problem(client.post("/api/reports/run", json={"name": "try", "entity": "deal", "group_by": ["nope"]}), 422, "group_by[0]")
     problem(client.delete("/api/reports/by_stage", headers=agent.headers), 403)
     assert client.delete("/api/reports/by_stage").status_code == 204
     doc = client.get("/schema").json()

@@ -3,6 +3,7 @@
 ``GET /api/reports``: the reports the caller may run (built-in, plugins', saved);
 ``POST /api/reports``: save (add or replace) a definition (``manage_schema``);
 ``GET``/``DELETE /api/reports/{name}``: one definition / remove a saved one (``manage_schema``);
+``POST /api/reports/run``: run a definition (the body) without saving it;
 ``GET``/``POST /api/reports/{name}/run``: its figures, as the caller reads them (their read
 scope, never a hidden field), narrowed by an extra ``filter`` (JSON in the query string, or the
 body's ``filter``); ``?format=csv`` or ``xlsx`` downloads them.
@@ -138,7 +139,14 @@ async def run_report_post(request: Request) -> Response:
     return await _run(request, body.get("filter"))
 
 
-ROUTES = [list_reports, save_report, get_report, remove_report, run_report, run_report_post]
+@post("/api/reports/run", include_in_schema=False, status_code=200)
+async def run_definition(request: Request) -> Response:
+    """Run a definition without saving it (to try one out): the body is the definition."""
+    result = await _deployment(request).reports.run(await _body(request), _actor(request))
+    return export(result, request.query_params.get("format") or "json")
+
+
+ROUTES = [list_reports, save_report, get_report, remove_report, run_report, run_report_post, run_definition]
 
 
 def openapi_paths(problem: Any) -> dict[str, Any]:
@@ -169,6 +177,12 @@ def openapi_paths(problem: Any) -> dict[str, Any]:
                      "requestBody": {"required": True, "content": {"application/json": {"schema": ref("ReportDefinition")}}},
                      "responses": {"201": ok(ref("ReportDefinition"), "Saved"),
                                    "403": problem(f"Needs the {PERMISSION} permission"), **bad}}},
+        "/api/reports/run": {
+            "post": {"operationId": "reports_try", "tags": tag,
+                     "summary": "Run a definition without saving it, as you read the records",
+                     "parameters": run_params,
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": ref("ReportDefinition")}}},
+                     "responses": run_answers}},
         "/api/reports/{name}": {
             "parameters": name,
             "get": {"operationId": "reports_get", "tags": tag, "summary": "A report's definition",
