@@ -19,7 +19,6 @@ Exports stream any entity type (with the filter language) or all of them to CSV,
 
 from __future__ import annotations
 
-import asyncio
 import codecs
 import csv
 import datetime as dt
@@ -35,7 +34,7 @@ from typing import IO, TYPE_CHECKING, Any
 import msgspec
 
 from .entities import EntityType, Field, FieldType
-from .fieldvalues import FieldValueError, Money, Phone, normalize_phone, value_parser
+from .fieldvalues import FieldValueError, Money, Phone, value_parser
 from .records.errors import FieldError, Forbidden, NotFound, ValidationError
 from .records.query import ListQuery
 
@@ -339,8 +338,6 @@ class _Plan:
             self.columns.append((index, header, field, value_parser(field)))
         self.required = [f for f in entity.fields if f.required and f.default is None and not f.hidden]
         self.header_of = {field.name: header for _, header, field, _ in self.columns}
-        #: raw phone -> E.164 (or None) normalised ahead, for the batch in hand.
-        self.phones: dict[str, str | None] = {}
 
     def values(self, cells: list[Any], row: int) -> tuple[dict[str, Any], dict[str, str], list[RowError]]:
         data: dict[str, Any] = {}
@@ -352,12 +349,6 @@ class _Plan:
             if raw == "":
                 continue
             value: Any = raw
-            if field.type is FieldType.PHONE and self.phones:
-                e164 = self.phones.get(raw)
-                if e164:  # normalised ahead, as _phone would (failures are parsed again for the message)
-                    data[field.name] = Phone(e164, raw)
-                    raws[field.name] = raw
-                    continue
             if field.type is FieldType.MONEY:
                 match = _MONEY_TEXT.match(raw)
                 if match:
@@ -382,6 +373,11 @@ class _Plan:
                 for f in self.required if data.get(f.name) in (None, "", [])]
 
 
+#: Up to this many live records, an import reads their dedup keys once at its start.
+PRELOAD_UP_TO = 2_000_000
+_TEXT_TYPES = (FieldType.TEXT, FieldType.LONG_TEXT, FieldType.URL, FieldType.CHOICE)
+
+
 class _Dedup:
     """Keys of rows and records: e-mails (lower case) and phones (E.164) of every field of those
     types, or one key field."""
@@ -404,6 +400,8 @@ class _Dedup:
                 wanted = FieldType.EMAIL if kind == "email" else FieldType.PHONE
                 self.fields += [f for f in entity.fields if f.type is wanted and not f.hidden]
         self.key_is_id = key == "id"
+        #: key -> record id of every live record, when read at the start (see preload).
+        self.known: dict[Any, int] | None = None
         #: lower-cased e-mail -> the spellings seen (the column's index serves exact matches).
         self.spellings: dict[str, set[str]] = {}
 
@@ -437,8 +435,41 @@ class _Dedup:
                 found.append(key)
         return found
 
+    async def preload(self, db: Any) -> None:
+        """Read the keys of every live record once, when there are at most :data:`PRELOAD_UP_TO`
+        of them: a large import then asks the database nothing per batch (records this import
+        makes are found by its own list of keys; records others make while it runs are not)."""
+        self.known = None
+        if self.key_is_id or not self.fields:
+            return
+        table = self.entity.table
+        count = await db.fetchval(f'SELECT count(*) FROM "{table}" WHERE "deleted_at" IS NULL', [])
+        if count > PRELOAD_UP_TO:
+            return
+        known: dict[Any, int] = {}
+        columns = ", ".join(f'"{f.name}"' for f in self.fields)
+        rows = await db.fetch(f'SELECT "id", {columns} FROM "{table}" WHERE "deleted_at" IS NULL ORDER BY "id"', [])
+        for row in rows:
+            for field, value in zip(self.fields, row[1:]):
+                if value is None or value == "":
+                    continue
+                if field.type is FieldType.PHONE:
+                    key: Any = ("phone", value)
+                elif field.type is FieldType.EMAIL:
+                    key = ("email", str(value).lower())
+                elif isinstance(value, str):
+                    key = (field.name, value.casefold())
+                else:
+                    continue  # other key types are looked up per batch
+                known.setdefault(key, row[0])
+        if all(f.type in (FieldType.PHONE, FieldType.EMAIL) or f.type in _TEXT_TYPES for f in self.fields):
+            self.known = known
+
     async def existing(self, db: Any, keys: set[tuple[str, Any]], ids: set[int]) -> dict[Any, int]:
         """key -> the oldest live record having it (as the system sees them)."""
+        if self.known is not None:
+            known = self.known
+            return {k: known[k] for k in keys if k in known}
         table = self.entity.table
         found: dict[Any, int] = {}
         if self.key_is_id and ids:
@@ -626,6 +657,8 @@ class ImportService:
                 raise _invalid("key", f"no column is mapped to the key field {key!r}")
             matcher = _Dedup(entity, dedup if on_duplicate != "create" else [], key if on_duplicate != "create" else None)
             result = ImportResult(entity=entity.name, dry_run=dry_run, mapping=columns)
+            if matcher.active:
+                await matcher.preload(self.db)
             await self._run(entity, plan, matcher, rows, total, result, actor=actor,
                             on_duplicate=on_duplicate, dry_run=dry_run, progress=progress)
         finally:
@@ -653,37 +686,12 @@ class ImportService:
         # key -> ("row", the pending row's dict) while it waits in a batch, or ("id", record id).
         seen: dict[Any, Any] = {}
         done = 0
-        batches = _batches(rows)
-        phone_columns = [(index, field) for index, _, field, _ in plan.columns if field.type is FieldType.PHONE]
-        # A large file's phones are normalised in a second process, a batch ahead of the rows
-        # being checked and written here: phonenumbers is most of an import's time otherwise.
-        pool = _phone_pool() if phone_columns and total >= PARALLEL_FROM else None
-        loop = asyncio.get_running_loop()
-
-        def submit(batch: list[tuple[int, list[Any]]] | None) -> Any:
-            if pool is None or batch is None:
-                return None
-            raws = sorted({_cell(cells[i], field) for _, cells in batch for i, field in phone_columns
-                           if i < len(cells) and cells[i] not in (None, "")})
-            return loop.run_in_executor(pool, _normalize_phones, raws, plan.region)
-
-        try:
-            batch = next(batches, None)
-            pending = submit(batch)
-            while batch is not None:
-                following = next(batches, None)
-                ahead = submit(following)
-                plan.phones = dict(await pending) if pending is not None else {}
-                await self._batch(entity, plan, matcher, batch, seen, result, records=records,
-                                  on_duplicate=on_duplicate, dry_run=dry_run)
-                done += len(batch)
-                if progress:
-                    await _maybe_await(progress(done, max(total, done)))
-                batch, pending = following, ahead
-        finally:
-            plan.phones = {}
-            if pool is not None:
-                pool.shutdown(wait=False, cancel_futures=True)
+        for batch in _batches(rows):
+            await self._batch(entity, plan, matcher, batch, seen, result, records=records,
+                              on_duplicate=on_duplicate, dry_run=dry_run)
+            done += len(batch)
+            if progress:
+                await _maybe_await(progress(done, max(total, done)))
         result.total = done
         result.errors.sort(key=lambda e: e.row)
 
@@ -1080,10 +1088,6 @@ class ImportService:
         return count
 
 
-#: Files of at least this many rows normalise phones in a second process.
-PARALLEL_FROM = 20_000
-
-
 def _batches(rows: Iterator[list[Any]]) -> Iterator[list[tuple[int, list[Any]]]]:
     """Non-blank rows with their numbers as a spreadsheet shows them (the header is row 1), in
     batches of :data:`BATCH`."""
@@ -1096,21 +1100,6 @@ def _batches(rows: Iterator[list[Any]]) -> Iterator[list[tuple[int, list[Any]]]]
                 batch = []
     if batch:
         yield batch
-
-
-def _normalize_phones(raws: list[str], region: str) -> list[tuple[str, str | None]]:
-    """(raw, E.164 or None) of each phone as typed: what fieldvalues' phone parser stores."""
-    return [(raw, normalize_phone(raw, region) if len(raw) <= 64 else None) for raw in raws]
-
-
-def _phone_pool() -> Any:
-    import concurrent.futures
-    import multiprocessing
-
-    try:
-        return concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-    except (OSError, ValueError):  # no second process here: normalise in this one
-        return None
 
 
 async def _maybe_await(value: Any) -> Any:

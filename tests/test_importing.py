@@ -314,24 +314,6 @@ def test_import_api_upload_dry_run_run_status_errors(crm_client):
     assert "/api/imports/{import_id}/run" in doc["paths"] and "ImportRun" in doc["components"]["schemas"]
 
 
-async def test_phones_normalised_in_a_second_process_match_the_records_layer(make_deployment, tmp_path, monkeypatch):
-    import crmcore.importing
-
-    monkeypatch.setattr(crmcore.importing, "PARALLEL_FROM", 1)
-    monkeypatch.setattr(crmcore.importing, "BATCH", 3)
-    dep = await make_deployment(region="TR")
-    phones = ["0532 123 45 67", "+44 20 7946 0958", "12", "(0212) 555-44-33", "0532 123 45 67", "", "+1 415 555 0100"]
-    path = write_csv(tmp_path / "p.csv", [["last_name", "phone"], *[[f"P{i}", p] for i, p in enumerate(phones)]])
-    result = await dep.imports.import_file(path, "contact", actor=SYSTEM, dedup=[])
-    assert (result.created, result.rejected) == (6, 1)
-    assert result.errors[0].row == 4 and "not a phone number" in result.errors[0].reason
-    stored = {c["last_name"]: c["phone"] for c in await contacts(dep)}
-    for i, raw in enumerate(phones):
-        if raw and raw != "12":
-            expected = await dep.records.create("contact", {"last_name": "check", "phone": raw})
-            assert stored[f"P{i}"] == expected["phone"]
-
-
 async def test_a_unique_value_taken_rejects_only_its_row(dep, tmp_path):
     await dep.records.create("lab_item", {"name": "first", "code": "A-1"})
     rows = [["name", "code"], *[[f"n{i}", f"C-{i}"] for i in range(7)], ["clash", "A-1"], ["twice", "C-3"]]
@@ -354,3 +336,25 @@ async def test_an_agent_may_not_give_records_to_others_row_by_row(make_deploymen
     assert result.errors[0].row == 3
     assert sorted((c["last_name"], c["owner_id"]) for c in await contacts(dep)) == [
         ("Default", agent.id), ("Mine", agent.id)]
+
+
+@pytest.mark.parametrize("preload", [True, False])
+async def test_duplicates_found_in_the_database_with_or_without_reading_every_key_first(
+        make_deployment, tmp_path, monkeypatch, preload):
+    import crmcore.importing
+
+    monkeypatch.setattr(crmcore.importing, "PRELOAD_UP_TO", 10**9 if preload else 0)
+    dep = await make_deployment(region="TR")
+    await dep.records.bulk_create("contact", [
+        {"last_name": "Mail", "email": "Mixed.Case@Example.com"},
+        {"last_name": "Phone", "mobile": "+90 532 999 88 77"},
+        {"last_name": "Title", "job_title": "Boss"},
+    ])
+    path = write_csv(tmp_path / "d.csv", [["last_name", "email", "phone", "job_title"],
+                                          ["A", "mixed.case@example.com", "", ""], ["B", "", "0532 999 88 77", ""],
+                                          ["C", "new@example.com", "", "boss"]])
+    result = await dep.imports.import_file(path, "contact", actor=SYSTEM, dry_run=True)
+    assert (result.created, result.skipped) == (1, 2)
+    result = await dep.imports.import_file(path, "contact", actor=SYSTEM, key="job_title", on_duplicate="update")
+    assert (result.created, result.updated) == (2, 1)
+    assert {c["last_name"] for c in await contacts(dep)} == {"Mail", "Phone", "C", "A", "B"}
