@@ -1041,6 +1041,32 @@ def _series(result: dict[str, Any]) -> tuple[str, list[tuple[str, float]]]:
     return measure["label"], points
 
 
+def _grouped(result: dict[str, Any]) -> tuple[list[str], list[tuple[str, dict[str, float]]]] | None:
+    """With two or more key columns: the last group column along the axis and one series per
+    value of the others (owner / currency...), for grouped bars and several lines; None when
+    that gives one series only."""
+    columns = result["columns"]
+    measure = next((c for c in columns if c["kind"] == "measure"), None)
+    keys = [c for c in columns if c["kind"] != "measure"]
+    groups = [c for c in keys if c["kind"] == "group"]
+    if measure is None or len(keys) < 2 or not groups:
+        return None
+    axis = groups[-1]
+    others = [c for c in keys if c is not axis]
+    xs: dict[str, Any] = {}
+    series: dict[str, dict[str, float]] = {}
+    for row in result["rows"][:400]:
+        x = cell_text(result, axis, row.get(axis["key"])) or "—"
+        xs.setdefault(x, row.get(axis["key"]))
+        name = " / ".join(cell_text(result, c, row.get(c["key"])) or "—" for c in others)
+        value = row.get(measure["key"])
+        series.setdefault(name, {})[x] = float(value) if value is not None else 0.0
+    if len(series) < 2 or len(series) > len(_COLOURS):
+        return None
+    ordered = sorted(xs, key=lambda x: (xs[x] is None, str(xs[x]) if not isinstance(xs[x], (int, float)) else "", xs[x] if isinstance(xs[x], (int, float)) else 0))
+    return ordered[:40], list(series.items())
+
+
 def _number(value: float) -> str:
     return f"{value:,.0f}" if value == int(value) else f"{value:,.2f}".rstrip("0").rstrip(".")
 
@@ -1065,12 +1091,49 @@ def chart_svg(result: dict[str, Any], *, title: str | None = None) -> str:
     if kind in ("bar", "line"):
         left, bottom, right, upper = 70, height - 70, width - 20, 20
         plot_h, plot_w = bottom - upper, right - left
+        grouped = _grouped(result)
+        if grouped is not None:
+            top = max((v for _, values in grouped[1] for v in values.values()), default=0) or 1.0
         parts.append(f'<line class="axis" x1="{left}" y1="{bottom}" x2="{right}" y2="{bottom}" stroke="#888"/>')
         parts.append(f'<line class="axis" x1="{left}" y1="{upper}" x2="{left}" y2="{bottom}" stroke="#888"/>')
         for i in range(5):
             value = top * i / 4
             y = bottom - plot_h * i / 4
             parts.append(f'<text class="tick" x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11">{escape(_number(value))}</text>')
+        if grouped is not None:
+            xs, series = grouped
+            step = plot_w / len(xs)
+            width_each = step * 0.8 / len(series)
+            for k, (name, values) in enumerate(series):
+                colour = _COLOURS[k % len(_COLOURS)]
+                coords = []
+                for i, x_name in enumerate(xs):
+                    if x_name not in values:
+                        continue
+                    value = values[x_name]
+                    h = plot_h * max(value, 0) / top
+                    label = f"{name}, {x_name}: {_number(value)}"
+                    if kind == "bar":
+                        x = left + step * i + step * 0.1 + width_each * k
+                        parts.append(f'<rect class="bar" x="{x:.1f}" y="{bottom - h:.1f}" width="{width_each:.1f}" '
+                                     f'height="{h:.1f}" fill="{colour}"><title>{escape(label)}</title></rect>')
+                    else:
+                        coords.append((left + step * i + step / 2, bottom - h, label))
+                if coords:
+                    path = " ".join(f"{x:.1f},{y:.1f}" for x, y, _ in coords)
+                    parts.append(f'<polyline class="line" points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
+                    for x, y, label in coords:
+                        parts.append(f'<circle class="point" cx="{x:.1f}" cy="{y:.1f}" r="4" fill="{colour}"><title>{escape(label)}</title></circle>')
+                ky = upper + 14 * k
+                parts.append(f'<rect class="key" x="{right - 150}" y="{ky - 9}" width="10" height="10" fill="{colour}"/>')
+                parts.append(f'<text class="key-label" x="{right - 135}" y="{ky}" font-size="11">{escape(name[:24])}</text>')
+            if len(xs) <= 24:
+                for i, x_name in enumerate(xs):
+                    cx = left + step * i + step / 2
+                    parts.append(f'<text class="category" x="{cx:.1f}" y="{bottom + 14}" font-size="11" text-anchor="end" '
+                                 f'transform="rotate(-30 {cx:.1f} {bottom + 14})">{escape(x_name[:24])}</text>')
+            parts.append("</svg>")
+            return "".join(parts)
         step = plot_w / len(points)
         coords = []
         for i, (name, value) in enumerate(points):

@@ -298,6 +298,11 @@ async def test_exports_csv_xlsx_and_a_chart(make_deployment):
     assert lines[1] == "Ali,2026-01,EUR,1250.35,2"
     svg = chart_svg(result)
     assert svg.count('class="bar"') == len(result["rows"]) and "<title" in svg and 'role="img"' in svg
+    # two owners (and currencies): one series each, months along the axis, with a key
+    assert 'class="key-label"' in svg and ">Ali / EUR</text>" in svg and ">2026-01</text>" in svg
+    assert "<title>Ali / EUR, 2026-01: 1,250.35</title>" in svg
+    single = await dep.reports.run({"name": "s", "entity": "deal", "group_by": ["stage"]})
+    assert 'class="key-label"' not in chart_svg(single) and chart_svg(single).count('class="bar"') == len(single["rows"])
     for kind in ("line", "pie", "funnel"):
         assert "<svg" in chart_svg({**result, "chart": kind})
     assert chart_svg({**result, "chart": "none"}) == ""
