@@ -232,7 +232,8 @@ def test_actions_lists_the_core_action_types(path):
     out = crm("rules", "actions", deployment=path).output
     assert out.splitlines()[0].split() == ["name", "label", "plugin", "description"]
     names = [line.split()[0] for line in out.splitlines()[2:]]
-    assert names == sorted(["create_task", "notify", "set_field", "move_stage", "create_record", "webhook"])
+    assert names == sorted(["create_task", "notify", "set_field", "move_stage", "create_record", "webhook",
+                            "generate_document"])
     found = json.loads(crm("rules", "actions", "--json", deployment=path).output)
     set_field = next(a for a in found if a["name"] == "set_field")
     assert set_field == {"name": "set_field", "label": "Set a field", "plugin": "core",

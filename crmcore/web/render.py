@@ -300,6 +300,7 @@ async def frame(request: Request) -> dict[str, Any]:
         "deployment": deployment, "site": deployment.settings.name, "actor": actor, "user": user, "fmt": fmt,
         "locale": fmt.locale, "dir": fmt.dir, "lang": fmt.babel.language,
         "csrf_token": credentials.csrf_token if credentials is not None and credentials.via == "session" else "",
+        "may_create": actor.system or any(actor.scope(e.name, "create").value != "none" for e in nav),
         "nav": nav, "boards": boards, "menu_items": menu, "unread": unread, "palette": palette, "flashes": [],
         "path": request.url.path, "static": STATIC_PREFIX,
         "q": request.query_params.get("q") if request.url.path == "/search" else None,
