@@ -9,6 +9,8 @@ A bundle is JSON::
      "pipelines": [{"name": "windows", "entity": "deal", "stages": [...]}],
      "roles": [{"name": "measurer", "entities": {...}, ...}],
      "teams": ["Sales"],
+     "document_templates": [{"name": "contract", "entity": "deal", "format": "pdf", "body": "..."}],
+     "reports": [{"name": "calls_by_week", "entity": "activity", "group_by": [...], ...}],
      "rules": [{"name": "lead-sla", "trigger": {...}, ...}],
      "web_forms": [{"name": "window-request", "owner": "manager@shop.example", ...}]}
 
@@ -19,7 +21,8 @@ ones an admin made or customised; plugins declare theirs), and roles an admin ma
 :func:`plan` compares a bundle with a deployment: per item ``add``, ``change`` (with the keys
 that differ) or ``same``, and what only the deployment has (kept: a bundle never deletes).
 :func:`apply` makes the ``add`` and ``change`` items true, section by section, in an order that
-lets later sections use earlier ones (plugins, fields, pipelines, teams, roles, rules, forms), so
+lets later sections use earlier ones (plugins, fields, pipelines, teams, roles, document
+templates, saved reports, rules, forms), so
 applying a bundle twice changes nothing the second time. A problem names the section and item.
 """
 
@@ -45,9 +48,11 @@ if TYPE_CHECKING:
 __all__ = ["export_bundle", "plan", "apply", "apply_edition", "load_bundle", "BundleError", "SECTIONS", "FORMAT"]
 
 FORMAT = 1
-SECTIONS = ("plugins", "custom_fields", "pipelines", "teams", "roles", "rules", "web_forms")
+SECTIONS = ("plugins", "custom_fields", "pipelines", "teams", "roles", "document_templates", "reports", "rules",
+            "web_forms")
 _FIELD_KEYS = ("name", "type", "label", "help_text", "required", "default", "indexed", "unique", "choices",
                "in_list", "searchable", "max_length", "target", "hidden")
+_TEMPLATE_KEYS = ("name", "entity", "label", "format", "body")
 _RULE_KEYS = ("name", "description", "entity", "trigger", "condition", "unless", "actions", "active")
 
 
@@ -109,10 +114,18 @@ async def export_bundle(deployment: Deployment) -> dict[str, Any]:
         if team is not None:
             data["team"] = teams.get(team, team)
         forms.append(data)
+    templates = []
+    for listed in await deployment.documents.templates():
+        if not listed.get("read_only"):  # plugins ship their own
+            template = await deployment.documents.template(listed["name"])
+            templates.append({k: template[k] for k in _TEMPLATE_KEYS if template.get(k) is not None})
+    reports = [{k: v for k, v in report.items() if k not in ("source", "created_at", "updated_at")}
+               for report in await deployment.reports.list() if report.get("source") == "saved"]
     return {
         "format": FORMAT, "crmcore": crmcore.__version__, "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(),
         "plugins": list(deployment.settings.plugins), "custom_fields": custom, "pipelines": pipelines,
-        "teams": sorted(teams.values()), "roles": roles, "rules": rules, "web_forms": forms,
+        "teams": sorted(teams.values()), "roles": roles, "document_templates": templates, "reports": reports,
+        "rules": rules, "web_forms": forms,
     }
 
 
@@ -164,6 +177,9 @@ async def plan(deployment: Deployment, bundle: dict[str, Any]) -> list[dict[str,
             {p["name"]: p for p in here["pipelines"]})
     compare("teams", [(t, t) for t in bundle.get("teams") or []], {t: t for t in here["teams"]})
     compare("roles", [(r["name"], r) for r in bundle.get("roles") or []], {r["name"]: r for r in here["roles"]})
+    compare("document_templates", [(t["name"], t) for t in bundle.get("document_templates") or []],
+            {t["name"]: t for t in here["document_templates"]})
+    compare("reports", [(r["name"], r) for r in bundle.get("reports") or []], {r["name"]: r for r in here["reports"]})
     compare("rules", [(r["name"], r) for r in bundle.get("rules") or []], {r["name"]: r for r in here["rules"]})
     compare("web_forms", [(f["name"], f) for f in bundle.get("web_forms") or []],
             {f["name"]: f for f in here["web_forms"]})
@@ -233,6 +249,19 @@ async def apply(deployment: Deployment, bundle: dict[str, Any]) -> list[dict[str
         if wanted("roles", data["name"]):
             await step("roles", data["name"], lambda d=data: deployment.auth.save_role(
                 msgspec.convert({**d, "builtin": d["name"] in BUILTIN_ROLES}, Role), actor=SYSTEM))
+    stored_templates = {t["name"] for t in await deployment.documents.templates() if not t.get("read_only")}
+    for data in bundle.get("document_templates") or []:
+        name = data["name"]
+        if wanted("document_templates", name):
+            if name in stored_templates:
+                changes = {k: v for k, v in data.items() if k != "name"}
+                await step("document_templates", name, lambda n=name, c=changes: deployment.documents.update_template(
+                    n, c, actor=SYSTEM))
+            else:
+                await step("document_templates", name, lambda d=data: deployment.documents.create_template(d, actor=SYSTEM))
+    for data in bundle.get("reports") or []:
+        if wanted("reports", data["name"]):
+            await step("reports", data["name"], lambda d=data: deployment.reports.save(d, SYSTEM))
     existing_rules = {r.name: r.id for r in await deployment.automation.list()}
     for data in bundle.get("rules") or []:
         name = data["name"]

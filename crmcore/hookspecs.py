@@ -344,7 +344,7 @@ def crm_timeline_items(entity, record_id, before, limit, actor, deployment):
 @hookspec
 def crm_automation_actions(register, deployment):
     """Add actions automation rules can take (send a message, make a document...), beside the
-    core's create_task, notify, set_field, move_stage, create_record and webhook.
+    core's create_task, notify, set_field, move_stage, create_record, webhook and generate_document.
 
     :param register: ``register(name, run, *, check=None, label="", description="")``. ``name``
         is prefixed with the plugin's name (``send_sms`` in plugin ``telephony`` is used in a

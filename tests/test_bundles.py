@@ -37,6 +37,10 @@ async def _configure(dep) -> None:
         "actions": [{"type": "create_task", "subject": "Call {{ record.last_name }}", "assignee": {"user": manager["id"]},
                      "due": "15m"}]}, actor=SYSTEM)
     await dep.forms.save(WebForm(name="windows", fields={"tel": "phone", "surname": "last_name"}, owner_id=manager["id"]))
+    await dep.documents.create_template({"name": "contract", "entity": "deal", "format": "html", "label": "Contract",
+                                         "body": "<h1>Contract for {{ record.name }}</h1>"}, actor=SYSTEM)
+    await dep.reports.save({"name": "deals_by_stage", "entity": "deal", "group_by": ["stage"],
+                            "measures": [{"op": "count"}]}, SYSTEM)
 
 
 async def _same_people(dep) -> None:
@@ -59,10 +63,12 @@ async def test_a_bundle_gives_a_fresh_deployment_the_same_configuration(make_dep
     steps = await plan(target, loaded)
     assert {(s["section"], s["item"], s["change"]) for s in steps} >= {
         ("custom_fields", "contact.loyalty", "add"), ("pipelines", "windows", "add"), ("roles", "measurer", "add"),
-        ("rules", "lead-task", "add"), ("web_forms", "windows", "add"), ("teams", "Windows", "add")}
+        ("rules", "lead-task", "add"), ("web_forms", "windows", "add"), ("teams", "Windows", "add"),
+        ("document_templates", "contract", "add"), ("reports", "deals_by_stage", "add")}
     await apply(target, loaded)
     again = await export_bundle(target)
-    for section in ("custom_fields", "pipelines", "roles", "rules", "web_forms", "teams", "plugins"):
+    for section in ("custom_fields", "pipelines", "roles", "rules", "web_forms", "teams", "plugins",
+                    "document_templates", "reports"):
         assert again[section] == bundle[section], section
     assert all(s["change"] == "same" for s in await plan(target, loaded))
     assert await apply(target, loaded) == []  # idempotent

@@ -36,8 +36,9 @@ included: ``condition`` must hold when the rule fires; ``unless`` (delayed and d
 
 **Actions** run in order, in one transaction: all of them happen or, when one fails, none does
 (the firing is logged as failed with the action and the reason). Core actions: ``create_task``,
-``notify``, ``set_field``, ``move_stage``, ``create_record``, ``webhook``; plugins add more through
-``crm_automation_actions``. Texts are sandboxed Jinja templates over ``record`` (its
+``notify``, ``set_field``, ``move_stage``, ``create_record``, ``webhook`` and
+``generate_document`` (a document from a template, attached to the record); plugins add more
+through ``crm_automation_actions``. Texts are sandboxed Jinja templates over ``record`` (its
 values), ``entity``, ``rule`` and ``now``; money and times print in the deployment's locale
 (``€2,400.00``, ``Mar 5, 2031 5:00 PM``), times in its time zone, a phone number in E.164, an
 empty value as nothing. People are named by a
