@@ -305,6 +305,11 @@ def _cell(value: Any, field: Field) -> str:
 _MONEY_TEXT = re.compile(r"^\s*([-+]?[\d.,]+)\s*([A-Za-z]{3})\s*$|^\s*([A-Za-z]{3})\s*([-+]?[\d.,]+)\s*$")
 
 
+class _ByTitle(str):
+    """A relation cell naming its record rather than giving its id ("Acme Windows", an owner's
+    e-mail): replaced by the id when exactly one record has that title."""
+
+
 class _Plan:
     """How the columns of one file become field values."""
 
@@ -349,6 +354,10 @@ class _Plan:
             if raw == "":
                 continue
             value: Any = raw
+            if field.type is FieldType.RELATION and not raw.strip().isdigit():
+                data[field.name] = _ByTitle(raw.strip())  # resolved a batch at a time (_check_relations)
+                raws[field.name] = raw
+                continue
             if field.type is FieldType.MONEY:
                 match = _MONEY_TEXT.match(raw)
                 if match:
@@ -840,12 +849,61 @@ class ImportService:
                         seen[k] = ("id", rid)
             return
 
+    async def _titles(self, field: Field, titles: set[str]) -> dict[str, list[int]]:
+        """Title -> ids of the live records of ``field``'s target having it (users: e-mail or
+        name; contacts: "first last" too)."""
+        target = self.deployment.registry.get(field.target)
+        if target is None:
+            return {}
+        columns = ["email", "name"] if target.name == "user" else [target.title_field] if target.title_field else []
+        found: dict[str, list[int]] = {}
+        wanted = sorted(titles)
+        for column in columns:
+            for start in range(0, len(wanted), 900):
+                part = wanted[start:start + 900]
+                for record_id, title in await self.db.fetch(
+                        f'SELECT "id", "{column}" FROM "{target.table}" WHERE "{column}" IN ({", ".join("?" for _ in part)}) '
+                        'AND "deleted_at" IS NULL', part):
+                    found.setdefault(title, []).append(record_id)
+        if target.name == "contact":
+            people = [t for t in wanted if " " in t and t not in found]
+            for start in range(0, len(people), 900):
+                part = people[start:start + 900]
+                for record_id, title in await self.db.fetch(
+                        f'SELECT "id", "first_name" || \' \' || "last_name" FROM "{target.table}" '
+                        f'WHERE "first_name" || \' \' || "last_name" IN ({", ".join("?" for _ in part)}) '
+                        'AND "deleted_at" IS NULL', part):
+                    found.setdefault(title, []).append(record_id)
+        if target.name == "user":  # e-mail addresses in any letter case
+            lowered = {t.lower(): t for t in wanted if "@" in t and t not in found}
+            if lowered:
+                for record_id, email in await self.db.fetch(f'SELECT "id", "email" FROM "{target.table}" WHERE "deleted_at" IS NULL'):
+                    if email and email.lower() in lowered:
+                        found.setdefault(lowered[email.lower()], []).append(record_id)
+        return found
+
     async def _check_relations(self, entity: EntityType, plan: _Plan, parsed: list[Any]) -> dict[int, list[RowError]]:
-        """Rows naming records that do not exist, per row (the records layer names only the field)."""
+        """Rows naming records that do not exist, per row (the records layer names only the field);
+        a record named by its title becomes its id when exactly one record has that title."""
         bad: dict[int, list[RowError]] = {}
         for _, header, field, _ in plan.columns:
             if field.type is not FieldType.RELATION:
                 continue
+            titles = {data[field.name] for _, data, *_ in parsed if isinstance(data.get(field.name), _ByTitle)}
+            if titles:
+                found = await self._titles(field, titles)
+                for row, data, *_ in parsed:
+                    value = data.get(field.name)
+                    if not isinstance(value, _ByTitle):
+                        continue
+                    ids = sorted(set(found.get(value, [])))
+                    if len(ids) == 1:
+                        data[field.name] = ids[0]
+                        continue
+                    data.pop(field.name)
+                    reason = (f"no {field.target} named {str(value)!r}; give its id or its exact name" if not ids else
+                              f"{len(ids)} {field.target} records are named {str(value)!r}; give the id of one")
+                    bad.setdefault(row, []).append(RowError(row, header, str(value), reason))
             ids = {data[field.name] for _, data, *_ in parsed if data.get(field.name) is not None}
             if not ids:
                 continue

@@ -358,3 +358,29 @@ async def test_duplicates_found_in_the_database_with_or_without_reading_every_ke
     result = await dep.imports.import_file(path, "contact", actor=SYSTEM, key="job_title", on_duplicate="update")
     assert (result.created, result.updated) == (2, 1)
     assert {c["last_name"] for c in await contacts(dep)} == {"Mail", "Phone", "C", "A", "B"}
+
+
+async def test_related_records_named_by_their_title(make_deployment, tmp_path):
+    dep = await make_deployment(region="TR")
+    acme = await dep.records.create("company", {"name": "Acme Windows"})
+    for _ in range(2):
+        await dep.records.create("company", {"name": "Twin Doors"})
+    agent = await make_user(dep, role="agent", email="Sales.Agent@example.com")
+    path = write_csv(tmp_path / "people.csv", [
+        ["Surname", "Company", "Owner"],
+        ["Named", "Acme Windows", "sales.agent@example.com"],   # row 2: by title, owner by e-mail (any case)
+        ["ById", str(acme["id"]), ""],                          # row 3: an id still works
+        ["Unknown", "Nobody Ltd", ""],                          # row 4: no such company
+        ["Twice", "Twin Doors", ""],                            # row 5: two companies have that name
+    ])
+    errors = tmp_path / "errors.csv"
+    result = await dep.imports.import_file(path, "contact", actor=SYSTEM, errors_file=errors,
+                                           mapping={"Surname": "last_name", "Company": "company", "Owner": "owner_id"})
+    assert (result.created, result.rejected) == (2, 2)
+    made = {c["last_name"]: c for c in await contacts(dep)}
+    assert made["Named"]["company"] == acme["id"] and made["Named"]["owner_id"] == agent.id
+    assert made["ById"]["company"] == acme["id"]
+    with open(errors, encoding="utf-8") as f:
+        report = {r["row"]: r for r in csv.DictReader(f)}
+    assert report["4"]["column"] == "Company" and "no company named 'Nobody Ltd'" in report["4"]["reason"]
+    assert "2 company records are named 'Twin Doors'" in report["5"]["reason"]
