@@ -60,8 +60,14 @@ def count(page, stage: str) -> int:
 
 
 def settled(page, deal_id: int) -> None:
-    """Wait until the card's move is answered and the totals are read again."""
-    expect(card(page, deal_id)).not_to_have_class(re.compile(r"\bmoving\b"))
+    """Wait until the card's move is answered and the totals are read again. The page marks
+    the card ``moving`` once the move is asked for (after the lost-reason dialog, if any), so
+    first wait for its request to be under way or done."""
+    page.wait_for_function(
+        """id => { const c = document.querySelector(`.card[data-id="${id}"]`);
+                   return c && !c.classList.contains("moving") && (c.classList.contains("moved")
+                          || document.querySelector("#board-error:not([hidden])") !== null); }""",
+        arg=deal_id)
     page.wait_for_load_state("networkidle")
 
 

@@ -110,6 +110,8 @@
     const from = card.dataset.stage;
     if (busy || !stage || stage === from || !column(stage)) return;
     busy = true;
+    card.classList.remove("moved");  // set again once this move is saved
+    clearError();  // a message of an earlier move is stale now
     const origin = {list: card.parentElement, next: card.nextElementSibling};
     try {
       place(card, stage, focus);
