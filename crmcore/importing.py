@@ -344,9 +344,8 @@ class _Plan:
         self.required = [f for f in entity.fields if f.required and f.default is None and not f.hidden]
         self.header_of = {field.name: header for _, header, field, _ in self.columns}
 
-    def values(self, cells: list[Any], row: int) -> tuple[dict[str, Any], dict[str, str], list[RowError]]:
+    def values(self, cells: list[Any], row: int) -> tuple[dict[str, Any], list[RowError]]:
         data: dict[str, Any] = {}
-        raws: dict[str, str] = {}
         errors: list[RowError] = []
         width = len(cells)
         for index, header, field, parse in self.columns:
@@ -356,7 +355,6 @@ class _Plan:
             value: Any = raw
             if field.type is FieldType.RELATION and not raw.strip().isdigit():
                 data[field.name] = _ByTitle(raw.strip())  # resolved a batch at a time (_check_relations)
-                raws[field.name] = raw
                 continue
             if field.type is FieldType.MONEY:
                 match = _MONEY_TEXT.match(raw)
@@ -367,9 +365,7 @@ class _Plan:
                 data[field.name] = parse(field, value, self.region, self.currency)
             except FieldValueError as exc:
                 errors.append(RowError(row, header, raw, exc.message))
-                continue
-            raws[field.name] = raw
-        return data, raws, errors
+        return data, errors
 
     def record_id(self, cells: list[Any]) -> int | None:
         if self.id_column is None or self.id_column >= len(cells):
@@ -385,6 +381,15 @@ class _Plan:
 #: Up to this many live records, an import reads their dedup keys once at its start.
 PRELOAD_UP_TO = 2_000_000
 _TEXT_TYPES = (FieldType.TEXT, FieldType.LONG_TEXT, FieldType.URL, FieldType.CHOICE)
+
+
+def _flat(key: tuple[str, Any]) -> str:
+    """A key as one string. The maps an import keeps for its whole run (keys seen, keys of the
+    records already there) hold only strings and ints, which the garbage collector never walks:
+    with tuple keys it walked a million-entry map at every full collection, a third of a large
+    import's time."""
+    kind, value = key
+    return f"{kind}\x1f{value if isinstance(value, str) else repr(value)}"
 
 
 class _Dedup:
@@ -409,8 +414,8 @@ class _Dedup:
                 wanted = FieldType.EMAIL if kind == "email" else FieldType.PHONE
                 self.fields += [f for f in entity.fields if f.type is wanted and not f.hidden]
         self.key_is_id = key == "id"
-        #: key -> record id of every live record, when read at the start (see preload).
-        self.known: dict[Any, int] | None = None
+        #: flat key -> record id of every live record, when read at the start (see preload).
+        self.known: dict[str, int] | None = None
         #: lower-cased e-mail -> the spellings seen (the column's index serves exact matches).
         self.spellings: dict[str, set[str]] = {}
 
@@ -455,7 +460,7 @@ class _Dedup:
         count = await db.fetchval(f'SELECT count(*) FROM "{table}" WHERE "deleted_at" IS NULL', [])
         if count > PRELOAD_UP_TO:
             return
-        known: dict[Any, int] = {}
+        known: dict[str, int] = {}
         columns = ", ".join(f'"{f.name}"' for f in self.fields)
         rows = await db.fetch(f'SELECT "id", {columns} FROM "{table}" WHERE "deleted_at" IS NULL ORDER BY "id"', [])
         for row in rows:
@@ -470,7 +475,7 @@ class _Dedup:
                     key = (field.name, value.casefold())
                 else:
                     continue  # other key types are looked up per batch
-                known.setdefault(key, row[0])
+                known.setdefault(_flat(key), row[0])
         if all(f.type in (FieldType.PHONE, FieldType.EMAIL) or f.type in _TEXT_TYPES for f in self.fields):
             self.known = known
 
@@ -478,7 +483,7 @@ class _Dedup:
         """key -> the oldest live record having it (as the system sees them)."""
         if self.known is not None:
             known = self.known
-            return {k: known[k] for k in keys if k in known}
+            return {k: known[flat] for k in keys if (flat := _flat(k)) in known}
         table = self.entity.table
         found: dict[Any, int] = {}
         if self.key_is_id and ids:
@@ -692,8 +697,8 @@ class ImportService:
                    result: ImportResult, *, actor: Actor, on_duplicate: str, dry_run: bool,
                    progress: Callable[[int, int], Any] | None) -> None:
         records = self.deployment.records.as_actor(actor)
-        # key -> ("row", the pending row's dict) while it waits in a batch, or ("id", record id).
-        seen: dict[Any, Any] = {}
+        # flat key -> the record made or updated by an earlier batch (0: would be, in a dry run).
+        seen: dict[str, int] = {}
         done = 0
         for batch in _batches(rows):
             await self._batch(entity, plan, matcher, batch, seen, result, records=records,
@@ -705,11 +710,11 @@ class ImportService:
         result.errors.sort(key=lambda e: e.row)
 
     async def _batch(self, entity: EntityType, plan: _Plan, matcher: _Dedup, batch: list[tuple[int, list[Any]]],
-                     seen: dict[Any, Any], result: ImportResult, *, records: Any, on_duplicate: str,
+                     seen: dict[str, int], result: ImportResult, *, records: Any, on_duplicate: str,
                      dry_run: bool) -> None:
-        parsed: list[tuple[int, dict[str, Any], dict[str, str], list[Any], int | None]] = []
+        parsed: list[tuple[int, dict[str, Any], list[Any], list[str], int | None]] = []
         for row, cells in batch:
-            data, raws, errors = plan.values(cells, row)
+            data, errors = plan.values(cells, row)
             if errors:
                 result.errors += errors
                 result.rejected += 1
@@ -718,44 +723,45 @@ class ImportService:
             rid = plan.record_id(cells) if matcher.key_is_id else None
             if rid is not None:
                 keys = [("id", rid)]
-            parsed.append((row, data, raws, keys, rid))
+            parsed.append((row, data, keys, [_flat(k) for k in keys], rid))
         relation_errors = await self._check_relations(entity, plan, parsed)
         existing: dict[Any, int] = {}
         if matcher.active:
-            wanted = {k for _, _, _, keys, _ in parsed for k in keys if k not in seen}
+            wanted = {k for _, _, keys, flats, _ in parsed for k, f in zip(keys, flats) if f not in seen}
             ids = {rid for *_, rid in parsed if rid is not None}
             existing = await matcher.existing(self.db, wanted, ids)
             matcher.spellings.clear()
-        creates: list[tuple[int, dict[str, Any], list[Any]]] = []
+        creates: list[tuple[int, dict[str, Any], list[str]]] = []
         updates: dict[int, tuple[int, dict[str, Any]]] = {}  # record id -> (row, values)
-        for row, data, raws, keys, rid in parsed:
+        pending: dict[str, dict[str, Any]] = {}  # flat key -> the row of this batch to be created with it
+        for row, data, keys, flats, rid in parsed:
             bad = relation_errors.get(row)
             if bad:
                 result.errors += bad
                 result.rejected += 1
                 continue
-            earlier = next((seen[k] for k in keys if k in seen), None)
+            earlier_row = next((pending[f] for f in flats if f in pending), None)
+            earlier_id = next((seen[f] for f in flats if f in seen), None)
             record_id = next((existing[k] for k in keys if k in existing), None)
             if matcher.key_is_id and rid is not None and record_id is None:
                 result.errors.append(RowError(row, "id", str(rid), f"no {entity.name} with id {rid}"))
                 result.rejected += 1
                 continue
-            if earlier is not None or record_id is not None:
+            if earlier_row is not None or earlier_id is not None or record_id is not None:
                 if on_duplicate == "skip":
                     result.skipped += 1
                     continue
-                if earlier is not None and earlier[0] == "row":  # a row of this batch: merge into it
-                    target = earlier[1]
-                    target.update(data)
+                if earlier_row is not None:  # a row of this batch: merge into it
+                    earlier_row.update(data)
                     result.updated += 1
                     continue
-                target_id = earlier[1] if earlier is not None else record_id
+                target_id = earlier_id if earlier_id is not None else record_id
                 if target_id in updates:
                     updates[target_id][1].update(data)
                 else:
                     updates[target_id] = (row, data)
-                for k in keys:
-                    seen.setdefault(k, ("id", target_id))
+                for f in flats:
+                    seen.setdefault(f, target_id)
                 result.updated += 1
                 continue
             missing = plan.missing_required(data, row)
@@ -763,20 +769,19 @@ class ImportService:
                 result.errors += missing
                 result.rejected += 1
                 continue
-            creates.append((row, data, keys))
-            for k in keys:
-                seen.setdefault(k, ("row", data))
+            creates.append((row, data, flats))
+            for f in flats:
+                pending.setdefault(f, data)
             result.created += 1
         if dry_run:
-            for _, data, keys in creates:  # later batches see these as made
-                for k in keys:
-                    if seen.get(k, (None, None))[1] is data:
-                        seen[k] = ("id", 0)
+            for _, _, flats in creates:  # later batches see these as made
+                for f in flats:
+                    seen.setdefault(f, 0)
             return
         await self._write(entity, records, creates, updates, seen, result, plan.header_of)
 
-    async def _write(self, entity: EntityType, records: Any, creates: list[tuple[int, dict[str, Any], list[Any]]],
-                     updates: dict[int, tuple[int, dict[str, Any]]], seen: dict[Any, Any],
+    async def _write(self, entity: EntityType, records: Any, creates: list[tuple[int, dict[str, Any], list[str]]],
+                     updates: dict[int, tuple[int, dict[str, Any]]], seen: dict[str, int],
                      result: ImportResult, header_of: dict[str, str]) -> None:
         """One batch in one transaction. Rows the records layer refuses by number are rejected and
         the rest written again; a refusal naming no row (a unique value taken) splits the batch
@@ -843,10 +848,9 @@ class ImportService:
                         reject(row, data, rows_bad[index])
                         result.updated -= 1
                 continue
-            for (_, data, keys), rid in zip(creates, ids):
-                for k in keys:
-                    if seen.get(k, (None, None))[1] is data:
-                        seen[k] = ("id", rid)
+            for (_, _, flats), rid in zip(creates, ids):
+                for f in flats:
+                    seen.setdefault(f, rid)
             return
 
     async def _titles(self, field: Field, titles: set[str]) -> dict[str, list[int]]:

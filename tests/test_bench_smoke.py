@@ -26,3 +26,12 @@ def test_bench_runs(tmp_path):
     document = json.loads(output.read_text())
     keys = {f["key"] for f in document["backends"]["sqlite"]["figures"]}
     assert {"a_bulk_create", "b_http_get", "c_list_indexed", "d_search"} <= keys
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_import_bench_runs():
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "import_bench.py"), "--rows", "3000"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "3000 created" in proc.stdout and "crmcore/baseline = " in proc.stdout
