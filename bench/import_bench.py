@@ -123,7 +123,7 @@ async def run(rows: int, profile: bool, sort: str = "tottime") -> None:
                   f"crmcore/baseline = {raw_took / took:.2f}")
             started = time.perf_counter()
             with open(Path(tmp) / "out.csv", "wb") as f:
-                count = await dep.imports.export("contact", f, fmt="csv", actor=SYSTEM)
+                count = await dep.exports.export("contact", f, fmt="csv", actor=SYSTEM)
             took = time.perf_counter() - started
             print(f"export: {count:,} rows in {took:.1f} s = {count / took:,.0f} rows/s")
             if profiler:

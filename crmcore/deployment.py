@@ -36,6 +36,7 @@ from .timeline import TimelineService
 from .webforms import FormsService
 from .automation import Automation
 from .documents import DocumentService
+from .exporting import ExportService
 from .importing import ImportService
 from .reports import ReportService
 
@@ -226,6 +227,7 @@ class Deployment:
         self.reports = ReportService(self)
         self.documents = DocumentService(self)
         self.imports = ImportService(self)
+        self.exports = ExportService(self)
         #: Stored pipelines, stage moves and history (crmcore.pipelines); ``pipelines`` above
         #: holds the definitions in force.
         self.pipeline_service = PipelineService(self)

@@ -1,4 +1,4 @@
-"""Import and export of records: CSV, XLSX and vCard in; CSV, XLSX, JSON and vCard out.
+"""Import of records: CSV, XLSX and vCard in (export: :mod:`crmcore.exporting`).
 
 An import reads a file as a stream of rows (CSV in any encoding Python knows: UTF-8 with or
 without a BOM is found by itself, others are named; XLSX through openpyxl's read-only mode;
@@ -13,8 +13,6 @@ batch in one transaction: all of it or nothing. A dry run does all of that but w
 Imports started from the API or the web page are jobs (kind :data:`JOB_KIND`): the upload is
 kept under the deployment's ``imports/`` folder, the run's counters and progress in
 ``crm_import``, the error report beside the upload.
-
-Exports stream any entity type (with the filter language) or all of them to CSV, XLSX or JSON.
 """
 
 from __future__ import annotations
@@ -22,28 +20,26 @@ from __future__ import annotations
 import codecs
 import csv
 import datetime as dt
-import io
 import json
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator
-from decimal import Decimal
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from .entities import EntityType, Field, FieldType
+from .exporting import cell_text
 from .fieldvalues import FieldValueError, Money, Phone, value_parser
 from .records.errors import FieldError, Forbidden, NotFound, ValidationError
-from .records.query import ListQuery
 
 if TYPE_CHECKING:
     from .auth.permissions import Actor
     from .deployment import Deployment
 
 __all__ = [
-    "IMPORT_TABLES", "ImportService", "ImportResult", "RowError", "JOB_KIND", "BATCH", "FORMATS",
+    "IMPORT_TABLES", "ImportService", "ImportResult", "RowError", "JOB_KIND", "BATCH",
     "guess_mapping", "normalize_header",
 ]
 
@@ -69,7 +65,6 @@ JOB_KIND = "import.run"
 BATCH = 5000
 #: Import statuses: uploaded (waiting for its options), pending (queued), running, done, failed.
 STATUSES = ("uploaded", "pending", "running", "done", "failed")
-FORMATS = ("csv", "xlsx", "json")
 ON_DUPLICATE = ("create", "update", "skip")
 #: Progress is stored (and the callback called) at most every this many rows.
 _PROGRESS_EVERY = BATCH
@@ -518,7 +513,7 @@ class _Dedup:
 
 
 class ImportService:
-    """``deployment.imports``: mappings, imports (direct or as jobs) and exports."""
+    """``deployment.imports``: mappings and imports (direct or as jobs)."""
 
     def __init__(self, deployment: Deployment):
         self.deployment = deployment
@@ -790,7 +785,7 @@ class ImportService:
 
         def reject(row: int, data: dict[str, Any], errors: list[FieldError]) -> None:
             for e in errors:
-                result.errors.append(RowError(row, header_of.get(e.field, e.field), _show(data.get(e.field)), e.message))
+                result.errors.append(RowError(row, header_of.get(e.field, e.field), cell_text(data.get(e.field)), e.message))
             result.rejected += 1
 
         while True:
@@ -1069,86 +1064,6 @@ class ImportService:
         return [await self.status(r[0]) for r in rows
                 if actor.system or r[1] == actor.user_id or actor.has("manage_integrations")]
 
-    # -- exporting -------------------------------------------------------------------------------
-
-    async def iter_records(self, entity_name: str, *, actor: Actor, filter: dict | None = None,
-                           page: int = 500) -> Any:
-        """Every record of an entity type the actor may export, in id order, page by page."""
-        records = self.deployment.records.as_actor(actor)
-        cursor = None
-        while True:
-            result = await records.list(entity_name, ListQuery(filter=filter, sort=["id"], limit=page, cursor=cursor),
-                                        action="export")
-            for item in result.items:
-                yield item
-            if not result.next_cursor:
-                return
-            cursor = result.next_cursor
-
-    def export_columns(self, entity_name: str, *, actor: Actor) -> list[str]:
-        entity = self.deployment.records.entity(entity_name)
-        hidden = actor.hidden_fields(entity.name)
-        return ["id", "owner_id", *[f.name for f in entity.visible_fields if f.name not in hidden]]
-
-    async def export(self, entity_name: str, out: IO[bytes], *, fmt: str = "csv", actor: Actor,
-                     filter: dict | None = None) -> int:
-        """Write every record (matching ``filter``) to ``out`` as CSV, XLSX or JSON; the count."""
-        if fmt not in FORMATS:
-            raise _invalid("format", f"export formats: {', '.join(FORMATS)}; not {fmt!r}")
-        columns = self.export_columns(entity_name, actor=actor)
-        count = 0
-        if fmt == "csv":
-            text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
-            writer = csv.writer(text)
-            writer.writerow(columns)
-            async for record in self.iter_records(entity_name, actor=actor, filter=filter):
-                writer.writerow([_show(record.get(c)) for c in columns])
-                count += 1
-            text.flush()
-            text.detach()
-        elif fmt == "json":
-            out.write(b"[")
-            async for record in self.iter_records(entity_name, actor=actor, filter=filter):
-                out.write((b",\n" if count else b"\n") + msgspec.json.encode({c: _jsonable(record.get(c)) for c in columns}))
-                count += 1
-            out.write(b"\n]\n" if count else b"]\n")
-        else:
-            import openpyxl
-
-            book = openpyxl.Workbook(write_only=True)
-            sheet = book.create_sheet(entity_name[:31])
-            sheet.append(columns)
-            async for record in self.iter_records(entity_name, actor=actor, filter=filter):
-                sheet.append([_xlsx(record.get(c)) for c in columns])
-                count += 1
-            book.save(out)
-        return count
-
-    def exportable(self, actor: Actor) -> list[str]:
-        from .auth.permissions import Scope
-
-        return [e.name for e in self.deployment.registry.entities.values()
-                if actor.system or actor.scope(e.name, "export") is not Scope.NONE]
-
-    async def export_all(self, folder: Path, *, fmt: str = "csv", actor: Actor) -> dict[str, int]:
-        """Every entity type the actor may export into ``folder/<entity>.<fmt>``; counts."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        counts = {}
-        for name in self.exportable(actor):
-            with open(folder / f"{name}.{fmt}", "wb") as f:
-                counts[name] = await self.export(name, f, fmt=fmt, actor=actor)
-        return counts
-
-    async def export_vcards(self, out: IO[bytes], *, actor: Actor, filter: dict | None = None) -> int:
-        from .vcard import contact_to_vcard
-
-        count = 0
-        async for record in self.iter_records("contact", actor=actor, filter=filter):
-            out.write(contact_to_vcard(record).encode("utf-8"))
-            count += 1
-        return count
-
 
 def _batches(rows: Iterator[list[Any]]) -> Iterator[list[tuple[int, list[Any]]]]:
     """Non-blank rows with their numbers as a spreadsheet shows them (the header is row 1), in
@@ -1168,42 +1083,3 @@ async def _maybe_await(value: Any) -> Any:
     if hasattr(value, "__await__"):
         return await value
     return value
-
-
-def _show(value: Any) -> str:
-    """A value as a CSV cell that imports back to the same value."""
-    if value is None:
-        return ""
-    if isinstance(value, Phone):
-        return value.e164
-    if isinstance(value, Money):
-        return f"{value.amount} {value.currency}"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(map(str, value))
-    if isinstance(value, (dt.datetime, dt.date)):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return json.dumps(value)
-    return str(value)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Phone):
-        return value.e164
-    if isinstance(value, Money):
-        return {"amount": str(value.amount), "currency": value.currency}
-    if isinstance(value, Decimal):
-        return str(value)
-    return value
-
-
-def _xlsx(value: Any) -> Any:
-    if value is None or isinstance(value, (int, float, str)):
-        return value
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    if isinstance(value, (dt.date, Decimal)):
-        return value
-    return _show(value)

@@ -265,12 +265,17 @@ def test_export_csv_follows_filter_and_includes_custom_fields(client):
     client.post("/api/meta/entities/contact/fields", json={"name": "segment", "type": "text", "indexed": True})
     rows = [{"last_name": f"E{i:04d}", "segment": "a" if i % 3 else "b", "phone": "+90 532 123 45 67"} for i in range(1200)]
     client.post("/api/contact/bulk", json=rows)
-    response = client.get("/api/contact/export?segment=a")
+    response = client.get("/api/exports/contact?segment=a&sort=-last_name")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
     lines = list(__import__("csv").DictReader(response.text.splitlines()))
     assert len(lines) == 800 and {line["segment"] for line in lines} == {"a"}
-    assert lines[0]["phone"] == "+905321234567" and lines[0]["phone_raw"] == "+90 532 123 45 67"
-    problem(client.get("/api/contact/export?nope=1"), 422)
+    assert [line["last_name"] for line in lines] == sorted((line["last_name"] for line in lines), reverse=True)
+    assert lines[0]["phone"] == "+905321234567"
+    some = client.get("/api/exports/contact", params={"q": "E0005", "fields": "last_name,segment"}).text.splitlines()
+    assert some[0] == "id,last_name,segment" and len(some) == 2 and some[1].endswith(",E0005,a")
+    problem(client.get("/api/exports/contact?nope=1"), 422)
+    problem(client.get("/api/exports/contact?fields=nope"), 422, "fields")
+    problem(client.get("/api/exports/contact?sort=nope"), 422)
 
 
 def test_custom_field_options_change_safely(client):

@@ -121,7 +121,7 @@ def test_no_credentials_is_401_except_public_routes(site):
     for method, path in [("GET", "/api/contact"), ("GET", "/api/contact/1"), ("POST", "/api/contact"),
                          ("GET", "/api/meta"), ("GET", "/api/meta/entities/contact"), ("GET", "/schema"),
                          ("GET", "/schema/openapi.json"), ("GET", "/api/auth/me"), ("GET", "/api/auth/users"),
-                         ("GET", "/api/meta/plugins"), ("GET", "/api/contact/export"), ("GET", "/api/whoami/me"),
+                         ("GET", "/api/meta/plugins"), ("GET", "/api/exports/contact"), ("GET", "/api/whoami/me"),
                          ("DELETE", "/api/auth/tokens/1"), ("PUT", "/api/auth/roles/x")]:
         response = site.request(method, path)
         problem(response, 401, detail="authentication required")
@@ -174,7 +174,7 @@ def test_read_only_token_cannot_write_anything(site, admin):
     reader = site.post("/api/auth/tokens", json={"name": "reports", "read_only": True}, headers=admin.headers).json()
     headers = bearer(reader["token"])
     assert site.get(f"/api/contact/{rid}", headers=headers).status_code == 200
-    assert site.get("/api/contact/export", headers=headers).status_code == 200
+    assert site.get("/api/exports/contact", headers=headers).status_code == 200
     for method, path, body in [
         ("POST", "/api/contact", {"last_name": "X"}), ("PATCH", f"/api/contact/{rid}", {"city": "Y"}),
         ("DELETE", f"/api/contact/{rid}", None), ("POST", "/api/contact/bulk", [{"last_name": "Z"}]),
@@ -261,12 +261,12 @@ def test_agents_see_only_their_records_and_hidden_fields_stay_hidden(site, admin
     contact = next(e for e in meta["entities"] if e["name"] == "contact")
     assert "email" not in {f["name"] for f in contact["fields"]}
     assert "email" in {f["name"] for f in site.get("/api/meta/entities/contact", headers=admin.headers).json()["fields"]}
-    export = site.get("/api/contact/export", headers=one.headers)
+    export = site.get("/api/exports/contact", headers=one.headers)
     assert export.status_code == 200
     header = export.text.splitlines()[0].split(",")
     assert "email" not in header and "last_name" in header and "m@example.com" not in export.text
     assert "email" not in site.get(f"/api/contact/{mine.json()['id']}", headers=one.headers).json()
-    assert "m@example.com" in site.get("/api/contact/export", headers=admin.headers).text
+    assert "m@example.com" in site.get("/api/exports/contact", headers=admin.headers).text
 
 
 # -- sessions, cookies, CSRF --------------------------------------------------------------------

@@ -203,7 +203,7 @@ async def test_export_round_trip_csv_into_a_fresh_deployment(make_deployment, tm
     ])
     out = tmp_path / "contacts.csv"
     with open(out, "wb") as f:
-        assert await source.imports.export("contact", f, fmt="csv", actor=SYSTEM) == 3
+        assert await source.exports.export("contact", f, fmt="csv", actor=SYSTEM) == 3
     target = await make_deployment(region="TR")
     result = await target.imports.import_file(out, "contact", actor=SYSTEM)
     assert (result.created, result.rejected) == (3, 0), result.errors
@@ -215,15 +215,15 @@ async def test_export_json_xlsx_filter_and_everything(make_deployment, tmp_path)
     await dep.records.bulk_create("contact", [{"last_name": f"P{i}", "city": "Izmir" if i % 2 else "Bursa"}
                                               for i in range(1203)])
     buf = io.BytesIO()
-    count = await dep.imports.export("contact", buf, fmt="json", actor=SYSTEM, filter={"field": "city", "value": "Izmir"})
+    count = await dep.exports.export("contact", buf, fmt="json", actor=SYSTEM, filter={"field": "city", "value": "Izmir"})
     data = json.loads(buf.getvalue())
     assert count == len(data) == 601 and all(r["city"] == "Izmir" for r in data)
     buf = io.BytesIO()
-    assert await dep.imports.export("contact", buf, fmt="xlsx", actor=SYSTEM) == 1203
+    assert await dep.exports.export("contact", buf, fmt="xlsx", actor=SYSTEM) == 1203
     sheet = openpyxl.load_workbook(io.BytesIO(buf.getvalue()), read_only=True).worksheets[0]
     rows = list(sheet.iter_rows(values_only=True))
     assert rows[0][:4] == ("id", "owner_id", "first_name", "last_name") and len(rows) == 1204
-    counts = await dep.imports.export_all(tmp_path / "all", fmt="csv", actor=SYSTEM)
+    counts = await dep.exports.export_all(tmp_path / "all", fmt="csv", actor=SYSTEM)
     assert counts["contact"] == 1203 and (tmp_path / "all" / "company.csv").is_file()
 
 
@@ -248,6 +248,20 @@ def test_cli_import_export(tmp_path):
     assert [r["last_name"] for r in json.loads(target.read_text())] == ["Müller"]
     crm("export", "--all", "--output", str(tmp_path / "all"), deployment=folder)
     assert (tmp_path / "all" / "contact.csv").is_file()
+    # the CLI follows a list's query: search, sort, columns
+    listed = crm("export", "contact", "--search", "one", "--fields", "last_name,email", deployment=folder).output
+    assert listed.splitlines() == ["id,last_name,email", f"{listed.splitlines()[1].split(',')[0]},One,a@example.com"]
+    ordered = crm("export", "contact", "--sort", "-last_name", "--fields", "last_name", deployment=folder).output
+    assert [line.split(",")[1] for line in ordered.splitlines()[1:]] == ["One", "Müller"]
+    cards = tmp_path / "c.vcf"
+    crm("export", "contact", "--output", str(cards), deployment=folder)
+    assert cards.read_text().count("BEGIN:VCARD") == 2
+    # a refused export names its reason and leaves no file behind
+    bad = tmp_path / "bad.csv"
+    out = crm("export", "contact", "--output", str(bad), "--fields", "nope", deployment=folder, ok=False)
+    assert "nope" in out.output and not bad.exists() and not list(tmp_path.glob("bad.csv*"))
+    out = crm("export", "deal", "--format", "vcf", deployment=folder, ok=False)
+    assert "vCard" in out.output
 
 
 # -- over HTTP ------------------------------------------------------------------------------------

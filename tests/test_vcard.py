@@ -60,7 +60,7 @@ async def test_vcard_export_is_valid_for_a_second_implementation(make_deployment
     dep = await make_deployment(region="TR")
     await dep.records.bulk_create("contact", PEOPLE)
     buf = io.BytesIO()
-    assert await dep.imports.export_vcards(buf, actor=SYSTEM) == 3
+    assert await dep.exports.export("contact", buf, fmt="vcf", actor=SYSTEM) == 3
     cards = _cards(buf.getvalue())
     assert len(cards) == 3
     first = cards[0]
@@ -80,7 +80,7 @@ async def test_vcard_round_trip(make_deployment, tmp_path):
     await source.records.bulk_create("contact", PEOPLE)
     path = tmp_path / "contacts.vcf"
     with open(path, "wb") as f:
-        await source.imports.export_vcards(f, actor=SYSTEM)
+        await source.exports.export("contact", f, fmt="vcf", actor=SYSTEM)
     target = await make_deployment(region="TR")
     result = await target.imports.import_file(path, "contact", actor=SYSTEM)
     assert (result.created, result.rejected) == (3, 0), result.errors

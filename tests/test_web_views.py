@@ -5,10 +5,12 @@ permissions, through the app (``crm_client``) on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import functools
+import io
 import json
 import re
 from urllib.parse import parse_qs, urlsplit
 
+import openpyxl
 import pytest
 
 import crmcore
@@ -70,7 +72,13 @@ def test_list_shows_default_columns_and_links_titles(shop):
     assert header(html) == ["first_name", "last_name", "email", "phone", "company", "loyalty"]
     assert sorted(row_ids(html)) == sorted(shop.ids.values())
     assert f'<a href="/contact/{shop.ids["Demir"]}">Demir</a>' in html  # the title field links to the record
-    assert 'href="/contact/new"' in html and 'href="/api/contact/export"' in html
+    assert 'href="/contact/new"' in html
+    export = re.search(r'href="(/api/exports/contact[^"]*)"', html).group(1).replace("&amp;", "&")
+    assert query_of(export)["fields"] == "first_name,last_name,email,phone,company,loyalty"  # what the list shows
+    sheet = openpyxl.load_workbook(io.BytesIO(shop.get(export + "&format=xlsx").content)).worksheets[0]
+    assert [c.value for c in next(sheet.iter_rows())] == ["id", "first_name", "last_name", "email", "phone", "company",
+                                                          "loyalty"]
+    assert sheet.max_row == 1 + len(shop.ids)
     assert "5 records" in html  # the whole list on one page: counted for free
 
 
@@ -95,7 +103,7 @@ def test_filter_builder_redirects_to_the_filter_language(shop):
     assert sorted(row_ids(html)) == sorted([shop.ids["Yılmaz"], shop.ids["Novak"]])
     assert 'data-testid="filter-count">1<' in html
     # the export link carries the filter
-    export = re.search(r'href="(/api/contact/export[^"]*)"', html).group(1).replace("&amp;", "&")
+    export = re.search(r'href="(/api/exports/contact[^"]*)"', html).group(1).replace("&amp;", "&")
     assert json.loads(query_of(export)["filter"]) == {"and": [{"field": "loyalty", "op": "eq", "value": "gold"}]}
     csv = shop.get(export).text
     assert "Yılmaz" in csv and "Novak" in csv and "Demir" not in csv

@@ -9,6 +9,7 @@ from litestar import Request, Response
 from litestar.connection import ASGIConnection
 
 from ..records.errors import FieldError, ValidationError
+from ..records.query import ListQuery, parse_filter_params
 from .problems import ProblemError
 
 if TYPE_CHECKING:
@@ -64,3 +65,40 @@ def _convert(data: Any, type_: type) -> Any:
         elif "unknown field" in message or "missing required field" in message:
             field = message.split("`")[1] if "`" in message else "body"
         raise ValidationError([FieldError(field, "invalid", message)]) from None
+
+
+#: Query parameters of a list that are not field filters (``format``: an export's).
+_RESERVED_PARAMS = {"filter", "sort", "limit", "cursor", "q", "count", "fields", "format"}
+
+
+def _bool_param(value: str | None) -> bool:
+    return value is not None and value.lower() in ("1", "true", "yes", "on", "")
+
+
+def _list_query(request: Request, *, deleted: bool = False) -> ListQuery:
+    params = request.query_params
+    filters: list[dict] = []
+    raw_filter = params.get("filter")
+    if raw_filter:
+        try:
+            parsed = msgspec.json.decode(raw_filter)
+        except (msgspec.DecodeError, RecursionError):
+            raise ValidationError([FieldError(
+                "filter", "invalid_json", 'filter must be JSON, e.g. {"field": "city", "op": "eq", "value": "Izmir"}'
+            )]) from None
+        filters.append(parsed)
+    simple = {k: v for k, v in params.items() if k not in _RESERVED_PARAMS}
+    if simple:
+        filters.append(parse_filter_params(simple))
+    filter_node = filters[0] if len(filters) == 1 else ({"and": filters} if filters else None)
+    fields = params.get("fields")
+    return ListQuery(
+        filter=filter_node,
+        sort=[s for s in (params.get("sort") or "").split(",") if s],
+        limit=_int_param("limit", params.get("limit"), 50),
+        cursor=params.get("cursor") or None,
+        search=params.get("q") or None,
+        count="count" in params and _bool_param(params.get("count")),
+        fields=[f for f in fields.split(",") if f] if fields else None,
+        deleted=deleted,
+    )

@@ -11,14 +11,12 @@ and write as the request's actor, so its role's scopes and field rules hold.
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
 from pathlib import Path
 from typing import Any
 
 import msgspec
 from litestar import Litestar, Request, Response, Router, delete, get, patch, post
-from litestar.response import Redirect, Stream
+from litestar.response import Redirect
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotFoundException
 from litestar.handlers import BaseRouteHandler
@@ -30,9 +28,8 @@ from ..deployment import Deployment, load_settings
 from ..entities import Field
 from ..plugins import call_each, discover, get_plugin_manager
 from ..records.errors import FieldError, Forbidden, ValidationError
-from ..records.query import ListQuery, parse_filter_params
 from ..records.service import RecordsService
-from ._http import JSON, MAX_BODY, _body, _deployment, _encode, _int_param, _json
+from ._http import JSON, MAX_BODY, _body, _deployment, _encode, _int_param, _json, _list_query
 from .auth import AUTH_ROUTES, PUBLIC, AuthMiddleware, provide_actor
 from .automation import ROUTES as AUTOMATION_ROUTES
 from .documents import ROUTES as DOCUMENT_ROUTES
@@ -45,9 +42,6 @@ from .openapi import build_openapi
 from .problems import exception_handlers
 
 __all__ = ["create_app"]
-
-_RESERVED_PARAMS = {"filter", "sort", "limit", "cursor", "q", "count", "fields"}
-
 
 def _provide_deployment(request: Request) -> Deployment:
     return request.app.state.deployment
@@ -71,39 +65,6 @@ def _manage_schema(connection: ASGIConnection, _: BaseRouteHandler) -> None:
 def _record_path(request: Request) -> tuple[str, int]:
     params = request.path_params
     return params["entity"], params["record_id"]
-
-
-def _bool_param(value: str | None) -> bool:
-    return value is not None and value.lower() in ("1", "true", "yes", "on", "")
-
-
-def _list_query(request: Request, *, deleted: bool = False) -> ListQuery:
-    params = request.query_params
-    filters: list[dict] = []
-    raw_filter = params.get("filter")
-    if raw_filter:
-        try:
-            parsed = msgspec.json.decode(raw_filter)
-        except (msgspec.DecodeError, RecursionError):
-            raise ValidationError([FieldError(
-                "filter", "invalid_json", 'filter must be JSON, e.g. {"field": "city", "op": "eq", "value": "Izmir"}'
-            )]) from None
-        filters.append(parsed)
-    simple = {k: v for k, v in params.items() if k not in _RESERVED_PARAMS}
-    if simple:
-        filters.append(parse_filter_params(simple))
-    filter_node = filters[0] if len(filters) == 1 else ({"and": filters} if filters else None)
-    fields = params.get("fields")
-    return ListQuery(
-        filter=filter_node,
-        sort=[s for s in (params.get("sort") or "").split(",") if s],
-        limit=_int_param("limit", params.get("limit"), 50),
-        cursor=params.get("cursor") or None,
-        search=params.get("q") or None,
-        count="count" in params and _bool_param(params.get("count")),
-        fields=[f for f in fields.split(",") if f] if fields else None,
-        deleted=deleted,
-    )
 
 
 # -- records ------------------------------------------------------------------------------------
@@ -156,62 +117,6 @@ async def bulk_update(request: Request) -> Response:
     """Each object names the record by ``id`` (and may give the ``version`` read)."""
     entity, rows = await _bulk_rows(request)
     return _json({"updated": await _records(request).bulk_update(entity, rows)})
-
-
-@get("/api/{entity:str}/export", include_in_schema=False)
-async def export_records(request: Request) -> Stream:
-    """Every record matching the list's filter and search, as CSV, streamed page by page."""
-    entity_name = request.path_params["entity"]
-    records = _records(request)
-    entity = records.entity(entity_name)
-    query = _list_query(request)
-    query.limit, query.count = 500, False
-    hidden = _actor(request).hidden_fields(entity_name)
-    fields = [f for f in entity.visible_fields
-              if f.name not in hidden and (query.fields is None or f.name in query.fields)]
-    await records.list(entity_name, msgspec.structs.replace(query, limit=1), action="export")  # errors before streaming
-
-    async def rows():
-        yield _csv_line(["id", *(c for f in fields for c in _export_columns(f))])
-        cursor = query.cursor
-        while True:
-            page = await records.list(entity_name, msgspec.structs.replace(query, cursor=cursor), action="export")
-            for record in page.items:
-                yield _csv_line([record["id"], *(v for f in fields for v in _export_values(f, record[f.name]))])
-            if not page.next_cursor:
-                return
-            cursor = page.next_cursor
-
-    return Stream(rows(), media_type="text/csv; charset=utf-8", headers={
-        "content-disposition": f'attachment; filename="{entity_name}.csv"'})
-
-
-def _csv_line(values: list[Any]) -> str:
-    buffer = io.StringIO()
-    csv.writer(buffer).writerow(["" if v is None else v for v in values])
-    return buffer.getvalue()
-
-
-def _export_columns(field: Field) -> list[str]:
-    if field.type.value == "money":
-        return [field.name, f"{field.name}_currency"]
-    if field.type.value == "phone":
-        return [field.name, f"{field.name}_raw"]
-    return [field.name]
-
-
-def _export_values(field: Field, value: Any) -> list[Any]:
-    if field.type.value == "money":
-        return [None, None] if value is None else [value.amount, value.currency]
-    if field.type.value == "phone":
-        return [None, None] if value is None else [value.e164, value.raw]
-    if isinstance(value, list):
-        return [", ".join(value)]
-    if isinstance(value, bool):
-        return ["true" if value else "false"]
-    if hasattr(value, "isoformat"):
-        return [value.isoformat()]
-    return [value]
 
 
 @get("/api/{entity:str}/{record_id:int}", include_in_schema=False)
@@ -491,7 +396,7 @@ def create_app(deployment_path: str | Path, *, database_url: str | None = None, 
         route_handlers=[
             index, health, meta, entity_meta, list_custom_fields, restore_field, add_field, change_field, remove_field, purge_field,
             list_plugins, enable_plugin, disable_plugin, openapi_schema, openapi_json,
-            list_records, list_trash, export_records, create_record, bulk_create, bulk_update, get_record, update_record,
+            list_records, list_trash, create_record, bulk_create, bulk_update, get_record, update_record,
             delete_record, restore_record, record_history, *AUTH_ROUTES,
             *PIPELINE_ROUTES, *WEBHOOK_ROUTES, *TIMELINE_ROUTES, *AUTOMATION_ROUTES, *REPORT_ROUTES,
             *DOCUMENT_ROUTES, *IMPORT_ROUTES, *WEB_ROUTES,

@@ -4,13 +4,13 @@ Imports: ``POST /api/imports`` uploads a file (multipart: ``file``, ``entity``) 
 a preview (headers, guessed mapping, first rows); ``POST /api/imports/{id}/run`` runs it, or a
 dry run of it, as a job with the chosen options; ``GET /api/imports/{id}`` is its status and
 progress; ``GET /api/imports/{id}/errors`` the per-row error report (CSV). Saved mappings:
-``/api/import-mappings``. Exports: ``GET /api/exports/{entity}?format=csv|xlsx|json|vcf&filter=``.
+``/api/import-mappings``. Exports: ``GET /api/exports/{entity}?format=csv|xlsx|json|vcf`` with a list's
+parameters (``filter``, ``field=value``, ``q``, ``sort``, ``fields``).
 Imports obey the importing user's role (create, and edit for updates); exports its export scope.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -21,13 +21,12 @@ from litestar import Request, Response, delete, get, post
 from litestar.response import Stream
 
 from ..records.errors import FieldError, ValidationError
-from ._http import _body, _deployment, _json
+from ..exporting import MEDIA_TYPES
+from ._http import _body, _deployment, _json, _list_query
 from .auth import _actor
 
 __all__ = ["ROUTES", "SCHEMA_TYPES", "openapi_paths"]
 
-_MEDIA = {"csv": "text/csv; charset=utf-8", "json": "application/json",
-          "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", "vcf": "text/vcard; charset=utf-8"}
 
 
 class ImportRun(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -153,37 +152,18 @@ async def delete_mapping(request: Request) -> None:
 
 @get("/api/exports/{entity:str}", include_in_schema=False)
 async def export_entity(request: Request) -> Stream:
-    actor = _actor(request)
+    """Every record matching the list's parameters (filter, field=value, q, sort, fields), streamed."""
     entity = request.path_params["entity"]
     fmt = request.query_params.get("format") or "csv"
-    if fmt not in _MEDIA:
-        raise ValidationError([FieldError("format", "invalid", f"formats: {', '.join(_MEDIA)}")])
-    filter_value = None
-    if request.query_params.get("filter"):
-        try:
-            filter_value = json.loads(request.query_params["filter"])
-        except json.JSONDecodeError as exc:
-            raise ValidationError([FieldError("filter", "invalid_json", f"the filter is not JSON: {exc}")]) from None
-    imports = _deployment(request).imports
-    if fmt == "vcf" and entity != "contact":
-        raise ValidationError([FieldError("format", "invalid", "vCard is for contacts")])
-    spool = tempfile.TemporaryFile()
-    try:
-        if fmt == "vcf":
-            await imports.export_vcards(spool, actor=actor, filter=filter_value)
-        else:
-            await imports.export(entity, spool, fmt=fmt, actor=actor, filter=filter_value)
-    except BaseException:
-        spool.close()
-        raise
-    spool.seek(0)
+    chunks = _deployment(request).exports.stream(entity, fmt=fmt, actor=_actor(request), query=_list_query(request))
+    first = await anext(chunks)  # a bad format, filter or permission is answered before streaming
 
-    async def chunks():
-        with spool:
-            while chunk := spool.read(1 << 16):
-                yield chunk
+    async def body():
+        yield first
+        async for chunk in chunks:
+            yield chunk
 
-    return Stream(chunks(), media_type=_MEDIA[fmt],
+    return Stream(body(), media_type=MEDIA_TYPES[fmt],
                   headers={"content-disposition": f'attachment; filename="{entity}.{fmt}"'})
 
 
@@ -240,10 +220,15 @@ def openapi_paths(problem: Any) -> dict[str, Any]:
         "/api/exports/{entity}": {
             "parameters": [{"name": "entity", "in": "path", "required": True, "schema": {"type": "string"}}],
             "get": {"operationId": "exports_entity", "tags": tag,
-                    "summary": "Every record (matching filter) as CSV, XLSX, JSON or (contacts) vCard",
+                    "summary": "Every record matching the list's parameters as CSV, XLSX, JSON or (contacts) vCard",
                     "parameters": [
-                        {"name": "format", "in": "query", "schema": {"type": "string", "enum": list(_MEDIA)}},
+                        {"name": "format", "in": "query", "schema": {"type": "string", "enum": list(MEDIA_TYPES)}},
                         {"name": "filter", "in": "query", "schema": {"type": "string"},
-                         "description": "the filter language as JSON"}],
+                         "description": "the filter language as JSON"},
+                        {"name": "q", "in": "query", "schema": {"type": "string"}, "description": "full-text search"},
+                        {"name": "sort", "in": "query", "schema": {"type": "string"},
+                         "description": "fields, comma-separated; -field for descending (default: id)"},
+                        {"name": "fields", "in": "query", "schema": {"type": "string"},
+                         "description": "the columns, comma-separated (default: every field you see)"}],
                     "responses": {"200": ok(media="application/octet-stream"), **bad, **denied}}},
     }

@@ -178,27 +178,26 @@ def register(cli: Any) -> None:
     @cli.command("export")
     @click.argument("entity", required=False)
     @click.option("--all", "everything", is_flag=True, help="Every entity type, one file each in --output DIR.")
-    @click.option("--format", "fmt", type=click.Choice(["csv", "xlsx", "json"]), default=None,
-                  help="Default: from --output's name, else csv.")
+    @click.option("--format", "fmt", type=click.Choice(["csv", "xlsx", "json", "vcf"]), default=None,
+                  help="Default: from --output's name, else csv (vcf: contacts only).")
     @click.option("--output", "-o", type=click.Path(path_type=Path), help="The file (or folder with --all); default: stdout.")
     @click.option("--filter", "filter_", help='Only records matching this filter (JSON), e.g. {"field": "city", "value": "Izmir"}.')
+    @click.option("--search", "-q", help="Only records matching this full-text search.")
+    @click.option("--sort", help="Order by these fields, comma-separated; -field for descending (default: id).")
+    @click.option("--fields", help="Only these columns, comma-separated (id always comes first).")
     @click.pass_obj
     def export(obj: Any, entity: str | None, everything: bool, fmt: str | None, output: Path | None,
-               filter_: str | None) -> None:
-        """Export ENTITY's records (or --all) as CSV, XLSX or JSON."""
+               filter_: str | None, search: str | None, sort: str | None, fields: str | None) -> None:
+        """Export ENTITY's records (or --all) as CSV, XLSX, JSON or vCard."""
+        from crmcore.records.query import ListQuery
+
         helpers = _helpers()
         if everything == bool(entity):
             raise click.UsageError("name one ENTITY or give --all")
-        filter_value = None
-        if filter_:
-            try:
-                filter_value = json.loads(filter_)
-            except json.JSONDecodeError as exc:
-                raise click.BadParameter(f"not JSON: {exc}", param_hint="--filter") from None
         if everything:
             if output is None:
                 raise click.UsageError("--all needs --output DIR")
-            counts = helpers.with_deployment(obj.path, lambda dep: dep.imports.export_all(
+            counts = helpers.with_deployment(obj.path, lambda dep: dep.exports.export_all(
                 output, fmt=fmt or "csv", actor=helpers._cli_actor()))
             for name, count in counts.items():
                 click.echo(f"{name}: {count} records", err=True)
@@ -206,21 +205,14 @@ def register(cli: Any) -> None:
             return
         if fmt is None:
             fmt = output.suffix.lstrip(".").lower() if output is not None and output.suffix else "csv"
-            if fmt not in ("csv", "xlsx", "json"):
+            if fmt not in ("csv", "xlsx", "json", "vcf"):
                 fmt = "csv"
         if fmt == "xlsx" and output is None:
             raise click.UsageError("XLSX needs --output FILE")
-
-        async def go(dep: Any) -> int:
-            if output is None:
-                count = await dep.imports.export(entity, sys.stdout.buffer, fmt=fmt, actor=helpers._cli_actor(),
-                                                 filter=filter_value)
-                sys.stdout.flush()
-                return count
-            with open(output, "wb") as f:
-                return await dep.imports.export(entity, f, fmt=fmt, actor=helpers._cli_actor(), filter=filter_value)
-
-        count = helpers.with_deployment(obj.path, go)
+        query = ListQuery(filter=_json_option(filter_, "--filter"), search=search or None,
+                          sort=[s for s in (sort or "").split(",") if s],
+                          fields=[f for f in fields.split(",") if f] if fields else None)
+        count = _export(helpers, obj.path, entity, fmt, output, query)
         if output is not None:
             click.echo(f"Exported {count} {entity} records to {output}", err=True)
 
@@ -234,16 +226,10 @@ def register(cli: Any) -> None:
     @click.pass_obj
     def vcard_export(obj: Any, output: Path | None, filter_: str | None) -> None:
         """Every contact (or those matching --filter) as vCard 3.0."""
+        from crmcore.records.query import ListQuery
+
         helpers = _helpers()
-        filter_value = json.loads(filter_) if filter_ else None
-
-        async def go(dep: Any) -> int:
-            if output is None:
-                return await dep.imports.export_vcards(sys.stdout.buffer, actor=helpers._cli_actor(), filter=filter_value)
-            with open(output, "wb") as f:
-                return await dep.imports.export_vcards(f, actor=helpers._cli_actor(), filter=filter_value)
-
-        count = helpers.with_deployment(obj.path, go)
+        count = _export(helpers, obj.path, "contact", "vcf", output, ListQuery(filter=_json_option(filter_, "--filter")))
         if output is not None:
             click.echo(f"Exported {count} contacts to {output}", err=True)
 
@@ -264,3 +250,32 @@ def register(cli: Any) -> None:
             click.echo(f"Error: {result.rejected} rows rejected (the other rows were "
                        f"{'checked' if result.dry_run else 'imported'})", err=True)
             ctx.exit(1)
+
+
+def _json_option(text: str | None, name: str) -> Any:
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint=name) from None
+
+
+def _export(helpers: Any, path: Any, entity: str, fmt: str, output: Path | None, query: Any) -> int:
+    """Export to ``output`` (stdout when None); how many records."""
+
+    async def go(dep: Any) -> int:
+        if output is None:
+            count = await dep.exports.export(entity, sys.stdout.buffer, fmt=fmt, actor=helpers._cli_actor(), query=query)
+            sys.stdout.flush()
+            return count
+        part = output.with_name(output.name + ".part")  # a failed export leaves no half-written file
+        try:
+            with open(part, "wb") as f:
+                count = await dep.exports.export(entity, f, fmt=fmt, actor=helpers._cli_actor(), query=query)
+            part.replace(output)
+            return count
+        finally:
+            part.unlink(missing_ok=True)
+
+    return helpers.with_deployment(path, go)

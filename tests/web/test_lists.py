@@ -262,7 +262,7 @@ def test_the_export_link_carries_the_filter(page, site):
     with page.expect_navigation():
         page.get_by_role("button", name="Apply filter").click()
     href = page.get_by_test_id("export").get_attribute("href")
-    assert urlsplit(href).path == "/api/contact/export"
+    assert urlsplit(href).path == "/api/exports/contact"
     assert _query(href)["filter"] == _query(page.url)["filter"]
     answer = page.request.get(site.url(href))
     assert answer.ok and answer.headers["content-type"].startswith("text/csv")

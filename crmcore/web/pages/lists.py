@@ -431,13 +431,14 @@ async def list_page(request: Request) -> Response:
         "editable": [f.name for f in editable],
     }
     export_params = {k: v for k, v in state.params().items() if k in ("filter", "q", "sort")}
+    export_params["fields"] = ",".join(f.name for f in columns)
     return await page(
         request, "list.html", entity=entity, fields=fields, columns=columns, chosen=chosen, items=items,
         titles=titles, st=state, total=total, next_cursor=next_cursor, error=error, saved_views=saved,
         current_view=current, may=may, bulk=bulk, editable=editable, users=users, rows=rows,
         builder_fields=list(fields.values()), meta=meta, operators=OPERATORS,
         title_column=title_column, limits=LIMITS, unsortable=_UNSORTABLE,
-        export_url=f"/api/{entity.name}/export" + ("?" + urlencode(export_params) if export_params else ""),
+        export_url=f"/api/exports/{entity.name}?" + urlencode(export_params),
         view_modified=current is not None and state.definition(chosen) != _normal(current.definition, chosen),
         can_share=actor.has("manage_schema"), actor_id=actor.user_id,
         editor_columns=[*columns, *(f for n, f in fields.items() if n not in chosen)],
