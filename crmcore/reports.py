@@ -57,7 +57,7 @@ import msgspec
 from .auth.permissions import Actor, Scope
 from .entities import EntityType, Field, FieldType
 from .records.errors import FieldError, Forbidden, NotFound, ValidationError
-from .records.query import _SYSTEM_FIELDS, _Compiler
+from .records.query import SYSTEM_FIELDS
 
 if TYPE_CHECKING:
     from .deployment import Deployment
@@ -121,11 +121,11 @@ class _Only:
 
 
 def _field_of(entity: EntityType, name: Any, where: str) -> Field:
-    field = _SYSTEM_FIELDS.get(name) if isinstance(name, str) else None
+    field = SYSTEM_FIELDS.get(name) if isinstance(name, str) else None
     if field is None and isinstance(name, str):
         field = next((f for f in entity.visible_fields if f.name == name), None)
     if field is None:
-        known = ", ".join(sorted({f.name for f in entity.visible_fields} | set(_SYSTEM_FIELDS)))
+        known = ", ".join(sorted({f.name for f in entity.visible_fields} | set(SYSTEM_FIELDS)))
         raise _fail(where, f"unknown field {name!r} of {entity.name}; known fields: {known}", "unknown_field")
     return field
 
@@ -253,16 +253,14 @@ def _offsets(zone: ZoneInfo, low: dt.datetime, high: dt.datetime) -> list[tuple[
 class _Run:
     """One report run's SQL: SELECT groups and measures FROM the table WHERE scope and filters."""
 
-    def __init__(self, service: ReportService, entity: EntityType, actor: Actor, fields: dict[str, Field]):
+    def __init__(self, service: ReportService, entity: EntityType, actor: Actor):
         self.service = service
         self.dep = service.deployment
         self.dialect = self.dep.db.dialect
         self.entity = entity
         self.actor = actor
-        settings = self.dep.settings
-        records = self.dep.records.as_actor(actor)
-        self.compiler = _Compiler(entity, self.dialect, settings.region, settings.currency, fields, records._related)
-        self.zone = settings.timezone or "UTC"
+        self.compiler = self.dep.records.as_actor(actor).filter_compiler(entity.name)
+        self.zone = self.dep.settings.timezone or "UTC"
 
     def column(self, name: str) -> str:
         return f'"{name}"'
@@ -423,12 +421,8 @@ class ReportService:
         return clean
 
     def _compile_check(self, entity: EntityType, filter_: dict, where: str) -> None:
-        settings = self.deployment.settings
-        fields = {f.name: f for f in entity.visible_fields}
-        compiler = _Compiler(entity, self.db.dialect, settings.region, settings.currency, fields,
-                             self.deployment.records._related)
         try:
-            compiler.node(filter_)
+            self.deployment.records.filter_compiler(entity.name).node(filter_)
         except ValidationError as exc:
             raise ValidationError([FieldError(f"{where}{e.field[len('filter'):]}" if e.field.startswith("filter")
                                               else f"{where}.{e.field}", e.code, e.message) for e in exc.errors]) from None
@@ -517,13 +511,7 @@ class ReportService:
         return await self._run(definition, actor, filter)
 
     def _reader(self, entity_name: str, actor: Actor) -> tuple[EntityType, dict[str, Field], tuple[str, list[Any]] | None]:
-        entity = self.deployment.records.entity(entity_name)
-        scope = actor.scope(entity.name, "read")
-        if scope is Scope.NONE:
-            raise Forbidden(f"your role may not read {entity.label_plural.lower()}")
-        hidden = actor.hidden_fields(entity.name)
-        fields = {f.name: f for f in entity.visible_fields if f.name not in hidden}
-        return entity, fields, None if actor.system else actor.scope_sql(scope)
+        return self.deployment.records.as_actor(actor).readable(entity_name)
 
     async def _run(self, definition: dict[str, Any], actor: Actor, extra: dict | None) -> dict[str, Any]:
         entity, fields, scope = self._reader(definition["entity"], actor)
@@ -532,13 +520,13 @@ class ReportService:
         for name in used:
             if name in hidden:
                 raise Forbidden(f"this report uses {entity.name}.{name}, which your role may not see")
-        run = _Run(self, entity, actor, fields)
+        run = _Run(self, entity, actor)
         compiler = run.compiler
         columns = _columns(entity, definition)
         selects: list[str] = []
         group_count = 0
         for group in definition["group_by"]:
-            field = _SYSTEM_FIELDS.get(group["field"]) or fields[group["field"]]
+            field = SYSTEM_FIELDS.get(group["field"]) or fields[group["field"]]
             selects.append(await run.bucket(field, group["bucket"]) if "bucket" in group else f'"{field.name}"')
             group_count += 1
         for column in columns:
@@ -548,7 +536,7 @@ class ReportService:
         def compile_measure(i: int, measure: dict[str, Any]) -> tuple[list[str], bool]:
             """The measure's aggregate(s): [value] or, for sum and avg, [sum, count]; and
             whether compiling added parameters (then the SQL is not shared with another)."""
-            field = (_SYSTEM_FIELDS.get(measure["field"]) or fields[measure["field"]]) if "field" in measure else None
+            field = (SYSTEM_FIELDS.get(measure["field"]) or fields[measure["field"]]) if "field" in measure else None
             before = len(compiler.params)
             condition = None
             if "filter" in measure:
@@ -634,12 +622,12 @@ class ReportService:
             value = raw[index]
             index += 1
             if column["kind"] == "group" and column.get("bucket") is None:
-                value = _group_value(_SYSTEM_FIELDS.get(column["field"]) or fields[column["field"]], value)
+                value = _group_value(SYSTEM_FIELDS.get(column["field"]) or fields[column["field"]], value)
             elif isinstance(value, dt.date):
                 value = value.isoformat()
             row[column["key"]] = value
         for measure, places in zip(definition["measures"], slots):
-            field = (_SYSTEM_FIELDS.get(measure["field"]) or fields[measure["field"]]) if "field" in measure else None
+            field = (SYSTEM_FIELDS.get(measure["field"]) or fields[measure["field"]]) if "field" in measure else None
             op = measure["op"]
             if op == "count":
                 row[measure["name"]] = int(raw[places[0]] or 0)
@@ -673,7 +661,7 @@ class ReportService:
             if column["kind"] != "group" or column.get("bucket"):
                 continue
             name = column["field"]
-            field = _SYSTEM_FIELDS.get(name) or fields[name]
+            field = SYSTEM_FIELDS.get(name) or fields[name]
             target = "user" if name in _USER_FIELDS else field.target if field.type is FieldType.RELATION else None
             ids = sorted({r[column["key"]] for r in rows if isinstance(r[column["key"]], int)})[:500]
             if target is None or not ids:
@@ -734,7 +722,7 @@ def _columns(entity: EntityType, definition: dict[str, Any]) -> list[dict[str, A
     for group in definition["group_by"]:
         bucket = group.get("bucket")
         key = f"{group['field']}_{bucket}" if bucket else group["field"]
-        field = _SYSTEM_FIELDS.get(group["field"]) or entity.field(group["field"])
+        field = SYSTEM_FIELDS.get(group["field"]) or entity.field(group["field"])
         columns.append({"key": key, "label": label_of(group["field"]) + (f" ({bucket})" if bucket else ""),
                         "kind": "group", "field": group["field"], "bucket": bucket,
                         "type": "date" if bucket else field.type.value})
@@ -750,7 +738,7 @@ def _columns(entity: EntityType, definition: dict[str, Any]) -> list[dict[str, A
     for measure in definition["measures"]:
         name = measure.get("field")
         label = measure.get("label") or (measure["op"].capitalize() + (f" of {label_of(name).lower()}" if name else ""))
-        field = (_SYSTEM_FIELDS.get(name) or entity.field(name)) if name else None
+        field = (SYSTEM_FIELDS.get(name) or entity.field(name)) if name else None
         kind = "integer" if measure["op"] == "count" or (field and field.type is FieldType.INTEGER and measure["op"] != "avg") \
             else (field.type.value if field else "integer")
         columns.append({"key": measure["name"], "label": label, "kind": "measure", "field": name, "bucket": None, "type": kind})
@@ -848,7 +836,7 @@ async def _revenue_by_won_month(service: ReportService, actor: Actor, definition
     columns.append({"key": "count", "label": "Count", "kind": "measure", "field": None, "bucket": None, "type": "integer"})
     if not won:
         return _result(definition, columns, [])
-    run = _Run(service, entity, actor, fields)
+    run = _Run(service, entity, actor)
     month = await run.time_bucket('h."won_at"', "month", datetime=True, table="crm_stage_history", text=True,
                                   bounds='"at"')
     amount = ['"amount__currency"', f"SUM({run.number(fields['amount'], 'sum')})"] if money else []
@@ -879,7 +867,7 @@ def _scoped_where(service: ReportService, entity_name: str, actor: Actor,
     entity, fields, scope = service._reader(entity_name, actor)
     if "stage" in actor.hidden_fields(entity.name):
         raise Forbidden(f"your role may not see the stage of {entity.label_plural.lower()}")
-    run = _Run(service, entity, actor, fields)
+    run = _Run(service, entity, actor)
     where = ['"deleted_at" IS NULL']
     if scope is not None:
         where.append(scope[0])

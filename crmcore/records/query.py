@@ -43,7 +43,8 @@ from ..fieldvalues import FieldValueError, parse_value
 from .codec import db_time, scalar_to_db
 from .errors import FieldError, Forbidden, NotFound, ValidationError
 
-__all__ = ["ListQuery", "CompiledQuery", "Related", "compile_list", "parse_filter_params", "OPERATORS"]
+__all__ = ["ListQuery", "CompiledQuery", "FilterCompiler", "Related", "SYSTEM_FIELDS", "compile_list",
+           "parse_filter_params", "OPERATORS"]
 
 OPERATORS = ("eq", "ne", "lt", "lte", "gt", "gte", "in", "contains", "startswith", "is_null", "between")
 MAX_LIMIT = 500
@@ -58,7 +59,8 @@ _HAS_KEYS = ("entity", "via", "filter")
 Related = Callable[[str], tuple[EntityType, dict[str, Field], tuple[str, list[Any]] | None]]
 _WORD = re.compile(r"\w+", re.UNICODE)
 
-_SYSTEM_FIELDS = {
+#: The columns every entity table has, as fields a filter, a sort or a report may name.
+SYSTEM_FIELDS = {
     "id": Field(name="id", type=FieldType.INTEGER),
     "version": Field(name="version", type=FieldType.INTEGER),
     "owner_id": Field(name="owner_id", type=FieldType.INTEGER),
@@ -98,7 +100,12 @@ def _fail(field: str, message: str, code: str = "invalid") -> ValidationError:
     return ValidationError([FieldError(field=field, code=code, message=message)])
 
 
-class _Compiler:
+class FilterCompiler:
+    """The filter language (``{"field", "op", "value"}``, ``and``/``or``/``not``, ``has``) as an
+    SQL condition over one entity table, its values bound as parameters in :attr:`params` in the
+    order the SQL names them. Get one from ``RecordsService.filter_compiler`` (it knows what
+    the actor may see) rather than building it."""
+
     def __init__(
         self, entity: EntityType, dialect: str, region: str, currency: str, fields: dict[str, Field],
         related: Related | None = None, *, params: list[Any] | None = None, depth: int = 0,
@@ -122,12 +129,12 @@ class _Compiler:
 
     def field(self, name: str, where: str) -> tuple[Field, str]:
         base, _, part = name.partition("__")
-        field = _SYSTEM_FIELDS.get(base) or self.fields.get(base)
+        field = SYSTEM_FIELDS.get(base) or self.fields.get(base)
         if field is None or (part and not (
             (field.type is FieldType.MONEY and part == "currency")
             or (field.type is FieldType.PHONE and part == "raw")
         )):
-            known = ", ".join(sorted(set(self.fields) | set(_SYSTEM_FIELDS)))
+            known = ", ".join(sorted(set(self.fields) | set(SYSTEM_FIELDS)))
             raise _fail(f"{where}.{name}", f"unknown field {name!r}; known fields: {known}", "unknown_field")
         if part:
             return Field(name=name, type=FieldType.TEXT), f'"{name}"'
@@ -151,7 +158,7 @@ class _Compiler:
             return None
         if self.dialect == "sqlite" and field.type in (FieldType.DECIMAL, FieldType.MONEY):
             return float(value)
-        if field.type is FieldType.DATETIME and field.name in _SYSTEM_FIELDS:
+        if field.type is FieldType.DATETIME and field.name in SYSTEM_FIELDS:
             return db_time(value, self.dialect)
         return scalar_to_db(field.type, self.dialect)(value)
 
@@ -233,7 +240,7 @@ class _Compiler:
             self.params.extend(scope[1])
         sub = spec.get("filter")
         if sub is not None:
-            inner = _Compiler(entity, self.dialect, self.region, self.currency, fields, self.related,
+            inner = FilterCompiler(entity, self.dialect, self.region, self.currency, fields, self.related,
                               params=self.params, depth=self.depth + 1, outer=alias)
             parts.append(inner.node(sub, f"{where}.filter"))
         return f'EXISTS (SELECT 1 FROM "{entity.table}" AS {alias} WHERE {" AND ".join(parts)})'
@@ -358,9 +365,9 @@ def parse_sort(entity_fields: dict[str, Field], sort: list[str]) -> list[tuple[s
             continue
         desc = item.startswith("-")
         name = item.lstrip("-+")
-        field = _SYSTEM_FIELDS.get(name) or entity_fields.get(name)
+        field = SYSTEM_FIELDS.get(name) or entity_fields.get(name)
         if field is None:
-            known = ", ".join(sorted(set(entity_fields) | set(_SYSTEM_FIELDS)))
+            known = ", ".join(sorted(set(entity_fields) | set(SYSTEM_FIELDS)))
             raise _fail(f"sort.{name}", f"unknown field {name!r}; known fields: {known}", "unknown_field")
         if field.type in (FieldType.TAGS, FieldType.MULTI_CHOICE, FieldType.LONG_TEXT):
             raise _fail(f"sort.{name}", f"a {field.type.value} field cannot be sorted on")
@@ -397,7 +404,7 @@ def compile_list(
     """
     if not 1 <= query.limit <= MAX_LIMIT:
         raise _fail("limit", f"limit must be between 1 and {MAX_LIMIT}")
-    compiler = _Compiler(entity, dialect, region, currency, fields, related)
+    compiler = FilterCompiler(entity, dialect, region, currency, fields, related)
     where = ['"deleted_at" IS NOT NULL' if query.deleted else '"deleted_at" IS NULL']
     if scope is not None:
         where.append(scope[0])
@@ -415,7 +422,7 @@ def compile_list(
     count_params = list(compiler.params)
 
     sort = parse_sort(fields, query.sort)
-    keys = [(compiler.column_expr(_SYSTEM_FIELDS.get(n) or fields[n], f'"{n}"'), n, d) for n, d in sort]
+    keys = [(compiler.column_expr(SYSTEM_FIELDS.get(n) or fields[n], f'"{n}"'), n, d) for n, d in sort]
     id_desc = bool(sort) and sort[-1][0] == "id" and sort[-1][1]
     if sort and sort[-1][0] == "id":
         keys.pop()
@@ -423,7 +430,7 @@ def compile_list(
     if query.cursor:
         last = decode_cursor(query.cursor, len(keys))
         if dialect == "postgres":
-            last = [_cursor_value(_SYSTEM_FIELDS.get(n) or fields[n], v) for (_, n, _), v in zip(keys, last)]
+            last = [_cursor_value(SYSTEM_FIELDS.get(n) or fields[n], v) for (_, n, _), v in zip(keys, last)]
         ors = []
         for i, (expr, name, desc) in enumerate(keys):
             # NULL sorts as the largest value: last ascending, first descending (PostgreSQL's

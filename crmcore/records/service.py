@@ -27,7 +27,7 @@ from ..storage.database import IntegrityError
 from ..storage.schema import pg_search_vector, search_columns, search_expression
 from .codec import EntityCodec, db_time, identity
 from .errors import Conflict, FieldError, Forbidden, NotFound, ValidationError
-from .query import ListQuery, compile_list, row_sort_values, encode_cursor
+from .query import FilterCompiler, ListQuery, compile_list, row_sort_values, encode_cursor
 
 if TYPE_CHECKING:
     from ..deployment import Deployment
@@ -258,13 +258,27 @@ class RecordsService:
     def _hidden(self, entity: EntityType) -> frozenset[str]:
         return self.actor.hidden_fields(entity.name)
 
-    def _related(self, name: str) -> tuple[EntityType, dict[str, Field], tuple[str, list[Any]] | None]:
-        """What a filter's ``has`` condition may use of the entity type ``name``: the fields the
-        actor may see and their read scope (NotFound / Forbidden when unknown / unreadable)."""
+    def readable(self, name: str, action: str = "read") -> tuple[EntityType, dict[str, Field], tuple[str, list[Any]] | None]:
+        """What this actor may use of the entity type ``name`` for ``action``: the type, the
+        fields it sees (hidden ones left out) and its scope as an SQL condition over bare column
+        names with its parameters (None: every row). NotFound / Forbidden when the type is
+        unknown / not allowed. Code writing its own SQL over a table (reports) starts here and
+        with :meth:`filter_compiler`; a filter's ``has`` conditions ask it of related types."""
         entity = self.entity(name)
-        scope = None if self.actor.system else self.actor.scope_sql(self._scope(entity, "read"))
+        scope = self._scope(entity, action)
         hidden = self._hidden(entity)
-        return entity, {f.name: f for f in entity.visible_fields if f.name not in hidden}, scope
+        return (entity, {f.name: f for f in entity.visible_fields if f.name not in hidden},
+                None if self.actor.system else self.actor.scope_sql(scope))
+
+    def filter_compiler(self, name: str, *, params: list[Any] | None = None) -> FilterCompiler:
+        """A compiler of the filter language over the entity type ``name``'s table as this actor
+        reads it: only the fields it sees, ``has`` conditions within its read scope. Its
+        ``node(filter)`` gives the SQL condition; the values go to ``params`` (a new list by
+        default). The actor's own scope is not in the condition: add ``readable(name)[2]``."""
+        entity, fields, _ = self.readable(name)
+        settings = self.deployment.settings
+        return FilterCompiler(entity, self.db.dialect, settings.region, settings.currency, fields, self.readable,
+                              params=params)
 
     def _reader(self, entity: EntityType) -> EntityCodec:
         """The codec of what this actor may see of an entity: its hidden fields left out."""
@@ -1040,7 +1054,7 @@ class RecordsService:
         compiled = compile_list(
             entity, query, dialect=self.db.dialect, select_list=codec.select_list, fields=fields,
             region=settings.region, currency=settings.currency, scope=scope, hidden=hidden,
-            related=self._related,
+            related=self.readable,
         )
         rows = await self.db.fetch(compiled.sql, compiled.params)
         more = len(rows) > compiled.limit
