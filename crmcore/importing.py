@@ -22,6 +22,7 @@ import csv
 import datetime as dt
 import json
 import re
+import shutil
 import unicodedata
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -66,6 +67,10 @@ BATCH = 5000
 #: Import statuses: uploaded (waiting for its options), pending (queued), running, done, failed.
 STATUSES = ("uploaded", "pending", "running", "done", "failed")
 ON_DUPLICATE = ("create", "update", "skip")
+#: Errors an import result keeps in memory (the report file gets every one).
+KEEP_ERRORS = 1000
+#: Uploads and error reports of imports are removed this long after their last change.
+KEEP_UPLOADS = dt.timedelta(days=7)
 #: Progress is stored (and the callback called) at most every this many rows.
 _PROGRESS_EVERY = BATCH
 
@@ -143,7 +148,10 @@ class ImportResult(msgspec.Struct, kw_only=True):
     skipped: int = 0
     rejected: int = 0
     mapping: dict[str, str | None] = {}
+    #: The first :data:`KEEP_ERRORS` errors, by row; the report file has them all.
     errors: list[RowError] = []
+    #: How many errors there were in all.
+    error_count: int = 0
     #: Where the per-row error report was written (None: no errors, or no file asked for).
     errors_file: str | None = None
 
@@ -668,29 +676,20 @@ class ImportService:
             result = ImportResult(entity=entity.name, dry_run=dry_run, mapping=columns)
             if matcher.active:
                 await matcher.preload(self.db)
-            await self._run(entity, plan, matcher, rows, total, result, actor=actor,
-                            on_duplicate=on_duplicate, dry_run=dry_run, progress=progress)
+            with _ErrorReport(Path(errors_file) if errors_file is not None else None) as report:
+                await self._run(entity, plan, matcher, rows, total, result, report, actor=actor,
+                                on_duplicate=on_duplicate, dry_run=dry_run, progress=progress)
         finally:
             close = getattr(rows, "close", None)
             if close:
                 close()
-        if errors_file is not None and result.errors:
-            self.write_errors(result.errors, Path(errors_file))
-            result.errors_file = str(errors_file)
         return result
 
-    @staticmethod
-    def write_errors(errors: list[RowError], path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", encoding="utf-8", newline="") as f:
-            out = csv.writer(f)
-            out.writerow(["row", "column", "value", "reason"])
-            for e in errors:
-                out.writerow([e.row, e.column, e.value, e.reason])
-
     async def _run(self, entity: EntityType, plan: _Plan, matcher: _Dedup, rows: Iterator[list[Any]], total: int,
-                   result: ImportResult, *, actor: Actor, on_duplicate: str, dry_run: bool,
+                   result: ImportResult, report: _ErrorReport, *, actor: Actor, on_duplicate: str, dry_run: bool,
                    progress: Callable[[int, int], Any] | None) -> None:
+        """Every batch in turn. While a batch runs, ``result.errors`` collects its errors; they
+        go to the report after it (memory holds a batch's errors, not a whole file's)."""
         records = self.deployment.records.as_actor(actor)
         # flat key -> the record made or updated by an earlier batch (0: would be, in a dry run).
         seen: dict[str, int] = {}
@@ -698,11 +697,14 @@ class ImportService:
         for batch in _batches(rows):
             await self._batch(entity, plan, matcher, batch, seen, result, records=records,
                               on_duplicate=on_duplicate, dry_run=dry_run)
+            report.add(result.errors)
+            result.errors = []
             done += len(batch)
             if progress:
                 await _maybe_await(progress(done, max(total, done)))
         result.total = done
-        result.errors.sort(key=lambda e: e.row)
+        result.errors, result.error_count = report.kept, report.count
+        result.errors_file = str(report.path) if report.count and report.path else None
 
     async def _batch(self, entity: EntityType, plan: _Plan, matcher: _Dedup, batch: list[tuple[int, list[Any]]],
                      seen: dict[str, int], result: ImportResult, *, records: Any, on_duplicate: str,
@@ -930,6 +932,7 @@ class ImportService:
         self._check(actor, entity, "skip", True)
         filename = Path(filename or "upload.csv").name
         _file_format(Path(filename), None)
+        await self.purge()
         now = _ts(self.deployment.clock.now())
         async with self.db.transaction():
             import_id = await self.db.fetchval(
@@ -948,7 +951,7 @@ class ImportService:
         path = self._upload(import_id)
         try:
             if path is None:
-                raise _invalid("file", "the uploaded file is gone")
+                raise _invalid("file", _GONE)
             info["preview"] = await self.preview(path, info["entity"], encoding=encoding or info["options"].get("encoding"),
                                                  mapping=mapping)
             info["preview_error"] = None
@@ -1028,7 +1031,7 @@ class ImportService:
             return
         path = self._upload(import_id)
         if path is None:
-            await self._set(import_id, status="failed", error="the uploaded file is gone")
+            await self._set(import_id, status="failed", error=_GONE)
             return
         from .auth import SYSTEM, Unauthenticated
 
@@ -1058,11 +1061,65 @@ class ImportService:
         await self._set(import_id, status="done", total=result.total, processed=result.total,
                         created=result.created, updated=result.updated, skipped=result.skipped,
                         rejected=result.rejected)
+        if not info["dry_run"]:
+            path.unlink(missing_ok=True)  # imported: only its error report is still wanted
+
+    async def purge(self, *, older_than: dt.timedelta = KEEP_UPLOADS) -> int:
+        """Remove the files (upload, error report) of imports not running whose last change is
+        older than ``older_than``; how many imports lost theirs. Uploading calls it, so files
+        never pile up on a deployment that imports."""
+        cutoff = _ts(self.deployment.clock.now() - older_than)
+        rows = await self.db.fetch('SELECT "id" FROM crm_import WHERE "updated_at" < ? AND "status" NOT IN '
+                                   "('pending', 'running')", [cutoff])
+        removed = 0
+        for (import_id,) in rows:
+            folder = self.folder / str(import_id)
+            if folder.is_dir():
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+        return removed
 
     async def list_imports(self, *, actor: Actor, limit: int = 50) -> list[dict[str, Any]]:
         rows = await self.db.fetch('SELECT "id", "user_id" FROM crm_import ORDER BY "id" DESC LIMIT ?', [limit])
         return [await self.status(r[0]) for r in rows
                 if actor.system or r[1] == actor.user_id or actor.has("manage_integrations")]
+
+
+_GONE = f"the uploaded file is gone (uploads are kept {KEEP_UPLOADS.days} days, until imported); upload it again"
+
+
+class _ErrorReport:
+    """The per-row error report: every error written to ``path`` (a CSV: row, column, value,
+    reason; made at the first error) as each batch ends, the first :data:`KEEP_ERRORS` kept."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.kept: list[RowError] = []
+        self.count = 0
+        self._file: Any = None
+        self._writer: Any = None
+
+    def __enter__(self) -> _ErrorReport:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def add(self, errors: list[RowError]) -> None:
+        if not errors:
+            return
+        errors.sort(key=lambda e: e.row)  # batches come in row order; within one, by row too
+        self.count += len(errors)
+        self.kept += errors[:KEEP_ERRORS - len(self.kept)]
+        if self.path is None:
+            return
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "w", encoding="utf-8", newline="")
+            self._writer = csv.writer(self._file)
+            self._writer.writerow(["row", "column", "value", "reason"])
+        self._writer.writerows([e.row, e.column, e.value, e.reason] for e in errors)
 
 
 def _batches(rows: Iterator[list[Any]]) -> Iterator[list[tuple[int, list[Any]]]]:

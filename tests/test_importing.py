@@ -264,6 +264,28 @@ def test_cli_import_export(tmp_path):
     assert "vCard" in out.output
 
 
+async def test_every_error_goes_to_the_report_while_memory_keeps_the_first(make_deployment, tmp_path):
+    from crmcore.importing import BATCH, KEEP_ERRORS
+
+    dep = await make_deployment(region="TR")
+    rows = [["Surname", "E-mail"]]
+    for i in range(2 * BATCH + 500):  # one row in four is bad, across three batches
+        rows.append([f"P{i}", f"p{i}@example.com" if i % 4 else f"bad {i}"])
+    errors = tmp_path / "errors.csv"
+    result = await dep.imports.import_file(write_csv(tmp_path / "p.csv", rows), "contact", actor=SYSTEM,
+                                           errors_file=errors)
+    bad = (2 * BATCH + 500 + 3) // 4
+    assert (result.rejected, result.error_count, len(result.errors)) == (bad, bad, min(bad, KEEP_ERRORS))
+    assert result.created == 2 * BATCH + 500 - bad and result.errors_file == str(errors)
+    with open(errors, encoding="utf-8") as f:
+        report = list(csv.DictReader(f))
+    assert [int(r["row"]) for r in report] == [i + 2 for i in range(0, 2 * BATCH + 500, 4)]  # every one, by row
+    assert [e.row for e in result.errors] == [int(r["row"]) for r in report][:KEEP_ERRORS]
+    clean = await dep.imports.import_file(write_csv(tmp_path / "q.csv", [["Surname"], ["Q"]]), "contact",
+                                          actor=SYSTEM, errors_file=tmp_path / "none.csv")
+    assert clean.errors_file is None and not (tmp_path / "none.csv").exists()
+
+
 # -- over HTTP ------------------------------------------------------------------------------------
 
 
@@ -398,3 +420,36 @@ async def test_related_records_named_by_their_title(make_deployment, tmp_path):
         report = {r["row"]: r for r in csv.DictReader(f)}
     assert report["4"]["column"] == "Company" and "no company named 'Nobody Ltd'" in report["4"]["reason"]
     assert "2 company records are named 'Twin Doors'" in report["5"]["reason"]
+
+
+def test_import_files_go_once_imported_or_a_week_old(crm_client):
+    from .conftest import problem
+
+    client = crm_client(in_process_worker=False, region="TR")
+    dep = client.app.state.deployment
+
+    def upload() -> int:
+        body = "Surname,E-mail\nKaya,k@example.com\nBad,not-an-email\n".encode()
+        answer = client.post("/api/imports", files={"file": ("p.csv", body, "text/csv")}, data={"entity": "contact"})
+        assert answer.status_code == 201, answer.text
+        return answer.json()["id"]
+
+    imported, waiting = upload(), upload()
+    folder = dep.imports.folder
+    client.post(f"/api/imports/{imported}/run", json={})
+    _run_jobs(client)
+    assert client.get(f"/api/imports/{imported}").json()["status"] == "done"
+    assert not list((folder / str(imported)).glob("upload.*"))  # imported: the upload is not needed
+    assert "3,E-mail,not-an-email" in client.get(f"/api/imports/{imported}/errors").text  # the report stays
+    assert list((folder / str(waiting)).glob("upload.*"))
+    dep.clock.advance(days=8)
+    upload()  # uploading sweeps the old files
+    assert not (folder / str(imported)).exists() and not (folder / str(waiting)).exists()
+    assert client.get(f"/api/imports/{imported}").json()["has_errors"] is False
+    problem(client.get(f"/api/imports/{imported}/errors"), 404)
+    later = client.get(f"/api/imports/{waiting}", params={"preview": 1}).json()
+    assert "upload it again" in later["preview_error"]
+    client.post(f"/api/imports/{waiting}/run", json={})
+    _run_jobs(client)
+    failed = client.get(f"/api/imports/{waiting}").json()
+    assert failed["status"] == "failed" and "upload it again" in failed["error"]

@@ -61,8 +61,8 @@ def _print_result(result: Any) -> None:
     if result.errors:
         for error in result.errors[:10]:
             click.echo(f"  row {error.row}, {error.column or 'row'}: {error.reason}", err=True)
-        if len(result.errors) > 10:
-            click.echo(f"  ... and {len(result.errors) - 10} more", err=True)
+        if result.error_count > 10:
+            click.echo(f"  ... and {result.error_count - 10} more", err=True)
         if result.errors_file:
             click.echo(f"Error report: {result.errors_file}", err=True)
         else:
