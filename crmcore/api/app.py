@@ -32,6 +32,7 @@ from ..records.service import RecordsService
 from ._http import JSON, MAX_BODY, _body, _deployment, _encode, _int_param, _json, _list_query
 from .auth import AUTH_ROUTES, PUBLIC, AuthMiddleware, provide_actor
 from .automation import ROUTES as AUTOMATION_ROUTES
+from .bundles import ROUTES as BUNDLE_ROUTES
 from .documents import ROUTES as DOCUMENT_ROUTES
 from .importing import ROUTES as IMPORT_ROUTES
 from .reports import ROUTES as REPORT_ROUTES
@@ -399,7 +400,7 @@ def create_app(deployment_path: str | Path, *, database_url: str | None = None, 
             list_records, list_trash, create_record, bulk_create, bulk_update, get_record, update_record,
             delete_record, restore_record, record_history, *AUTH_ROUTES,
             *PIPELINE_ROUTES, *WEBHOOK_ROUTES, *TIMELINE_ROUTES, *AUTOMATION_ROUTES, *REPORT_ROUTES,
-            *DOCUMENT_ROUTES, *IMPORT_ROUTES, *WEB_ROUTES,
+            *DOCUMENT_ROUTES, *IMPORT_ROUTES, *BUNDLE_ROUTES, *WEB_ROUTES,
             *[_guarded(route, plugin) for plugin, route in plugin_routes],
         ],
         on_startup=[startup],

@@ -16,7 +16,7 @@ from ..records.query import OPERATORS
 from .auth import AUTH_SCHEMA_TYPES, CSRF_HEADER, SESSION_COOKIE
 from .webhooks import SCHEMA_TYPES as WEBHOOK_SCHEMA_TYPES, openapi_paths as webhook_paths
 from .automation import SCHEMA_TYPES as AUTOMATION_SCHEMA_TYPES, openapi_paths as automation_paths
-from . import documents as documents_api, importing as importing_api, reports as reports_api
+from . import bundles as bundles_api, documents as documents_api, importing as importing_api, reports as reports_api
 from .pipelines import PIPELINE_SCHEMAS, pipeline_paths
 from .timeline import PUBLIC_OPERATIONS as TIMELINE_PUBLIC, SCHEMA_TYPES as TIMELINE_SCHEMA_TYPES, openapi_paths as timeline_paths
 
@@ -402,7 +402,7 @@ def build_openapi(entities: list[EntityType], base: dict[str, Any] | None = None
     doc["components"]["schemas"].update(msgspec.json.schema_components(
         AUTOMATION_SCHEMA_TYPES, ref_template="#/components/schemas/{name}")[1])
     doc["paths"].update(automation_paths(_problem))
-    for part in (reports_api, documents_api, importing_api):
+    for part in (reports_api, documents_api, importing_api, bundles_api):
         if part.SCHEMA_TYPES:
             doc["components"]["schemas"].update(msgspec.json.schema_components(
                 part.SCHEMA_TYPES, ref_template="#/components/schemas/{name}")[1])

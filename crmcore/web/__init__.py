@@ -19,6 +19,7 @@ from ..auth.errors import Unauthenticated
 from ..records.errors import Conflict, Forbidden, NotFound
 from .assets import ROUTES as ASSET_ROUTES
 from .pages.board import ROUTES as BOARD_ROUTES
+from .pages.configuration import ROUTES as CONFIGURATION_ROUTES
 from .pages.home import ROUTES as HOME_ROUTES, dashboard
 from .pages.importing import ROUTES as IMPORT_PAGE_ROUTES
 from .pages.lists import ROUTES as LIST_ROUTES
@@ -29,7 +30,7 @@ from .render import error_page, gettext_for, user_format
 
 __all__ = ["ROUTES", "dashboard", "html_errors"]
 
-ROUTES: list[Any] = [*ASSET_ROUTES, *HOME_ROUTES, *SETTINGS_ROUTES, *BOARD_ROUTES, *REPORT_PAGE_ROUTES,
+ROUTES: list[Any] = [*ASSET_ROUTES, *HOME_ROUTES, *SETTINGS_ROUTES, *CONFIGURATION_ROUTES, *BOARD_ROUTES, *REPORT_PAGE_ROUTES,
                      *IMPORT_PAGE_ROUTES, *RECORD_ROUTES, *LIST_ROUTES]
 
 

@@ -86,6 +86,11 @@ SECTIONS = [
     Section("plugins", N_("Plugins"), N_("Turn installed plugins on and off."), ("manage_schema",)),
     Section("webhooks", N_("Webhooks"), N_("Record changes sent to other systems, signed."), ("manage_integrations",)),
     Section("forms", N_("Web forms"), N_("Lead capture from your website."), ("manage_schema",)),
+    Section("documents", N_("Document templates"), N_("Quotes, contracts and letters made from records, as HTML or PDF."),
+            ("manage_schema",)),
+    Section("bundle", N_("Configuration bundle"),
+            N_("Everything configured here in one file: download it, or apply one from another deployment."),
+            ("manage_schema",)),
 ]
 _BY_SLUG = {s.slug: s for s in SECTIONS}
 
