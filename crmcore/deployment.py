@@ -86,6 +86,9 @@ class Settings(msgspec.Struct, kw_only=True):
     smtp_user: str | None = None
     smtp_password: str | None = None
     smtp_starttls: bool = True
+    #: Each plugin's own settings: ``[plugin.telephony]`` in crm.toml is ``plugin["telephony"]``
+    #: (read with ``deployment.plugin_settings("telephony")``).
+    plugin: dict[str, dict[str, Any]] = {}
 
 
 def check_setting(name: str, value: str) -> str:
@@ -290,6 +293,10 @@ class Deployment:
         for result in self.pm.hook.crm_startup(deployment=self):
             if inspect.isawaitable(result):
                 await result
+
+    def plugin_settings(self, plugin: str) -> dict[str, Any]:
+        """The plugin's own settings (``[plugin.<name>]`` in crm.toml); empty when there are none."""
+        return dict(self.settings.plugin.get(plugin) or {})
 
     async def automation_actor(self) -> Actor:
         """The actor automation runs as: ``automation_user``'s (a DeploymentError when that user

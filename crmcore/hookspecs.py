@@ -17,6 +17,11 @@ The smallest plugin::
         register(crmcore.EntityType(name="greeting", fields=[
             crmcore.Field(name="text", type=crmcore.FieldType.TEXT, required=True),
         ]))
+
+A plugin may declare hooks of its own for other plugins to implement (telephony's call
+providers): a module or class of ``@hookspec`` functions, named by ``HOOKSPECS = ...`` in the
+plugin's package. They are added when the plugin is enabled; other plugins implement them with
+``@hookimpl`` as usual, and the declaring plugin calls them through ``deployment.pm.hook``.
 """
 
 from __future__ import annotations
@@ -410,4 +415,34 @@ def crm_register_reports(register, deployment):
                 "group_by": ["company"], "measures": [{"op": "count"}, {"op": "sum", "field": "amount"}],
                 "chart": "pie",
             })
+    """
+
+
+@hookspec
+def crm_automation_events(register, deployment):
+    """Declare events automation rules can be triggered by, beside record writes: "a call was
+    missed", "an invoice fell due". A rule uses one as ``{"type": "event", "event":
+    "telephony.call.missed"}`` (with ``delay`` and ``unless`` like the other event triggers) on
+    the event's entity type.
+
+    :param register: ``register(name, entity, *, label="", description="")``; the name is
+        prefixed with the plugin's (``call.missed`` in plugin ``telephony`` becomes
+        ``telephony.call.missed``). ``entity`` is the entity type whose records the event is about.
+
+    The plugin raises the event with ``await deployment.automation.emit(name, record_ids)``
+    inside the transaction that made it true (the rules' work commits with it); rules that need
+    no delay then run right after the next committed write, or at once with
+    ``await deployment.automation.after_commit()`` once the transaction is over.
+
+    Example::
+
+        @hookimpl
+        def crm_automation_events(register):
+            register("call.missed", "telephony_call", label="A call was missed")
+
+        async def log_missed_call(deployment, values):
+            async with deployment.db.transaction():
+                call = await deployment.records.create("telephony_call", values)
+                await deployment.automation.emit("telephony.call.missed", [call["id"]])
+            await deployment.automation.after_commit()
     """

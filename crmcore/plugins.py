@@ -130,13 +130,20 @@ def get_plugin_manager(
         module = importlib.import_module(dotted)
         pm.register(module, name=module.PLUGIN.name)
     enabled = list(enabled)
+    registered: list[Any] = []
     if enabled:
         available = discover() if available is None else available
         for plugin in _ordered(enabled, available):
             pm.register(plugin.module, name=plugin.name)
+            registered.append(plugin.module)
     for extra in extra_plugins:
         info = getattr(extra, "PLUGIN", None)
         pm.register(extra, name=info.name if isinstance(info, PluginInfo) else None)
+        registered.append(extra)
+    for plugin in registered:  # hooks a plugin declares for others (telephony's providers...)
+        specs = getattr(plugin, "HOOKSPECS", None)
+        if specs is not None:
+            pm.add_hookspecs(specs)
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:

@@ -580,3 +580,78 @@ async def test_hook_crm_register_reports(make_deployment, caplog):
         names = [r["name"] for r in await broken.reports.list()]
     assert "estate.deals_by_stage" in names and "sales_funnel" in names and not any("broken" in n for n in names)
     assert "'broken'" in caplog.text and "chart" in caplog.text
+
+
+async def test_hook_crm_automation_events(make_deployment):
+    from crmcore.auth import SYSTEM
+    from crmcore.records.errors import ValidationError
+
+    def crm_automation_events(register):
+        register("call.missed", "contact", label="A call was missed")
+
+    dep = await make_deployment(extra_plugins=[named("phone", crm_automation_events=crm_automation_events)])
+    assert dep.automation.event_types()["phone.call.missed"].entity == "contact"
+    with pytest.raises(ValidationError) as bad:  # events are per entity type
+        await dep.automation.create({"name": "x", "entity": "deal", "trigger": {"type": "event", "event": "phone.call.missed"},
+                                     "actions": [{"type": "notify", "to": "owner", "text": "x"}]}, actor=SYSTEM)
+    assert bad.value.errors[0].field == "trigger.event" and "none" in bad.value.errors[0].message
+    now = await dep.automation.create({
+        "name": "missed", "entity": "contact", "trigger": {"type": "event", "event": "phone.call.missed"},
+        "condition": {"field": "city", "op": "eq", "value": "Izmir"},
+        "actions": [{"type": "set_field", "field": "job_title", "value": "call back"}]}, actor=SYSTEM)
+    later = await dep.automation.create({
+        "name": "missed-later", "entity": "contact", "trigger": {"type": "event", "event": "phone.call.missed", "delay": "1h"},
+        "actions": [{"type": "set_field", "field": "notes", "value": "still missed"}]}, actor=SYSTEM)
+    izmir = await dep.records.create("contact", {"last_name": "A", "city": "Izmir"})
+    bursa = await dep.records.create("contact", {"last_name": "B", "city": "Bursa"})
+    assert not await dep.automation.firings(rule_id=now.id)  # writes do not fire event rules
+    async with dep.db.transaction():
+        await dep.automation.emit("phone.call.missed", [izmir["id"], bursa["id"]])
+    await dep.automation.after_commit()
+    assert (await dep.records.get("contact", izmir["id"]))["job_title"] == "call back"
+    assert (await dep.records.get("contact", bursa["id"]))["job_title"] is None  # its condition does not hold
+    assert (await dep.records.get("contact", izmir["id"]))["notes"] is None
+    dep.clock.advance(hours=1, seconds=1)
+    await dep.jobs.run_due()
+    assert (await dep.records.get("contact", bursa["id"]))["notes"] == "still missed"
+    assert {f["trigger"] for f in await dep.automation.firings(rule_id=later.id)} == {"event phone.call.missed + 1h"}
+    fired = len(await dep.automation.firings())
+    with pytest.raises(RuntimeError):  # an event whose transaction rolls back fires nothing
+        async with dep.db.transaction():
+            await dep.automation.emit("phone.call.missed", [izmir["id"]])
+            raise RuntimeError("the call could not be stored")
+    await dep.automation.after_commit()
+    dep.clock.advance(hours=2)
+    await dep.jobs.run_due()
+    assert len(await dep.automation.firings()) == fired
+    with pytest.raises(ValueError):
+        await dep.automation.emit("phone.nothing", [izmir["id"]])
+
+
+async def test_a_plugin_declares_hooks_for_other_plugins_and_reads_its_settings(make_deployment):
+    import types
+
+    from crmcore.hookspecs import hookspec
+
+    specs = types.SimpleNamespace()
+
+    @hookspec
+    def phone_providers(register):
+        """Providers of the phone plugin."""
+
+    specs.phone_providers = phone_providers
+    phone = named("phone")
+    phone.HOOKSPECS = specs
+
+    def phone_providers_impl(register):
+        register("acme")
+
+    acme = type("AcmePlugin", (), {"PLUGIN": PluginInfo(name="acme", version="1"),
+                                   "phone_providers": staticmethod(hookimpl(specname="phone_providers")(phone_providers_impl))})
+    dep = await make_deployment(extra_plugins=[phone, acme])
+    found = []
+    dep.pm.hook.phone_providers(register=found.append)
+    assert found == ["acme"]
+    assert dep.plugin_settings("phone") == {}
+    dep.settings.plugin["phone"] = {"secret": "s3"}
+    assert dep.plugin_settings("phone") == {"secret": "s3"}

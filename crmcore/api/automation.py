@@ -85,7 +85,17 @@ class ActionInfo(msgspec.Struct, kw_only=True):
     plugin: str
 
 
-SCHEMA_TYPES = [RuleInput, Rule, RuleRun, Firing, ActionInfo]
+class EventInfo(msgspec.Struct, kw_only=True):
+    """An event a plugin raises, usable as ``{"type": "event", "event": name}`` on ``entity``."""
+
+    name: str
+    entity: str
+    label: str
+    description: str
+    plugin: str
+
+
+SCHEMA_TYPES = [RuleInput, Rule, RuleRun, Firing, ActionInfo, EventInfo]
 
 
 def _allowed(request: Request):
@@ -155,7 +165,13 @@ async def list_actions(request: Request) -> Response:
                   for a in _deployment(request).automation.action_types().values()])
 
 
-ROUTES = [list_rules, create_rule, get_rule, update_rule, delete_rule, run_rule, list_firings, list_actions]
+@get("/api/automation/events", include_in_schema=False)
+async def list_events(request: Request) -> Response:
+    _allowed(request)
+    return _json([msgspec.structs.asdict(e) for e in _deployment(request).automation.event_types().values()])
+
+
+ROUTES = [list_rules, create_rule, get_rule, update_rule, delete_rule, run_rule, list_firings, list_actions, list_events]
 
 
 def openapi_paths(problem: Any) -> dict[str, Any]:
@@ -206,4 +222,8 @@ def openapi_paths(problem: Any) -> dict[str, Any]:
             "get": {"operationId": "automation_actions", "tags": tag,
                     "summary": "The actions rules can take, the enabled plugins' included",
                     "responses": {"200": ok(many("ActionInfo")), **needs}}},
+        "/api/automation/events": {
+            "get": {"operationId": "automation_events", "tags": tag,
+                    "summary": "The events plugins raise that rules can be triggered by",
+                    "responses": {"200": ok(many("EventInfo")), **needs}}},
     }

@@ -17,6 +17,8 @@ code. A rule is data::
   created with the field set counts as a change from nothing.
 - ``stage_entered``: the record entered ``stage`` (any stage when left out), optionally only in
   ``pipeline``; a record created in a stage enters it.
+- ``event``: a plugin's ``event`` about the record happened (``telephony.call.missed``...;
+  plugins declare them with ``crm_automation_events``, ``/api/automation/events`` lists them).
 - ``date``: ``offset`` (``-1d``, ``2h``...) from the value of the date/datetime ``field``: it is
   scheduled when the field is set, moved when it changes, withdrawn when it is cleared. A time
   already past when the field is set is not scheduled (an import of old records fires nothing).
@@ -121,7 +123,7 @@ FIRE = "automation.fire"
 SCHEDULE = "automation.schedule"
 #: The job making a new date rule's timers for the records there already.
 PLAN = "automation.plan"
-TRIGGERS = ("created", "updated", "field_changed", "stage_entered", "date", "schedule")
+TRIGGERS = ("created", "updated", "field_changed", "stage_entered", "event", "date", "schedule")
 #: done: every action ran; skipped: the rule was due but its condition no longer held (or its
 #: ``unless`` did); failed: an action failed and none of them took effect.
 OUTCOMES = ("done", "skipped", "failed")
@@ -213,6 +215,16 @@ class ActionType(msgspec.Struct, kw_only=True):
     plugin: str = "core"
 
 
+class EventType(msgspec.Struct, kw_only=True):
+    """An event a plugin raises about records of ``entity`` (``crm_automation_events``)."""
+
+    name: str
+    entity: str
+    label: str = ""
+    description: str = ""
+    plugin: str = ""
+
+
 class _Cached(msgspec.Struct):
     at: float
     by_entity: dict[str, list[Rule]]
@@ -243,6 +255,8 @@ class Automation:
         self._cache: _Cached | None = None
         self._actions: dict[str, ActionType] | None = None
         self._actions_pm: Any = None
+        self._events: dict[str, EventType] | None = None
+        self._events_pm: Any = None
         # Per instance (two deployments may share a process): the rules a running firing
         # descends from, and the jobs this task enqueued that it runs itself after commit.
         self._chain: contextvars.ContextVar[tuple[int, ...]] = contextvars.ContextVar(f"chain{id(self)}", default=())
@@ -288,6 +302,27 @@ class Automation:
                 log.exception("a plugin failed registering automation actions")
             self._actions, self._actions_pm = found, self.deployment.pm
         return self._actions
+
+    def event_types(self) -> dict[str, EventType]:
+        """The events the enabled plugins raise (``plugin.name``), for ``event`` triggers."""
+        if self._events is None or self._events_pm is not self.deployment.pm:
+            found: dict[str, EventType] = {}
+
+            def make(plugin: str) -> dict[str, Any]:
+                def register(name: str, entity: str, *, label: str = "", description: str = "") -> None:
+                    full = f"{plugin}.{name}"
+                    if not re.match(r"^[a-z][a-z0-9_.]*$", full) or full in found:
+                        raise PluginError(f"plugin {plugin!r}: automation event {full!r} is taken or not a name")
+                    found[full] = EventType(name=full, entity=entity, label=label or full, description=description,
+                                            plugin=plugin)
+                return {"register": register, "deployment": self.deployment}
+
+            try:
+                call_each(self.deployment.pm, "crm_automation_events", make)
+            except PluginError:  # a broken plugin's events are missing; the others still work
+                log.exception("a plugin failed registering automation events")
+            self._events, self._events_pm = found, self.deployment.pm
+        return self._events
 
     # -- validating rules --------------------------------------------------------------------
 
@@ -338,7 +373,8 @@ class Automation:
             raise ValidationError([FieldError("trigger.type", "invalid", f"one of {', '.join(TRIGGERS)}")])
         allowed = {"type", "delay"} | {
             "created": set(), "updated": {"fields"}, "field_changed": {"field", "to", "from"},
-            "stage_entered": {"stage", "pipeline"}, "date": {"field", "offset"}, "schedule": {"cron", "timezone"},
+            "stage_entered": {"stage", "pipeline"}, "event": {"event"}, "date": {"field", "offset"},
+            "schedule": {"cron", "timezone"},
         }[kind]
         if kind in ("date", "schedule"):
             allowed.discard("delay")
@@ -380,6 +416,12 @@ class Automation:
                 if trigger["stage"] not in stages:
                     raise ValidationError([FieldError("trigger.stage", "invalid", f"a stage: {', '.join(dict.fromkeys(stages))}")])
                 out["stage"] = trigger["stage"]
+        elif kind == "event":
+            events = {name: e for name, e in self.event_types().items() if e.entity == entity.name}
+            if trigger.get("event") not in events:
+                listed = ", ".join(sorted(events)) or f"none: no enabled plugin raises events about {entity.name}"
+                raise ValidationError([FieldError("trigger.event", "invalid", f"an event about {entity.name}: {listed}")])
+            out["event"] = trigger["event"]
         elif kind == "date":
             field = self._field(entity, trigger.get("field"), "trigger.field", types=(FieldType.DATE, FieldType.DATETIME))
             out["field"] = field.name
@@ -612,25 +654,51 @@ class Automation:
             writes = zip(record_ids, befores, change.batch)
         else:
             writes = [(record_ids[0], change.before or {}, change.values)]
+        fired: list[tuple[Rule, int, str]] = []
+        for record_id, before, values in writes:
+            for rule in rules:
+                if rule.trigger["type"] == "date":
+                    await self._plan_date(rule, record_id, before, values, self._now())
+                    continue
+                label = self._matches(rule.trigger, change.action, before, values)
+                if label is not None:
+                    fired.append((rule, record_id, label))
+        await self._enqueue(fired, chain)
+
+    async def emit(self, event: str, record_ids: list[int]) -> None:
+        """A plugin's event (``crm_automation_events``) happened to these records: the rules
+        triggered by it fire. Call it inside the transaction that made the event true, so their
+        work commits (or not) with it; rules without a delay run after that commit (see
+        :meth:`after_commit`)."""
+        declared = self.event_types().get(event)
+        if declared is None:
+            raise ValueError(f"no enabled plugin declares the automation event {event!r}")
+        chain = self._chain.get()
+        if len(chain) >= MAX_CHAIN:
+            log.warning("rules %s raised event %s %s rules deep: no further rule runs", chain, event, len(chain))
+            return
+        rules = [r for r in await self._rules(declared.entity)
+                 if r.trigger["type"] == "event" and r.trigger["event"] == event and r.id not in chain]
+        await self._enqueue([(rule, record_id, self._label(rule.trigger)) for record_id in record_ids
+                             for rule in rules], chain)
+
+    async def _enqueue(self, fired: list[tuple[Rule, int, str]], chain: tuple[int, ...]) -> None:
+        """Inside the transaction: a job per delayed firing (one pending per rule and record),
+        and the immediate ones as jobs this task runs itself after commit."""
         now = self._now()
         immediate: dict[int, list[int]] = {}
         jobs = self.deployment.jobs
-        by_id = {r.id: r for r in rules}
-        for record_id, before, values in writes:
-            for rule in rules:
-                trigger = rule.trigger
-                if trigger["type"] == "date":
-                    await self._plan_date(rule, record_id, before, values, now)
-                    continue
-                label = self._matches(trigger, change.action, before, values)
-                if label is None:
-                    continue
-                if "delay" in trigger:
-                    run_at = now + parse_duration(trigger["delay"], "trigger.delay")
-                    await jobs.enqueue(FIRE, self._payload(rule, [record_id], label, chain, delayed=True),
-                                       run_at=run_at, key=_key(rule.id, rule.entity, record_id))
-                else:
-                    immediate.setdefault(rule.id, []).append(record_id)
+        by_id = {}
+        for rule, record_id, label in fired:
+            by_id[rule.id] = rule
+            if "delay" in rule.trigger:
+                run_at = now + parse_duration(rule.trigger["delay"], "trigger.delay")
+                await jobs.enqueue(FIRE, self._payload(rule, [record_id], label, chain, delayed=True),
+                                   run_at=run_at, key=_key(rule.id, rule.entity, record_id))
+            else:
+                immediate.setdefault(rule.id, []).append(record_id)
+        if not immediate:
+            return
         eager = self._eager.get()
         if eager is None:
             eager = []
@@ -649,7 +717,7 @@ class Automation:
     @staticmethod
     def _label(trigger: dict[str, Any]) -> str:
         kind = trigger["type"]
-        detail = trigger.get("field") or trigger.get("stage") or trigger.get("cron") or ""
+        detail = trigger.get("field") or trigger.get("stage") or trigger.get("event") or trigger.get("cron") or ""
         text = f"{kind} {detail}".strip()
         if "to" in trigger:
             text += f" to {trigger['to']!r}"
