@@ -9,7 +9,7 @@ import msgspec
 
 __all__ = ["Stage", "Pipeline", "Edition", "UIItem", "UI_SLOTS"]
 
-UI_SLOTS = ("record.panel", "record.action", "menu", "dashboard.widget")
+UI_SLOTS = ("record.panel", "record.action", "menu", "dashboard.widget", "page.script")
 
 
 class Stage(msgspec.Struct, kw_only=True):

@@ -158,8 +158,9 @@ def crm_register_commands(cli):
 def crm_ui_items(register, deployment):
     """Contribute UI items to named slots: ``record.panel`` (a panel on the record pages of
     ``entity``), ``record.action`` (a button there, linking to ``url`` with ``?entity=&id=``),
-    ``menu`` (a navigation link to ``url``) and ``dashboard.widget``. The web UI renders them;
-    it never patches another template.
+    ``menu`` (a navigation link to ``url``), ``dashboard.widget`` and ``page.script`` (a script
+    at ``url`` every page loads, deferred: live features such as a call's screen-pop). The web
+    UI renders them; it never patches another template.
 
     Templates and static files are found by convention: ``template="telephony/calls_panel.html"``
     is ``templates/calls_panel.html`` in the plugin's package, and its ``static/`` folder is served

@@ -92,7 +92,7 @@ def _unexpected(request: Request, exc: Exception) -> Response:
 
 
 _TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
-           413: "Payload too large", 415: "Unsupported media type", 429: "Too many requests"}
+           409: "Conflict", 413: "Payload too large", 415: "Unsupported media type", 429: "Too many requests"}
 
 exception_handlers = {
     ValidationError: _validation,

@@ -302,6 +302,7 @@ async def frame(request: Request) -> dict[str, Any]:
         "csrf_token": credentials.csrf_token if credentials is not None and credentials.via == "session" else "",
         "may_create": actor.system or any(actor.scope(e.name, "create").value != "none" for e in nav),
         "nav": nav, "boards": boards, "menu_items": menu, "unread": unread, "palette": palette, "flashes": [],
+        "page_scripts": [i.url for i in deployment.ui_items if i.slot == "page.script" and i.url],
         "path": request.url.path, "static": STATIC_PREFIX,
         "q": request.query_params.get("q") if request.url.path == "/search" else None,
         "locale_names": [(code, Locale.parse(code).get_display_name(code).capitalize()) for code in LOCALES],

@@ -1,0 +1,1 @@
+"""Plugins shipped with crmcore, each a package discovered through the crm.plugins entry points."""

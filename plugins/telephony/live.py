@@ -1,0 +1,50 @@
+"""Screen-pops: live call events for the signed-in users' browsers.
+
+Each browser tab of a user holds ``/api/telephony/live`` open (server-sent events); an event
+published for that user reaches every one of its tabs. The bus lives in the server process that
+received the call event, so it serves a deployment running one server process (``crm serve``'s
+default); behind several processes, the call is still logged and the card found: only the
+pop-up needs the same process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+__all__ = ["LiveBus"]
+
+#: Events a slow tab may fall behind by before the oldest are dropped.
+QUEUE_SIZE = 100
+
+
+class LiveBus:
+    def __init__(self) -> None:
+        self._listeners: dict[int, set[asyncio.Queue[dict[str, Any]]]] = {}
+
+    def publish(self, user_id: int, event: dict[str, Any]) -> int:
+        """Send ``event`` to every open tab of the user; how many got it."""
+        queues = self._listeners.get(user_id, set())
+        for queue in queues:
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(event)
+        return len(queues)
+
+    def listeners(self, user_id: int) -> int:
+        return len(self._listeners.get(user_id, ()))
+
+    async def listen(self, user_id: int) -> AsyncIterator[dict[str, Any]]:
+        """The user's events as they come, until the consumer stops."""
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_SIZE)
+        self._listeners.setdefault(user_id, set()).add(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            queues = self._listeners.get(user_id)
+            if queues is not None:
+                queues.discard(queue)
+                if not queues:
+                    del self._listeners[user_id]

@@ -1,0 +1,51 @@
+"""Helpers of the telephony plugin's tests: a deployment with the plugin on, its API client, and
+signed posts to the generic PBX webhook."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from plugins.telephony.providers.generic import sign
+
+SECRET = "pbx-secret"
+WEBHOOK = "/api/telephony/webhooks/generic"
+
+
+def signed(body: bytes, *, secret: str = SECRET, at: int | None = None) -> dict[str, str]:
+    stamp = str(int(time.time()) if at is None else at)
+    return {"x-telephony-timestamp": stamp, "x-telephony-signature": sign(secret, stamp, body),
+            "content-type": "application/json"}
+
+
+class Pbx:
+    """Posts call events to the generic webhook as a PBX would."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def post(self, event: dict | list, **headers):
+        body = json.dumps({"events": event} if isinstance(event, list) else event).encode()
+        return self.client.post(WEBHOOK, content=body, headers={**signed(body), **headers})
+
+    def send(self, **event):
+        answer = self.post(event)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+
+@pytest.fixture
+def phone_client(crm_client):
+    """``make(**settings)``: an admin's client of a deployment with telephony on (region TR)."""
+
+    def make(region: str = "TR", **plugin_settings):
+        settings = {"webhook_secret": SECRET, **plugin_settings}
+        client = crm_client(plugins=["telephony"], region=region, in_process_worker=False,
+                            plugin={"telephony": settings})
+        client.pbx = Pbx(client)
+        client.dep = client.app.state.deployment
+        return client
+
+    return make
