@@ -109,9 +109,20 @@ async def _receipt(deployment: Any, digest: str) -> bool:
 
 @hookimpl
 def telephony_register_providers(register, deployment):
+    from .providers.asterisk import AsteriskProvider
     from .providers.generic import GenericProvider
+    from .providers.twilio import TwilioProvider
 
     register(GenericProvider(lambda digest: _receipt(deployment, digest)))
+    register(TwilioProvider())
+    register(AsteriskProvider())
+
+
+@hookimpl
+def crm_register_commands(cli):
+    from .commands import register
+
+    register(cli)
 
 
 @hookimpl
