@@ -30,9 +30,10 @@ def _configure(client) -> None:
     manager = _created(client.post("/api/auth/users", json={**MANAGER, "teams": ["Windows"]}))
     _created(client.post("/api/meta/entities/contact/fields", json={
         "name": "loyalty", "type": "choice", "choices": ["gold", "silver"], "label": "Loyalty"}))
-    _created(client.post("/api/pipelines", json={"name": "windows", "entity": "deal", "label": "Window orders", "stages": [
-        {"name": "new"}, {"name": "measured", "probability": 40}, {"name": "won", "kind": "won"},
-        {"name": "lost", "kind": "lost"}]}))
+    stages = [{"name": "new"}, {"name": "measured", "probability": 40}, {"name": "won", "kind": "won"},
+              {"name": "lost", "kind": "lost"}]
+    _created(client.post("/api/pipelines", json={"name": "windows", "entity": "deal", "label": "Window orders",
+                                                 "stages": stages}))
     _created(client.put("/api/auth/roles/measurer", json={"label": "Measurer", "entities": {
         "deal": {"read": "all", "edit": "all"}}}), 200)
     _created(client.post("/api/automation/rules", json={

@@ -204,7 +204,7 @@ def test_a_bundle_uploaded_shown_and_applied(crm_client):
                         headers=HTML), 200, "Nothing to change")
 
     # A bad file: a clear message, nothing applied.
-    for content, words in [(b"{not json", "the file is not JSON"), (b"\xff\xfe\x00", "not UTF-8"),
+    for content, words in [(b"{not json", "this is not JSON"), (b"\xff\xfe\x00", "not UTF-8"),
                            (b'{"format": 1, "roles": [{"label": "x"}]}', "roles[0]"),
                            (b'{"format": 1, "gadgets": []}', "unknown field `gadgets`")]:
         page_of(target.post("/settings/bundle/plan", data={"_csrf": csrf}, files={"file": ("bad.json", content)},

@@ -107,7 +107,7 @@ def check_bundle(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValidationError([FieldError("bundle", "invalid", "a bundle is a JSON object, as GET /api/bundle gives")])
     if "format" not in data:
-        raise ValidationError([FieldError("format", "required", f"not a crmcore bundle: it has no \"format\": {FORMAT}")])
+        raise ValidationError([FieldError("format", "required", f'not a crmcore bundle: it has no "format": {FORMAT}')])
     _convert(data, Bundle)  # the sections' types, and no unknown section
     if data["format"] != FORMAT:
         raise ValidationError([FieldError("format", "invalid", f"a bundle of format {data['format']!r}; this "

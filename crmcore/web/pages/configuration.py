@@ -233,7 +233,7 @@ def _parsed(text: str, field: str) -> tuple[dict[str, Any] | None, list[FieldErr
     try:
         return check_bundle(json.loads(text)), []
     except ValueError as exc:
-        return None, [FieldError(field, "invalid_json", f"not a bundle: the file is not JSON ({exc})")]
+        return None, [FieldError(field, "invalid_json", f"not a bundle: this is not JSON ({exc})")]
     except RecursionError:
         return None, [FieldError(field, "invalid_json", "not a bundle: the JSON is nested too deeply")]
     except ValidationError as exc:
