@@ -71,6 +71,9 @@ class UIItem(msgspec.Struct, kw_only=True):
     template: str | None = None
     url: str | None = None
     order: int = 100
+    #: A ``record.panel`` that shows related records its own way stands in for the core's list
+    #: of them: ``"telephony_call.contact"`` (the calls whose ``contact`` is this record).
+    replaces: str | None = None
     plugin: str = ""
 
     def __post_init__(self) -> None:

@@ -168,9 +168,10 @@ def crm_ui_items(register, deployment):
     ``entity`` (record panels), ``records`` (the records service as the signed-in user: it may
     call ``records.list("telephony_call", query(filter=..., limit=10))``), ``fmt`` (the user's
     formatting: ``fmt.money``, ``fmt.datetime``...), ``user``, ``actor``, ``item`` and ``_()``;
-    autoescaped; a template that fails is logged and shown as a short note. A whole page is a
-    route (``crm_register_routes``) answering ``await crmcore.render_page(request,
-    "telephony/page.html", ...)``; link it with a ``menu`` item.
+    autoescaped; a template that fails is logged and shown as a short note. A panel listing
+    related records its own way names the core's list it stands in for, ``replaces=
+    "telephony_call.contact"``. A whole page is a route (``crm_register_routes``) answering
+    ``await crmcore.render_page(request, "telephony/page.html", ...)``; link it with a ``menu`` item.
 
     :param register: ``register(item: UIItem)``.
 
@@ -178,8 +179,8 @@ def crm_ui_items(register, deployment):
 
         @hookimpl
         def crm_ui_items(register):
-            register(UIItem(slot="record.panel", entity="contact", name="calls",
-                            label="Calls", template="telephony/calls_panel.html"))
+            register(UIItem(slot="record.panel", entity="contact", name="calls", label="Calls",
+                            template="telephony/calls_panel.html", replaces="telephony_call.contact"))
             register(UIItem(slot="menu", name="calls", label="Calls", url="/telephony/calls"))
     """
 

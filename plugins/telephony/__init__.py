@@ -175,12 +175,11 @@ def _timeline_item(call: dict[str, Any]) -> TimelineItem:
 
 @hookimpl
 def crm_ui_items(register):
-    for entity in LINKS:
+    for entity in LINKS:  # with a player for recordings, instead of the core's plain list of calls
         register(UIItem(slot="record.panel", entity=entity, name=f"calls_{entity}", label="Calls",
-                        template="telephony/calls_panel.html", order=20))
-    register(UIItem(slot="dashboard.widget", name="calls_today", label="Calls today",
+                        template="telephony/calls_panel.html", order=20, replaces=f"{CALL}.{entity}"))
+    register(UIItem(slot="dashboard.widget", name="missed_calls", label="Missed calls",
                     template="telephony/calls_widget.html", order=30))
-    register(UIItem(slot="menu", name="calls", label="Calls", url=f"/{CALL}", order=40))
     register(UIItem(slot="page.script", name="screen_pop", url="/static/plugins/telephony/telephony.js"))
 
 

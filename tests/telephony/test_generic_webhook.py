@@ -89,6 +89,9 @@ def test_a_known_caller_is_routed_to_the_owner_answered_and_logged(phone_client)
         assert item["data"]["recording_url"].endswith("9.wav") and item["body"] == "2:05"
     html = client.get(f"/contact/{contact['id']}", headers={"accept": "text/html"}).text
     assert 'data-testid="calls-panel"' in html and 'src="https://pbx.example.com/rec/9.wav"' in html
+    assert 'data-related="telephony_call"' not in html  # the panel stands in for the core's plain list
+    assert 'data-related="contact"' in client.get(f"/company/{company['id']}", headers={"accept": "text/html"}).text
+    assert '<script src="/static/plugins/telephony/telephony.js" defer>' in html  # screen-pop on every page
 
 
 def test_a_missed_call_makes_a_call_back_task_that_an_answered_call_back_closes(phone_client):

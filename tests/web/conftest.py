@@ -85,21 +85,14 @@ async def _prepare(dep: crmcore.Deployment) -> dict[str, Any]:
     return ids
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory):
+def serve(path: Path, extra_plugins: Any = ()) -> Any:
+    """Serve the deployment in ``path`` with uvicorn in a thread; yields the :class:`Site`."""
     import uvicorn
 
     from crmcore.api import create_app
 
-    from . import sample_plugin
-
-    path = tmp_path_factory.mktemp("ui") / "shop"
-    crmcore.init_deployment(path, region="TR", currency="EUR", timezone="Europe/Istanbul")
-    settings = crmcore.deployment.load_settings(path)
-    settings.in_process_worker = False
-    crmcore.deployment.save_settings(path, settings)
     port = free_port()
-    app = create_app(path, database_url=f"sqlite:///{path / 'crm.db'}", extra_plugins=[sample_plugin])
+    app = create_app(path, database_url=f"sqlite:///{path / 'crm.db'}", extra_plugins=extra_plugins)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_until_complete, args=(server.serve(),), daemon=True)
@@ -114,13 +107,25 @@ def site(tmp_path_factory):
             pass
         assert thread.is_alive() and time.monotonic() < deadline, "the server did not come up"
         time.sleep(0.05)
-    result = Site(base, server, loop, app)
-    result.ids = result.run(_prepare)
     try:
-        yield result
+        yield Site(base, server, loop, app)
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    from . import sample_plugin
+
+    path = tmp_path_factory.mktemp("ui") / "shop"
+    crmcore.init_deployment(path, region="TR", currency="EUR", timezone="Europe/Istanbul")
+    settings = crmcore.deployment.load_settings(path)
+    settings.in_process_worker = False
+    crmcore.deployment.save_settings(path, settings)
+    for result in serve(path, extra_plugins=[sample_plugin]):
+        result.ids = result.run(_prepare)
+        yield result
 
 
 @pytest.fixture(scope="module")

@@ -356,10 +356,12 @@ def list_url(entity: str, filter_: dict[str, Any]) -> str:
 # -- the record page ------------------------------------------------------------------------------
 
 
-async def _related(dep: Deployment, actor: Actor, entity: EntityType, record: dict[str, Any]) -> list[dict[str, Any]]:
+async def _related(dep: Deployment, actor: Actor, entity: EntityType, record: dict[str, Any],
+                   replaced: set[str] = frozenset()) -> list[dict[str, Any]]:
     """A panel per relation field of another entity type pointing to ``entity`` (a company's
     contacts and deals...): its first records, how many there are and the filtered list's link.
-    Activities are left out: the timeline shows them."""
+    Activities are left out: the timeline shows them; so are those a plugin's panel shows its
+    own way (``replaced``: ``entity.field`` names, see ``UIItem.replaces``)."""
     panels = []
     records = dep.records.as_actor(actor)
     for other in dep.registry:
@@ -367,6 +369,8 @@ async def _related(dep: Deployment, actor: Actor, entity: EntityType, record: di
             continue
         links = [f for f in visible_fields(other, actor) if f.type is FieldType.RELATION and f.target == entity.name]
         for link in links:
+            if f"{other.name}.{link.name}" in replaced:
+                continue
             filter_ = {"field": link.name, "op": "eq", "value": record["id"]}
             try:
                 found = await records.list(other.name, ListQuery(
@@ -428,7 +432,8 @@ async def _record_page(request: Request, entity_name: str, record_id: int, *, st
         title=record_title(entity, record), groups=grouped(fields), fields_by_name={f.name: f for f in fields},
         titles=await _titles(dep, actor, entity, record, fields), may_edit=may_edit,
         may_delete=_scope_reaches(actor, entity.name, "delete", record),
-        related=await _related(dep, actor, entity, record), timeline=await _timeline(request, entity, record_id),
+        related=await _related(dep, actor, entity, record, {i.replaces for i in panels if i.replaces}),
+        timeline=await _timeline(request, entity, record_id),
         panels=panels, plugin_items=panels,
         actions=sorted((i for i in items if i.slot == "record.action" and i.url), key=lambda i: (i.order, i.label)),
         stage_labels={(p.entity, s.name): s.label or s.name for p in dep.pipelines.values() for s in p.stages},
