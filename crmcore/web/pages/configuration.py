@@ -104,13 +104,20 @@ async def _pickable(request: Request, entity: str) -> list[dict[str, Any]]:
     return [{"id": r["id"], "title": record_title(entity_type, r)} for r in found.items]
 
 
-async def _preview_errors(request: Request, template: dict[str, Any], raw: str) -> list[FieldError]:
-    """Render the template with record ``raw`` (nothing stored): the reasons it cannot be."""
+async def _fill(request: Request, template: dict[str, Any], raw: str, fmt: str) -> tuple[bytes, str, str]:
+    """The template filled with record ``raw`` as the user reads it (nothing stored):
+    ``(content, format, filename)``; a ValidationError or NotFound saying why it cannot be."""
     if not raw.isdigit():
-        return [FieldError("record_id", "invalid", f"the id of a {template['entity']} record")]
+        raise ValidationError([FieldError("record_id", "invalid", f"the id of a {template['entity']} record")])
+    return await _deployment(request).documents.render(template["name"], template["entity"], int(raw),
+                                                       actor=request.scope["user"], format=fmt)
+
+
+async def _preview_errors(request: Request, template: dict[str, Any], raw: str) -> list[FieldError]:
+    """Why record ``raw`` cannot fill the template, if it cannot. The page fills it once to say
+    so beside the form; the frame then loads the document from the preview route."""
     try:
-        await _deployment(request).documents.render(template["name"], template["entity"], int(raw),
-                                                    actor=request.scope["user"], format="html")
+        await _fill(request, template, raw, "html")
     except ValidationError as exc:
         return list(exc.errors)
     except (NotFound, Forbidden) as exc:
@@ -125,7 +132,7 @@ async def _template_page(request: Request, template: dict[str, Any] | None, stat
     preview_record, preview_errors, pickable = "", [], []
     if template is not None:
         preview_record = (request.query_params.get("record_id") or "").strip()
-        if preview_record and "errors" not in context:
+        if preview_record:
             preview_errors = await _preview_errors(request, template, preview_record)
             status = 422 if preview_errors else status
         pickable = await _pickable(request, template["entity"])
@@ -182,16 +189,11 @@ async def document_delete(request: Request) -> Response:
 async def document_preview(request: Request) -> Response:
     """The template filled with a record, as the user reads it; nothing stored. A reason it
     cannot be is answered as plain text (422): this is what the preview frame shows."""
-    actor = _need(request, "documents")
-    dep = _deployment(request)
-    template = await dep.documents.template(request.path_params["name"])  # NotFound
-    raw = request.query_params.get("record_id") or ""
-    fmt = request.query_params.get("format") or "html"
+    _need(request, "documents")
+    template = await _deployment(request).documents.template(request.path_params["name"])  # NotFound
     try:
-        if not raw.isdigit():
-            raise ValidationError([FieldError("record_id", "invalid", f"the id of a {template['entity']} record")])
-        content, fmt, filename = await dep.documents.render(template["name"], template["entity"], int(raw),
-                                                            actor=actor, format=fmt)
+        content, fmt, filename = await _fill(request, template, request.query_params.get("record_id") or "",
+                                             request.query_params.get("format") or "html")
     except ValidationError as exc:
         return _plain("\n".join(f"{e.field}: {e.message}" for e in exc.errors), 422)
     except (NotFound, Forbidden) as exc:
