@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import re
 import time
 
 from crmcore.testing import crm_user
@@ -120,6 +121,8 @@ def test_a_missed_call_makes_a_call_back_task_that_an_answered_call_back_closes(
     assert [n["title"] for n in notes] == ["Missed 0533 111 22 33"]
     report = client.post("/api/reports/telephony.missed_not_called_back/run", json={}).json()
     assert [(r["owner_id"], r["count"]) for r in report["rows"]] == [(owner.id, 1)]
+    dashboard = client.get("/", headers={"accept": "text/html", **owner.headers}).text
+    assert re.search(r'data-testid="missed-count">1<', dashboard)  # the owner's dashboard widget
     # the owner calls back and the client answers
     client.pbx.send(event="ringing", call_id="o1", direction="outbound", **{"from": "301"}, to="0533 111 22 33",
                     extension="301")
