@@ -148,6 +148,9 @@ def test_the_pages_need_their_permissions(crm_client):
         page_of(client.get(path, headers={**HTML, **agent.headers}), 403, "Not allowed")
     page_of(client.post("/settings/documents", data=LETTER, headers={**HTML, **agent.headers}), 403)
     assert client.get("/settings/documents", headers={**HTML, **schema_admin.headers}).status_code == 200
+    settings = client.get("/settings", headers={**HTML, **schema_admin.headers}).text
+    assert 'href="/settings/documents"' in settings and 'href="/settings/bundle"' not in settings  # all three needed
+    assert 'href="/settings/bundle"' in client.get("/settings", headers=HTML).text
     # The bundle page needs all three permissions a bundle touches, and says which are missing.
     page_of(client.get("/settings/bundle", headers={**HTML, **schema_admin.headers}), 403,
             "missing: manage_roles, manage_automation")

@@ -66,11 +66,13 @@ class Section:
     slug: str
     label: str
     description: str
-    #: Any one of them opens the section; none: every signed-in user.
+    #: Any one of them opens the section (``all_of``: every one of them); none: every signed-in user.
     permissions: tuple[str, ...]
+    all_of: bool = False
 
     def allowed(self, actor: Any) -> bool:
-        return not self.permissions or any(actor.has(p) for p in self.permissions)
+        held = [actor.has(p) for p in self.permissions]
+        return not held or (all(held) if self.all_of else any(held))
 
 
 SECTIONS = [
@@ -90,7 +92,7 @@ SECTIONS = [
             ("manage_schema",)),
     Section("bundle", N_("Configuration bundle"),
             N_("Everything configured here in one file: download it, or apply one from another deployment."),
-            ("manage_schema",)),
+            ("manage_schema", "manage_roles", "manage_automation"), all_of=True),
 ]
 _BY_SLUG = {s.slug: s for s in SECTIONS}
 
@@ -141,7 +143,8 @@ def _actor(request: Request) -> Any:
 
 
 def _need(request: Request, slug: str, *permissions: str) -> Any:
-    """The actor, when it may use section ``slug`` (or has one of ``permissions``); else Forbidden."""
+    """The actor, when it has one of section ``slug``'s permissions (or of ``permissions``); else
+    Forbidden. A section needing all of them (``all_of``) checks the rest itself, naming what is missing."""
     actor = _actor(request)
     wanted = permissions or _BY_SLUG[slug].permissions
     if wanted and not any(actor.has(p) for p in wanted):
