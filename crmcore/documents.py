@@ -399,6 +399,8 @@ class DocumentService:
         if not isinstance(data, dict):
             raise ValidationError([FieldError("body", "invalid", "a template is an object: name, entity, format, body")])
         values = self._check(data, partial=False)
+        if values["name"] == "new":  # /settings/documents/new is the page for a new template
+            raise ValidationError([FieldError("name", "reserved", "'new' is reserved; choose another name")])
         exists = await self.db.fetchval('SELECT 1 FROM crm_document_template WHERE "name" = ?', (values["name"],))
         if exists:
             raise ValidationError([FieldError("name", "taken", f"there is a template {values['name']!r} already")])

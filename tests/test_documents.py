@@ -340,6 +340,7 @@ def test_api_templates_render_download_and_permissions(crm_client):
     assert created.status_code == 201, created.text
     assert created.json()["label"] == "Quote"
     problem(client.post("/api/document-templates", json={"name": "quote", "entity": "deal", "body": "x"}), 422, "name")
+    problem(client.post("/api/document-templates", json={"name": "new", "entity": "deal", "body": "x"}), 422, "name")
     problem(client.post("/api/document-templates", json={"name": "Bad Name", "entity": "nope", "body": "x"}), 422,
             "entity")
     body = problem(client.post("/api/document-templates", json={"name": "broken", "entity": "deal",
