@@ -221,6 +221,11 @@ class CallService:
         db = self.deployment.db
         pop: dict[str, Any] | None = None
         async with db.transaction():
+            if db.dialect == "postgres":
+                # Events of one call arrive together (a leg's end and the dial's answer): one at a
+                # time per call, so two never both see it unended or both make it. SQLite's
+                # writer already runs one transaction at a time.
+                await db.execute("SELECT pg_advisory_xact_lock(hashtext(?))", [key])
             page = await self.records.list(CALL, ListQuery(filter={"field": "key", "op": "eq", "value": key}, limit=1))
             call = page.items[0] if page.items else None
             client = None
@@ -242,11 +247,13 @@ class CallService:
                 if event.direction == "outbound":
                     await self._called_back(call, at)
                 await self.deployment.automation.emit("telephony.call.answered", [call["id"]])
-            if event.kind == "ringing" and event.direction == "inbound" and call.get("user"):
-                pop = _screen_pop(call, client)
+            if event.kind == "ringing" and event.direction == "inbound":
+                ringing = await self.line_user(event.extension) or call.get("user")
+                if ringing:
+                    pop = {**_screen_pop(call, client), "extension": event.extension or call.get("extension")}
         await self.deployment.automation.after_commit()
-        if pop is not None:
-            self.live.publish(call["user"], pop)
+        if pop is not None:  # once per call and user: a repeated ringing event pops nothing more
+            self.live.publish(ringing, pop, once=(call["id"], ringing))
         return Ingested(call=call, route=route, client=client, changed=bool(changes))
 
     async def _new_call(self, event: CallEvent, key: str, at: dt.datetime) -> tuple[dict[str, Any], dict | None]:

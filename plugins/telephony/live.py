@@ -17,14 +17,24 @@ __all__ = ["LiveBus"]
 
 #: Events a slow tab may fall behind by before the oldest are dropped.
 QUEUE_SIZE = 100
+#: How many ``once`` keys are remembered (recent calls).
+ONCE_KEPT = 1000
 
 
 class LiveBus:
     def __init__(self) -> None:
         self._listeners: dict[int, set[asyncio.Queue[dict[str, Any]]]] = {}
+        self._sent: dict[Any, None] = {}
 
-    def publish(self, user_id: int, event: dict[str, Any]) -> int:
-        """Send ``event`` to every open tab of the user; how many got it."""
+    def publish(self, user_id: int, event: dict[str, Any], *, once: Any = None) -> int:
+        """Send ``event`` to every open tab of the user; how many got it. With ``once``, an
+        event of the same key sent before (lately) is not sent again."""
+        if once is not None:
+            if once in self._sent:
+                return 0
+            self._sent[once] = None
+            if len(self._sent) > ONCE_KEPT:
+                del self._sent[next(iter(self._sent))]
         queues = self._listeners.get(user_id, set())
         for queue in queues:
             if queue.full():

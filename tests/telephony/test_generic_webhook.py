@@ -206,3 +206,51 @@ def test_the_plugin_reports_run(phone_client):
     assert (average["user"], float(average["avg_duration"]), average["count"]) == (agent.id, 100.0, 1)
     rows = run("calls_per_user_day")["rows"]
     assert sum(r["count"] for r in rows if r["user"] == agent.id) == 2
+
+
+def test_events_of_one_call_arriving_together_make_one_call_and_one_task(phone_client):
+    from plugins.telephony.calls import CallEvent
+
+    client = phone_client()
+    service = calls_of(client.dep)
+
+    async def together():
+        events = [CallEvent(provider="generic", kind="ended", call_id=f"leg-{n}", linked_id="same-call",
+                            from_number="+90 532 777 66 55", status="missed") for n in range(4)]
+        return await asyncio.gather(*(service.ingest(e) for e in events))
+
+    results = client.blocking_portal.call(together)
+    assert len({r.call["id"] for r in results}) == 1 and sum(r.changed for r in results) == 1
+    assert len(_calls(client)) == 1 and len(_tasks(client, kind="call")) == 1
+    assert client.get("/api/contact", params={"count": 1}).json()["total"] == 1
+
+
+def test_a_call_pops_up_once_per_user_it_rings_for(phone_client):
+    client = phone_client()
+    first, second = crm_user(client, role="agent"), crm_user(client, role="agent")
+    _line(client, first.id, "501")
+    _line(client, second.id, "502")
+    bus = calls_of(client.dep).live
+    seen: dict[int, list] = {first.id: [], second.id: []}
+
+    async def listen(user_id):
+        async for event in bus.listen(user_id):
+            if event.get("type") == "done":
+                return
+            seen[user_id].append(event["extension"])
+
+    tasks = [client.blocking_portal.start_task_soon(listen, user) for user in seen]
+    client.blocking_portal.call(asyncio.sleep, 0.05)
+    try:
+        client.pbx.send(event="ringing", call_id="p1", **{"from": "+90 532 111 00 00"}, extension="501")
+        client.pbx.send(True, event="ringing", call_id="p1", **{"from": "+90 532 111 00 00"}, extension="501")
+        client.pbx.send(event="ringing", call_id="p1", **{"from": "+90 532 111 00 00"}, extension="502")  # moved on
+    finally:
+        async def done():  # on the server's loop: its queues are not thread-safe
+            for user in seen:
+                bus.publish(user, {"type": "done"})
+
+        client.blocking_portal.call(done)
+        for task in tasks:
+            task.result(timeout=5)
+    assert seen == {first.id: ["501"], second.id: ["502"]}
