@@ -24,18 +24,19 @@ import cProfile
 import csv
 import pstats
 import random
-import sqlite3
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import crmcore  # noqa: E402
 from crmcore.auth import SYSTEM  # noqa: E402
 from crmcore.fieldvalues import normalize_phone  # noqa: E402
 from crmcore.importing import BATCH  # noqa: E402
+from run import sqlite_copy  # noqa: E402  (bench/run.py)
 
 FIRST = ["Ayşe", "Mehmet", "Emily", "John", "Zeynep", "Can", "Deniz", "Maria", "Ali", "Elif"]
 LAST = ["Yılmaz", "Demir", "Clarke", "Smith", "Kaya", "Arslan", "Çelik", "Öztürk", "Brown", "Doğan"]
@@ -56,17 +57,7 @@ def write_csv(path: Path, rows: int) -> None:
 
 def raw_import(source: Path, crm_db: Path, target: Path, region: str) -> int:
     """The baseline (see the module's docstring); the number of rows written."""
-    src = sqlite3.connect(crm_db)
-    ddl = [sql for (sql,) in src.execute(
-        "SELECT sql FROM sqlite_master WHERE tbl_name = 'crm_contact' AND sql IS NOT NULL ORDER BY type = 'index'")]
-    page_size = src.execute("PRAGMA page_size").fetchone()[0]
-    src.close()
-    conn = sqlite3.connect(target, isolation_level=None)
-    for pragma in (f"page_size={page_size}", "journal_mode=WAL", "synchronous=NORMAL", "cache_size=-524288",
-                   "temp_store=MEMORY"):
-        conn.execute(f"PRAGMA {pragma}")
-    for statement in ddl:
-        conn.execute(statement)
+    conn = sqlite_copy(crm_db, target, ["crm_contact"])
     insert = ('INSERT INTO crm_contact ("first_name", "last_name", "email", "phone", "phone__raw", "city") '
               'VALUES (?, ?, ?, ?, ?, ?)')
     seen: set[str] = set()

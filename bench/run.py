@@ -170,24 +170,30 @@ def _raw_row(values: dict, stamp: Any) -> tuple:
             values["email"], values["city"], values["segment"], values["score"])
 
 
-def seed_raw_sqlite(crm_db: str, target: str, rows: int, batch: int, owners: list[int], searched: list[str],
-                    same_work: bool) -> float:
-    """Raw executemany into a separate file holding the same table and indexes (``same_work``:
-    plus the FTS index and one audit row per record, as crmcore writes)."""
+def sqlite_copy(crm_db: str | Path, target: str | Path, tables: list[str]) -> sqlite3.Connection:
+    """A connection (autocommit) to a new SQLite file holding ``tables`` of crmcore's database
+    (columns and indexes, no rows) with the same physical settings as crmcore's writer (page
+    size, cache), so that only the work differs."""
     src = sqlite3.connect(crm_db)
-    wanted = ["crm_contact"] + (["crm_contact__search", "crm_audit"] if same_work else [])
     ddl = [sql for (sql,) in src.execute(
-        f"SELECT sql FROM sqlite_master WHERE tbl_name IN ({', '.join('?' for _ in wanted)}) AND sql IS NOT NULL "
-        "ORDER BY type = 'index'", wanted)]
+        f"SELECT sql FROM sqlite_master WHERE tbl_name IN ({', '.join('?' for _ in tables)}) AND sql IS NOT NULL "
+        "ORDER BY type = 'index'", tables)]
     page_size = src.execute("PRAGMA page_size").fetchone()[0]
     src.close()
     conn = sqlite3.connect(target, isolation_level=None)
-    # The same physical settings as crmcore's writer (page size, cache), so only the work differs.
     for pragma in (f"page_size={page_size}", "journal_mode=WAL", "synchronous=NORMAL", "cache_size=-524288",
                    "temp_store=MEMORY"):
         conn.execute(f"PRAGMA {pragma}")
     for statement in ddl:
         conn.execute(statement)
+    return conn
+
+
+def seed_raw_sqlite(crm_db: str, target: str, rows: int, batch: int, owners: list[int], searched: list[str],
+                    same_work: bool) -> float:
+    """Raw executemany into a separate file holding the same table and indexes (``same_work``:
+    plus the FTS index and one audit row per record, as crmcore writes)."""
+    conn = sqlite_copy(crm_db, target, ["crm_contact"] + (["crm_contact__search", "crm_audit"] if same_work else []))
     insert = (f'INSERT INTO crm_contact ({", ".join(chr(34) + c + chr(34) for c in RAW_INSERT_COLUMNS)}) '
               f'VALUES ({", ".join("?" for _ in RAW_INSERT_COLUMNS)})')
     listed = ", ".join(f'"{c}"' for c in searched)

@@ -284,45 +284,40 @@ class Automation:
         if self._actions is None or self._actions_pm is not self.deployment.pm:
             from .actions import CORE_ACTIONS
 
-            found = dict(CORE_ACTIONS)
+            def action(full: str, plugin: str, run: Callable[[ActionContext], Any], *, check: Any = None,
+                       label: str = "", description: str = "") -> ActionType:
+                return ActionType(name=full, run=run, check=check, label=label or full, description=description,
+                                  plugin=plugin)
 
-            def make(plugin: str) -> dict[str, Any]:
-                def register(name: str, run: Callable[[ActionContext], Any], *, check: Any = None,
-                             label: str = "", description: str = "") -> None:
-                    full = name if plugin == "core" else f"{plugin}.{name}"
-                    if not re.match(r"^[a-z][a-z0-9_.]*$", full) or full in found:
-                        raise PluginError(f"plugin {plugin!r}: automation action {full!r} is taken or not a name")
-                    found[full] = ActionType(name=full, run=run, check=check, label=label or full,
-                                             description=description, plugin=plugin)
-                return {"register": register, "deployment": self.deployment}
-
-            try:
-                call_each(self.deployment.pm, "crm_automation_actions", make)
-            except PluginError:  # a broken plugin's actions are missing; the others still work
-                log.exception("a plugin failed registering automation actions")
-            self._actions, self._actions_pm = found, self.deployment.pm
+            self._actions = self._declared("crm_automation_actions", "action", action, dict(CORE_ACTIONS))
+            self._actions_pm = self.deployment.pm
         return self._actions
 
     def event_types(self) -> dict[str, EventType]:
         """The events the enabled plugins raise (``plugin.name``), for ``event`` triggers."""
         if self._events is None or self._events_pm is not self.deployment.pm:
-            found: dict[str, EventType] = {}
+            def event(full: str, plugin: str, entity: str, *, label: str = "", description: str = "") -> EventType:
+                return EventType(name=full, entity=entity, label=label or full, description=description, plugin=plugin)
 
-            def make(plugin: str) -> dict[str, Any]:
-                def register(name: str, entity: str, *, label: str = "", description: str = "") -> None:
-                    full = f"{plugin}.{name}"
-                    if not re.match(r"^[a-z][a-z0-9_.]*$", full) or full in found:
-                        raise PluginError(f"plugin {plugin!r}: automation event {full!r} is taken or not a name")
-                    found[full] = EventType(name=full, entity=entity, label=label or full, description=description,
-                                            plugin=plugin)
-                return {"register": register, "deployment": self.deployment}
-
-            try:
-                call_each(self.deployment.pm, "crm_automation_events", make)
-            except PluginError:  # a broken plugin's events are missing; the others still work
-                log.exception("a plugin failed registering automation events")
-            self._events, self._events_pm = found, self.deployment.pm
+            self._events, self._events_pm = self._declared("crm_automation_events", "event", event, {}), self.deployment.pm
         return self._events
+
+    def _declared(self, hook: str, what: str, make_one: Callable[..., Any], found: dict[str, Any]) -> dict[str, Any]:
+        """What the plugins declare through ``hook``: ``register(name, ...)`` named ``plugin.name``
+        (the core's own unprefixed). A plugin failing its registration is left out, logged."""
+        def make(plugin: str) -> dict[str, Any]:
+            def register(name: str, *args: Any, **kwargs: Any) -> None:
+                full = name if plugin == "core" else f"{plugin}.{name}"
+                if not re.match(r"^[a-z][a-z0-9_.]*$", full) or full in found:
+                    raise PluginError(f"plugin {plugin!r}: automation {what} {full!r} is taken or not a name")
+                found[full] = make_one(full, plugin, *args, **kwargs)
+            return {"register": register, "deployment": self.deployment}
+
+        try:
+            call_each(self.deployment.pm, hook, make)
+        except PluginError:  # a broken plugin's are missing; the others still work
+            log.exception("a plugin failed declaring automation %ss", what)
+        return found
 
     # -- validating rules --------------------------------------------------------------------
 
