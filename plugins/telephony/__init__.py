@@ -10,6 +10,9 @@ Enable it with ``crm plugins enable telephony``; configure it in crm.toml::
     fill_in_due = "1h"              # an unknown caller's "fill in the card" task
     default_user = "desk@shop.example"   # gets the work of calls nobody owns
     unknown_caller_name = "Unknown caller"
+    # Twilio: twilio_auth_token, twilio_account_sid, twilio_number... (providers/twilio.py)
+    # Asterisk: ami_host, ami_port, ami_username, ami_secret, ami_channel, ami_context...
+    # (providers/asterisk.py); run `crm telephony listen` beside `crm serve`
 
 Entities: ``telephony_call`` (one per call, its legs joined) and ``telephony_line`` (a user's
 extension and direct number). How events become calls, leads and tasks: :mod:`.calls`; the
