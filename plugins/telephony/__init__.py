@@ -65,6 +65,7 @@ def crm_register_entities(register):
         Field(name="related_id", type=T.INTEGER),
         Field(name="callback_task", type=T.RELATION, target="activity", label="Call-back task"),
         Field(name="called_back", type=T.BOOLEAN, default=False, indexed=True),
+        Field(name="new_caller", type=T.BOOLEAN, default=False, help_text="the caller was unknown: this call made the lead"),
         Field(name="provider", type=T.TEXT, required=True),
         Field(name="call_id", type=T.TEXT, help_text="the provider's id of the call"),
         Field(name="linked_id", type=T.TEXT, indexed=True, help_text="the id joining the legs of one call"),

@@ -233,10 +233,14 @@ class CallService:
                 call, client = await self._new_call(event, key, at)
             else:
                 client = _client_of(call)
+                if client is not None and event.kind == "ringing":  # its screen-pop names the caller
+                    client = await self._titled(client)
             changes = await self._changes(call, event, at)
             route = None
             if changes:
                 call = await self.records.update(CALL, call["id"], changes)
+                if changes.get("user") and call.get("new_caller") and call.get("contact"):
+                    await self._adopt_lead(call["contact"], changes["user"])
             if event.kind == "incoming" and event.direction == "inbound" and client is not None:
                 route = await self.extension_of(client.get("owner_id"))
             ended = changes.get("status") in FINAL
@@ -281,7 +285,7 @@ class CallService:
                 values["related_entity"], values["related_id"] = client["entity"], client["id"]
         elif inbound and self.normalize(client_number):
             client = await self._new_lead(event, user, at)
-            values["contact"] = client["id"]
+            values["contact"], values["new_caller"] = client["id"], True
         values["owner_id"] = user or (client or {}).get("owner_id")
         call = await self.records.create(CALL, {k: v for k, v in values.items() if v is not None})
         return call, client
@@ -299,6 +303,28 @@ class CallService:
             "assignee": owner, "due_at": due, "owner_id": owner,
         })
         return {"entity": "contact", "id": contact["id"], "title": contact["last_name"], "owner_id": owner, "new": True}
+
+    async def _titled(self, client: dict[str, Any]) -> dict[str, Any]:
+        """The client of a call logged before, with its record's title (for its screen-pop)."""
+        entity = self.deployment.registry.get(client["entity"])
+        try:
+            record = await self.records.get(client["entity"], client["id"])
+        except Exception as exc:  # removed meanwhile: the pop still names the number
+            log.info("caller %s %s: %s", client["entity"], client["id"], exc)
+            return client
+        return {**client, "title": _title(entity, record)}
+
+    async def _adopt_lead(self, contact_id: int, user: int) -> None:
+        """A lead made before any extension rang (a hunt group) goes to the user who got the
+        call, with its "fill in the card" task, unless someone has them already."""
+        lead = await self.records.get("contact", contact_id)
+        if lead.get("owner_id") is None:
+            await self.records.update("contact", contact_id, {"owner_id": user})
+        tasks = await self.records.list("activity", ListQuery(filter={"and": [
+            {"field": "contact", "op": "eq", "value": contact_id}, {"field": "kind", "op": "eq", "value": "task"},
+            {"field": "assignee", "op": "is_null", "value": True}]}, limit=10))
+        for task in tasks.items:
+            await self.records.update("activity", task["id"], {"assignee": user, "owner_id": user})
 
     async def _changes(self, call: dict[str, Any], event: CallEvent, at: dt.datetime) -> dict[str, Any]:
         """What ``event`` changes on ``call`` (nothing, for a repeat or a late event)."""
@@ -380,7 +406,8 @@ def _title(entity: Any, item: dict[str, Any]) -> str:
 def _client_of(call: dict[str, Any]) -> dict[str, Any] | None:
     for name in _LINKED:
         if call.get(name):
-            return {"entity": name, "id": call[name], "title": None, "owner_id": call.get("owner_id")}
+            return {"entity": name, "id": call[name], "title": None, "owner_id": call.get("owner_id"),
+                    "new": bool(call.get("new_caller")) and name == "contact"}
     if call.get("related_entity") and call.get("related_id"):
         return {"entity": call["related_entity"], "id": call["related_id"], "title": None,
                 "owner_id": call.get("owner_id")}

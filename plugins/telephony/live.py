@@ -45,16 +45,33 @@ class LiveBus:
     def listeners(self, user_id: int) -> int:
         return len(self._listeners.get(user_id, ()))
 
-    async def listen(self, user_id: int) -> AsyncIterator[dict[str, Any]]:
-        """The user's events as they come, until the consumer stops."""
+    def listen(self, user_id: int) -> AsyncIterator[dict[str, Any]]:
+        """The user's events as they come, until the consumer stops (``aclose()``). The user
+        listens from this call on, before the first event is awaited (nothing sent in between
+        is lost)."""
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_SIZE)
         self._listeners.setdefault(user_id, set()).add(queue)
-        try:
-            while True:
-                yield await queue.get()
-        finally:
-            queues = self._listeners.get(user_id)
-            if queues is not None:
-                queues.discard(queue)
-                if not queues:
-                    del self._listeners[user_id]
+        return _Listening(self, user_id, queue)
+
+    def _forget(self, user_id: int, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        queues = self._listeners.get(user_id)
+        if queues is not None:
+            queues.discard(queue)
+            if not queues:
+                del self._listeners[user_id]
+
+
+class _Listening:
+    """What :meth:`LiveBus.listen` returns: an async iterator that stops listening when closed."""
+
+    def __init__(self, bus: LiveBus, user_id: int, queue: asyncio.Queue[dict[str, Any]]):
+        self._bus, self._user_id, self._queue = bus, user_id, queue
+
+    def __aiter__(self) -> _Listening:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        return await self._queue.get()
+
+    async def aclose(self) -> None:
+        self._bus._forget(self._user_id, self._queue)

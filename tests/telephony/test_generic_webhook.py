@@ -254,3 +254,17 @@ def test_a_call_pops_up_once_per_user_it_rings_for(phone_client):
         for task in tasks:
             task.result(timeout=5)
     assert seen == {first.id: ["501"], second.id: ["502"]}
+
+
+def test_a_lead_made_before_an_extension_rang_goes_to_who_gets_the_call(phone_client):
+    client = phone_client()
+    agent = crm_user(client, role="agent")
+    _line(client, agent.id, "601")
+    client.pbx.send(event="incoming", call_id="h1", **{"from": "+90 532 444 33 22"})  # a hunt group: no extension yet
+    [call] = _calls(client)
+    lead = client.get(f"/api/contact/{call['contact']}").json()
+    assert lead["owner_id"] is None and call["new_caller"] is True
+    client.pbx.send(event="ringing", call_id="h1", extension="601")
+    assert client.get(f"/api/contact/{lead['id']}").json()["owner_id"] == agent.id
+    [fill_in] = _tasks(client, kind="task")
+    assert fill_in["assignee"] == agent.id and fill_in["contact"] == lead["id"]
