@@ -213,6 +213,21 @@ class CallService:
 
     # -- events -------------------------------------------------------------------------------
 
+    async def check_known(self, events: list[CallEvent]) -> None:
+        """A ValidationError naming ``call_id`` for an event that can only follow others (a
+        ``recording``) of a call never reported, before any of ``events`` is applied. Every
+        other event may come first: PBXs report what they see, and not always in order."""
+        keys = {f"{e.provider}:{e.linked_id or e.call_id}" for e in events if e.kind != "recording"}
+        for index, event in enumerate(events):
+            key = f"{event.provider}:{event.linked_id or event.call_id}"
+            if event.kind != "recording" or key in keys:
+                continue
+            page = await self.records.list(CALL, ListQuery(filter={"field": "key", "op": "eq", "value": key}, limit=1))
+            if not page.items:
+                where = f"events[{index}].call_id" if len(events) > 1 else "call_id"
+                raise ValidationError([FieldError(where, "unknown", f"no call {event.call_id!r} was reported before "
+                                                                   "its recording")])
+
     async def ingest(self, event: CallEvent) -> Ingested:
         """Apply one event (see the module's docstring); the call as it is now."""
         check_event(event)

@@ -57,6 +57,7 @@ async def webhook(request: Request, deployment: CurrentDeployment) -> Any:
     settings = deployment.plugin_settings("telephony")
     events = await found.webhook(deployment, request, body, settings)
     service = calls_of(deployment)
+    await service.check_known(events)  # all of them, before any is applied
     results = [await service.ingest(event) for event in events]
     return found.answer(request, results)
 

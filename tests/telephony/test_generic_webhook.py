@@ -162,6 +162,11 @@ def test_bad_requests_get_clear_answers_and_change_nothing(phone_client, crm_cli
     problem(client.pbx.post({"event": "ended", "call_id": "b3", "status": "lost"}), 422, "status")
     problem(client.pbx.post({"event": "ringing", "call_id": "b3", "colour": "red"}), 422)
     problem(client.pbx.post([{"event": "ringing", "call_id": "b4"}, {"event": "ringing"}]), 422, "events[1].call_id")
+    problem(client.pbx.post({"event": "recording", "call_id": "never", "recording_url": "https://x.example/r.wav"}),
+            422, "call_id")
+    problem(client.pbx.post([{"event": "ringing", "call_id": "b6", "from": "+90 532 999 88 77"},
+                             {"event": "recording", "call_id": "b7", "recording_url": "https://x.example/r.wav"}]),
+            422, "events[1].call_id")  # refused whole: the first event is not applied either
     huge = json.dumps({"event": "ringing", "call_id": "b5", "notes": "x" * 100_000}).encode()
     problem(client.post(WEBHOOK, content=huge, headers=signed(huge)), 413)
     problem(client.post("/api/telephony/webhooks/nope", content=body, headers=signed(body)), 404)

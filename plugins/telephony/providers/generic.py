@@ -22,7 +22,8 @@
 The answer is ``{"route": "101", "calls": [42]}``: for an ``incoming`` event of a known caller,
 ``route`` is the extension to ring first (the caller's owner's). A request signed wrongly or not
 at all gets 403, one sent more than five minutes ago (or ahead) 403, the same request twice 409,
-a body over 64 KB 413, a bad event 422 naming the field; none of them changes anything.
+a body over 64 KB 413, a bad event 422 naming the field (a ``recording`` of a call never reported
+names ``call_id``); none of them changes anything. Other events may come first and in any order.
 
 Signing in a shell::
 
