@@ -4,6 +4,10 @@
   call events from a PBX or a cloud service; the provider's answer (JSON route, TwiML...).
 - ``GET /api/telephony/live``: the signed-in user's screen-pops, as server-sent events.
 - ``GET /api/telephony/lookup?number=``: who has this number (as the user may see them).
+- ``GET /api/telephony/route?number=``: the extension a PBX should ring first for a caller (the
+  known caller's owner's), for PBXs that ask from their dialplan (Asterisk's ``CURL()`` with an
+  API token): JSON ``{"extension", "user", "record"}``, or just the extension as text with
+  ``format=text`` (empty: no preference).
 - ``POST /api/telephony/calls`` (``telephony.call``): click-to-call ``{"number": ...}`` through
   the configured provider; without one, the ``tel:`` link to dial by hand.
 - ``GET /api/telephony/providers``: the providers installed, and which are configured.
@@ -16,7 +20,7 @@ import contextlib
 from typing import Any
 
 import msgspec
-from litestar import Request, get, post
+from litestar import Request, Response, get, post
 from litestar.exceptions import HTTPException
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
@@ -95,6 +99,21 @@ async def lookup(request: Request, actor: CurrentActor, deployment: CurrentDeplo
     return await service.lookup(number, actor=actor)
 
 
+@get("/api/telephony/route")
+async def route(request: Request, actor: CurrentActor, deployment: CurrentDeployment) -> Any:
+    number = request.query_params.get("number") or ""
+    service = calls_of(deployment)
+    if service.normalize(number) is None:
+        raise ValidationError([FieldError("number", "invalid", f"{number!r} is not a phone number here")])
+    found = await service.lookup(number, actor=actor)
+    client = found[0] if found else None
+    extension = await service.extension_of(client.get("owner_id")) if client else None
+    if request.query_params.get("format") == "text":
+        return Response(content=extension or "", media_type="text/plain")
+    return {"extension": extension, "user": client.get("owner_id") if client else None,
+            "record": {k: client[k] for k in ("entity", "id", "title")} if client else None}
+
+
 class PlaceCall(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: The number to call, as typed (normalised in the deployment's region).
     number: str
@@ -131,5 +150,5 @@ async def list_providers(actor: CurrentActor, deployment: CurrentDeployment) -> 
              "selected": settings.get("provider") == p.name} for p in providers_of(deployment).values()]
 
 
-ROUTES = [webhook, live, lookup, place_call, list_providers]
+ROUTES = [webhook, live, lookup, route, place_call, list_providers]
 

@@ -72,6 +72,13 @@ def test_a_known_caller_is_routed_to_the_owner_answered_and_logged(phone_client)
     incoming = client.pbx.send(event="incoming", call_id="leg-1", linked_id="call-9", **{"from": "8 (532) 123-45-67"},
                                to="+7 495 000 00 00")
     assert incoming["route"] == "201"  # the caller's owner's extension rings first
+    asked = client.get("/api/telephony/route", params={"number": "8 (532) 123-45-67"}).json()  # a dialplan asks
+    assert asked == {"extension": "201", "user": owner.id, "record": {"entity": "contact", "id": contact["id"],
+                                                                      "title": "Ivanov"}}
+    text = client.get("/api/telephony/route", params={"number": "+7 532 1234567", "format": "text"})
+    assert (text.text, text.headers["content-type"].split(";")[0]) == ("201", "text/plain")
+    assert client.get("/api/telephony/route", params={"number": "+7 999 0000000", "format": "text"}).text == ""
+    problem(client.get("/api/telephony/route", params={"number": "nobody"}), 422, "number")
     client.pbx.send(event="ringing", call_id="leg-2", linked_id="call-9", extension="202")
     client.pbx.send(event="answered", call_id="leg-2", linked_id="call-9", extension="202",
                     at="2026-11-25T10:00:00Z")

@@ -80,6 +80,16 @@ and a dialplan context for ``Originate`` (``ami_context``) that dials outside nu
     [from-internal]
     exten => _+X.,1,Dial(PJSIP/${EXTEN}@trunk,60)
     exten => _X.,1,Dial(PJSIP/${EXTEN}@trunk,60)
+
+AMI only listens; to ring the known caller's owner first, the inbound dialplan asks the CRM
+(``GET /api/telephony/route``, with an API token of a user who may read contacts)::
+
+    [from-trunk]
+    exten => _X.,1,Set(CURLOPT(httpheader)=Authorization: Bearer ${CRM_TOKEN})
+     same => n,Set(OWNER=${CURL(https://crm.example.com/api/telephony/route?format=text&number=${URIENCODE(${CALLERID(num)})})})
+     same => n,GotoIf($["${OWNER}" = ""]?queue)
+     same => n,Dial(PJSIP/${OWNER},20)
+     same => n(queue),Queue(sales)
 """
 
 from __future__ import annotations
