@@ -36,6 +36,8 @@ Fixtures:
 
 :func:`crm_user` ``(client, role=..., ...)`` adds another user (and token) to a client's
 deployment; :func:`make_user` does it on an open :class:`~crmcore.Deployment`.
+:func:`serve_app` ``(path, database_url=...)`` serves a deployment with uvicorn on a free port of
+127.0.0.1 for tests that need a real server (a browser, a PBX calling in).
 
 A plugin's own test::
 
@@ -66,6 +68,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,7 +81,8 @@ try:
 except ImportError:  # pragma: no cover - crmcore installed without its test extra
     pytest_asyncio = None
 
-__all__ = ["PostgresServer", "Backend", "CrmUser", "crm_user", "find_postgres_bin", "make_user"]
+__all__ = ["PostgresServer", "Backend", "CrmUser", "ServedApp", "crm_user", "find_postgres_bin", "make_user",
+           "serve_app"]
 
 INSTALL_HINT = (
     "PostgreSQL server binaries (initdb, pg_ctl) were not found; install them "
@@ -108,6 +112,56 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+class ServedApp:
+    """An app served by :func:`serve_app`: ``url``, ``app``, ``loop`` (the server's event loop)."""
+
+    def __init__(self, url: str, app: Any, loop: asyncio.AbstractEventLoop):
+        self.url, self.app, self.loop = url, app, loop
+
+    @property
+    def deployment(self) -> Any:
+        return self.app.state.deployment
+
+    def run(self, coro: Any, timeout: float = 60) -> Any:
+        """Await ``coro`` on the server's loop (where the deployment's connections live)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+
+@contextlib.contextmanager
+def serve_app(path: str | Path, *, database_url: str | None = None, extra_plugins: Any = (),
+              **uvicorn_options: Any) -> Iterator[ServedApp]:
+    """The deployment in ``path`` served by uvicorn on a free port of 127.0.0.1, in a thread of
+    this process (so a test can reach its deployment), until the block ends: for tests that
+    need a real server, a browser or a PBX calling in."""
+    import httpx
+    import uvicorn
+
+    from .api import create_app
+
+    app = create_app(path, database_url=database_url, extra_plugins=extra_plugins)
+    options = {"host": "127.0.0.1", "port": free_port(), "log_level": "warning", "lifespan": "on", **uvicorn_options}
+    server = uvicorn.Server(uvicorn.Config(app, **options))
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_until_complete, args=(server.serve(),), daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{options['port']}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(url + "/api/health", timeout=5).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the server did not come up")
+        time.sleep(0.05)
+    try:
+        yield ServedApp(url, app, loop)
+    finally:
+        server.should_exit = True
+        thread.join(30)
 
 
 def _run_sync(coro: Any) -> Any:

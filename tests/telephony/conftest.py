@@ -20,6 +20,20 @@ def signed(body: bytes, *, secret: str = SECRET, at: int | None = None) -> dict[
             "content-type": "application/json"}
 
 
+def _line(client, user_id: int, extension: str) -> None:
+    """Give the user an extension (a telephony_line)."""
+    answer = client.post("/api/telephony_line", json={"user": user_id, "extension": extension})
+    assert answer.status_code == 201, answer.text
+
+
+def _calls(client) -> list[dict]:
+    return client.get("/api/telephony_call", params={"sort": "id", "limit": 100}).json()["items"]
+
+
+def _tasks(client, **filters) -> list[dict]:
+    return client.get("/api/activity", params={"sort": "id", **filters}).json()["items"]
+
+
 class Pbx:
     """Posts call events to the generic webhook as a PBX would."""
 

@@ -28,24 +28,12 @@ from crmcore.testing import crm_user
 from plugins.telephony.providers.asterisk import AmiConsumer
 
 from ..conftest import crm, problem
+from .conftest import _calls, _line, _tasks
 
 AMI = Path(__file__).parent / "ami"
 RECORDINGS = "https://pbx.example.com/recordings/{file}"
 #: The recorded calls' times (timestampevents), 2026-11-25 09:00:00 UTC and after.
 T0 = 1795597200
-
-
-def _line(client, user_id: int, extension: str) -> None:
-    answer = client.post("/api/telephony_line", json={"user": user_id, "extension": extension})
-    assert answer.status_code == 201, answer.text
-
-
-def _calls(client) -> list[dict]:
-    return client.get("/api/telephony_call", params={"sort": "id", "limit": 100}).json()["items"]
-
-
-def _tasks(client, **filters) -> list[dict]:
-    return client.get("/api/activity", params={"sort": "id", **filters}).json()["items"]
 
 
 def _same_time(value: str, seconds: float) -> bool:

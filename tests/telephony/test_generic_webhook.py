@@ -13,20 +13,7 @@ from crmcore.testing import crm_user
 from plugins.telephony.calls import calls_of
 
 from ..conftest import problem
-from .conftest import WEBHOOK, signed
-
-
-def _line(client, user_id: int, extension: str) -> None:
-    answer = client.post("/api/telephony_line", json={"user": user_id, "extension": extension})
-    assert answer.status_code == 201, answer.text
-
-
-def _calls(client) -> list[dict]:
-    return client.get("/api/telephony_call", params={"sort": "id", "limit": 100}).json()["items"]
-
-
-def _tasks(client, **filters) -> list[dict]:
-    return client.get("/api/activity", params={"sort": "id", **filters}).json()["items"]
+from .conftest import WEBHOOK, _calls, _line, _tasks, signed
 
 
 def test_an_unknown_caller_becomes_a_lead_with_a_task_and_pops_up_for_the_extension(phone_client):

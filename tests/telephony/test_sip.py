@@ -9,14 +9,12 @@ Missing Kamailio or SIPp fails the test with the apt-get line that installs them
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import queue
 import secrets
 import socket
 import threading
-import time
 from typing import Any
 
 import httpx
@@ -24,7 +22,7 @@ import pytest
 
 import crmcore
 from crmcore.deployment import load_settings, save_settings
-from crmcore.testing import CrmUser, free_port, make_user
+from crmcore.testing import CrmUser, ServedApp, make_user, serve_app
 
 from .sip.lab import SipLab, missing
 
@@ -37,13 +35,13 @@ STRANGER = "+905339998877"
 class Server:
     """The app served on 127.0.0.1: ``url``, ``api`` (an admin's httpx client), ``user(role=)``."""
 
-    def __init__(self, url: str, loop: asyncio.AbstractEventLoop, app: Any, secret: str):
-        self.url, self.loop, self.app, self.secret = url, loop, app, secret
+    def __init__(self, served: ServedApp, secret: str):
+        self.served, self.url, self.app, self.secret = served, served.url, served.app, secret
         self.api: httpx.Client | None = None
 
     def run(self, coroutine) -> Any:
         """Await ``coroutine`` on the server's loop (where the deployment's connections live)."""
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(60)
+        return self.served.run(coroutine)
 
     def user(self, **options: Any) -> CrmUser:
         return self.run(make_user(self.app.state.deployment, **options))
@@ -52,10 +50,6 @@ class Server:
 @pytest.fixture
 def server(tmp_path, crm_database_url):
     """The app of a deployment with telephony on (region TR, the generic webhook's secret)."""
-    import uvicorn
-
-    from crmcore.api import create_app
-
     path = tmp_path / "crm"
     crmcore.init_deployment(path, region="TR")
     settings = load_settings(path)
@@ -63,34 +57,13 @@ def server(tmp_path, crm_database_url):
     settings.in_process_worker = False
     settings.plugin = {"telephony": {"webhook_secret": secrets.token_hex(16)}}
     save_settings(path, settings)
-    port = free_port()
-    app = create_app(path, database_url=crm_database_url)
     # A screen-pop stream left open (by a failed test) never ends by itself: cut it after a moment.
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
-                            timeout_graceful_shutdown=2)
-    uvicorn_server = uvicorn.Server(config)
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_until_complete, args=(uvicorn_server.serve(),), daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(url + "/api/health", timeout=5).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not come up"
-        time.sleep(0.05)
-    result = Server(url, loop, app, settings.plugin["telephony"]["webhook_secret"])
-    admin = result.user(role="admin")
-    try:
-        with httpx.Client(base_url=url, headers=admin.headers, timeout=30) as api:
+    with serve_app(path, database_url=crm_database_url, timeout_graceful_shutdown=2) as served:
+        result = Server(served, settings.plugin["telephony"]["webhook_secret"])
+        admin = result.user(role="admin")
+        with httpx.Client(base_url=served.url, headers=admin.headers, timeout=30) as api:
             result.api = api
             yield result
-    finally:
-        uvicorn_server.should_exit = True
-        thread.join(30)
 
 
 @pytest.fixture

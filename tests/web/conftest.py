@@ -14,20 +14,16 @@ Fixtures:
 
 from __future__ import annotations
 
-import asyncio
 import os
-import threading
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 import pytest
 
 import crmcore
 from crmcore.auth import SYSTEM
-from crmcore.testing import free_port
+from crmcore.testing import ServedApp, serve_app
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -43,8 +39,9 @@ pytestmark = pytest.mark.timeout(300)
 
 
 class Site:
-    def __init__(self, base: str, server: Any, loop: asyncio.AbstractEventLoop, app: Any):
-        self.base, self.server, self.loop, self.app = base, server, loop, app
+    def __init__(self, served: ServedApp):
+        self.served = served
+        self.base, self.app = served.url, served.app
         self.users = {name: (email, password) for name, (email, password, _) in USERS.items()}
         self.ids: dict[str, Any] = {}
 
@@ -57,7 +54,7 @@ class Site:
 
     def run(self, fn) -> Any:
         """``await fn(deployment)`` on the server's loop (where the deployment's connections live)."""
-        return asyncio.run_coroutine_threadsafe(fn(self.deployment), self.loop).result(60)
+        return self.served.run(fn(self.deployment))
 
 
 async def _prepare(dep: crmcore.Deployment) -> dict[str, Any]:
@@ -86,32 +83,9 @@ async def _prepare(dep: crmcore.Deployment) -> dict[str, Any]:
 
 
 def serve(path: Path, extra_plugins: Any = ()) -> Any:
-    """Serve the deployment in ``path`` with uvicorn in a thread; yields the :class:`Site`."""
-    import uvicorn
-
-    from crmcore.api import create_app
-
-    port = free_port()
-    app = create_app(path, database_url=f"sqlite:///{path / 'crm.db'}", extra_plugins=extra_plugins)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_until_complete, args=(server.serve(),), daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(base + "/api/health", timeout=5).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not come up"
-        time.sleep(0.05)
-    try:
-        yield Site(base, server, loop, app)
-    finally:
-        server.should_exit = True
-        thread.join(30)
+    """Serve the deployment in ``path`` (its SQLite file); yields the :class:`Site`."""
+    with serve_app(path, database_url=f"sqlite:///{path / 'crm.db'}", extra_plugins=extra_plugins) as served:
+        yield Site(served)
 
 
 @pytest.fixture(scope="module")
