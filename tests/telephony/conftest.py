@@ -55,10 +55,10 @@ class Pbx:
 def phone_client(crm_client):
     """``make(**settings)``: an admin's client of a deployment with telephony on (region TR)."""
 
-    def make(region: str = "TR", **plugin_settings):
+    def make(region: str = "TR", extra_plugins=(), **plugin_settings):
         settings = {"webhook_secret": SECRET, **plugin_settings}
         client = crm_client(plugins=["telephony"], region=region, in_process_worker=False,
-                            plugin={"telephony": settings})
+                            plugin={"telephony": settings}, extra_plugins=extra_plugins)
         client.pbx = Pbx(client)
         client.dep = client.app.state.deployment
         return client
