@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from crmcore import SYSTEM, FieldError, FieldType, ListQuery, ValidationError, normalize_phone
+from crmcore import SYSTEM, FieldError, FieldType, Forbidden, ListQuery, NotFound, ValidationError, normalize_phone
 from crmcore.automation import parse_duration
 
 from .live import LiveBus
@@ -174,7 +174,7 @@ class CallService:
             condition = {"or": [{"field": name, "op": "eq", "value": e164} for name in phones]}
             try:
                 page = await records.list(entity.name, ListQuery(filter=condition, sort=["-updated_at"], limit=5))
-            except Exception as exc:  # a type the actor may not read (or filter on) is skipped
+            except (Forbidden, ValidationError) as exc:  # a type the actor may not read (or filter on)
                 log.debug("caller lookup skips %s: %s", entity.name, exc)
                 continue
             for item in page.items:
@@ -207,7 +207,7 @@ class CallService:
             return None
         try:
             return (await self.deployment.auth.user_by_email(email))["id"]
-        except Exception:
+        except NotFound:
             log.warning("telephony default_user %r is not a user", email)
             return None
 
@@ -324,7 +324,7 @@ class CallService:
         entity = self.deployment.registry.get(client["entity"])
         try:
             record = await self.records.get(client["entity"], client["id"])
-        except Exception as exc:  # removed meanwhile: the pop still names the number
+        except (NotFound, Forbidden) as exc:  # removed meanwhile: the pop still names the number
             log.info("caller %s %s: %s", client["entity"], client["id"], exc)
             return client
         return {**client, "title": _title(entity, record)}
@@ -407,7 +407,7 @@ class CallService:
             if missed.get("callback_task"):
                 try:
                     await self.records.update("activity", missed["callback_task"], {"done": True})
-                except Exception as exc:  # removed meanwhile: the call is still marked called back
+                except (NotFound, ValidationError) as exc:  # removed meanwhile: still marked called back
                     log.info("call-back task %s of call %s: %s", missed["callback_task"], missed["id"], exc)
 
 
