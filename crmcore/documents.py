@@ -25,6 +25,8 @@ saved and when it runs). A template sees:
   and time zone. A value printed as it is shows the same way (``{{ record.amount }}`` is
   ``€2,400.00``, a datetime ``Mar 5, 2031 5:00 PM`` in the deployment's zone), an empty one as
   nothing.
+- whatever plugins add for the record's entity type through ``crm_document_context`` (the
+  invoicing plugin's ``invoice``: its computed lines, tax breakdown and parties).
 
 A syntax or runtime error is a :class:`ValidationError` naming ``body`` with ``line N: ...``;
 an attempt to reach past the sandbox (``{{ ''.__class__.__mro__ }}``) is refused the same way, as
@@ -51,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import inspect
 import re
 import time
 import traceback
@@ -520,13 +523,22 @@ class DocumentService:
                 user = {"id": found["id"], "name": found.get("name"), "email": found.get("email")}
             except NotFound:
                 pass
-        return {
+        context = {
             "record": record, "related": _Related(linked, find),
             "entity": {"name": entity.name, "label": entity.label, "label_plural": entity.label_plural},
             "settings": {name: getattr(settings, name) for name in SHOWN_SETTINGS},
             "now": self.deployment.clock.now(), "user": user,
             "template": {"name": template["name"], "label": template["label"]}, "range": range_,
         }
+        kwargs = {"template": template, "entity": entity.name, "record": record, "actor": actor,
+                  "deployment": self.deployment}
+        for impl in self.deployment.pm.hook.crm_document_context.get_hookimpls():
+            extra = impl.function(**{a: kwargs[a] for a in impl.argnames})
+            if inspect.isawaitable(extra):
+                extra = await extra
+            for name, value in (extra or {}).items():
+                context.setdefault(name, value)
+        return context
 
     async def render(
         self, name: str, entity: str, record_id: int, *, actor: Actor, format: str | None = None, pdf_a: bool = False,

@@ -349,6 +349,39 @@ def crm_timeline_items(entity, record_id, before, limit, actor, deployment):
 
 
 @hookspec
+def crm_document_context(template, entity, record, actor, deployment):
+    """Give document templates more to print about a record: an invoice's computed lines and
+    tax breakdown, a listing's photos... beside the core's ``record``, ``related``, ``settings``.
+
+    Called when a template of ``entity`` is filled, after the record was read as ``actor``.
+    Return a dict of names to add (or None; may be an awaitable). Names the core already gives
+    (``record``, ``related``, ``entity``, ``settings``, ``now``, ``user``, ``template``,
+    ``range``) are not replaced; a name two plugins give is the first plugin's. The values go
+    into the sandbox: plain dicts, lists, strings, numbers, dates. A plugin that raises fails
+    the rendering with its error (a document printed without its data would be wrong).
+
+    :param template: the template as listed (``name``, ``entity``, ``label``, ``format``).
+    :param entity: the record's entity type name.
+    :param record: the record as ``actor`` reads it.
+    :param actor: the :class:`crmcore.Actor` the document is made for.
+
+    Example::
+
+        @hookimpl
+        def crm_document_context(entity, record, actor, deployment):
+            if entity != "invoicing_invoice":
+                return None
+
+            async def lines():
+                page = await deployment.records.as_actor(actor).list("invoicing_line", ListQuery(
+                    filter={"field": "invoice", "op": "eq", "value": record["id"]}, sort=["position"], limit=500))
+                return {"lines": page.items}
+
+            return lines()
+    """
+
+
+@hookspec
 def crm_automation_actions(register, deployment):
     """Add actions automation rules can take (send a message, make a document...), beside the
     core's create_task, notify, set_field, move_stage, create_record, webhook and generate_document.

@@ -628,6 +628,32 @@ async def test_hook_crm_automation_events(make_deployment):
         await dep.automation.emit("phone.nothing", [izmir["id"]])
 
 
+async def test_hook_crm_document_context(make_deployment):
+    from crmcore.auth import SYSTEM
+
+    seen = []
+
+    async def crm_document_context(template, entity, record, actor, deployment):
+        seen.append((template["name"], entity, record["id"], actor.system))
+        if entity != "deal":
+            return None
+        return {"lines": [{"text": "Windows", "qty": 3}], "record": "not replaced"}
+
+    def also(entity):
+        return {"lines": "the first plugin's win", "signature": "<b>Demir</b>"}
+
+    dep = await make_deployment(extra_plugins=[named("lines", crm_document_context=crm_document_context),
+                                               named("sign", crm_document_context=also)])
+    deal = await dep.records.create("deal", {"name": "Windows"})
+    await dep.documents.create_template({"name": "sheet", "entity": "deal", "format": "html", "body":
+        "{{ record.name }}|{% for line in lines %}{{ line.qty }} x {{ line.text }}{% endfor %}|{{ signature }}"},
+        actor=SYSTEM)
+    content, _, _ = await dep.documents.render("sheet", "deal", deal["id"], actor=SYSTEM)
+    # Added names print (autoescaped); the core's own names and an earlier plugin's are kept.
+    assert content.decode() == "Windows|3 x Windows|&lt;b&gt;Demir&lt;/b&gt;"
+    assert ("sheet", "deal", deal["id"], True) in seen
+
+
 async def test_a_plugin_declares_hooks_for_other_plugins_and_reads_its_settings(make_deployment):
     import types
 
