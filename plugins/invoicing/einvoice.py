@@ -85,7 +85,7 @@ def _check(doc: InvoiceDocument) -> None:
                 "a positive exchange rate is needed to give the VAT total in the accounting "
                 f"currency {doc.accounting_currency} (BT-111, BR-53)")))
     if not doc.number.strip():
-        errors.append(FieldError("number", "required", "an invoice number is required (BR-2)"))
+        errors.append(FieldError("number", "required", "an invoice number is required (BR-02)"))
     if not doc.lines:
         errors.append(FieldError("lines", "required", "at least one line is required (BR-16)"))
     for index, line in enumerate(doc.lines):
@@ -97,8 +97,8 @@ def _check(doc: InvoiceDocument) -> None:
         errors.append(FieldError(f"lines[{index}].tax_category", "invalid", (
             "a line not subject to VAT (O) cannot share an e-invoice with other tax categories "
             "(BR-O-11): issue it on its own invoice")))
-    errors += _check_party(doc.seller, "seller", "seller's (BR-6)", "seller's (BR-9)")
-    errors += _check_party(doc.buyer, "buyer", "buyer's (BR-7)", "buyer's (BR-11)")
+    errors += _check_party(doc.seller, "seller", "seller's (BR-06)", "seller's (BR-09)")
+    errors += _check_party(doc.buyer, "buyer", "buyer's (BR-07)", "buyer's (BR-11)")
     if categories - {OUTSIDE_SCOPE} and not (doc.seller.vat_id or "").strip():
         errors.append(FieldError("seller.vat_id", "required", (
             f"EN 16931 requires the seller's VAT identifier on an invoice with VAT category "

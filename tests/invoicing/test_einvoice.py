@@ -308,3 +308,20 @@ def test_an_invoice_outside_the_scope_of_vat_carries_no_vat_identifiers():
     with pytest.raises(ValidationError) as refused:
         ubl_xml(mixed)
     assert [e.field for e in refused.value.errors] == ["lines[0].tax_category"]
+    with pytest.raises(ValidationError) as refused:  # no VAT id: the legal id identifies the seller
+        cii_xml(msgspec.structs.replace(doc, seller=msgspec.structs.replace(SELLER, legal_id=None)))
+    assert [e.field for e in refused.value.errors] == ["seller.legal_id"]
+
+
+def test_a_reverse_charge_invoice_needs_an_identifier_of_the_buyer():
+    doc = issue(DocumentInput(currency="EUR", lines=[
+        LineInput(description="Installation works", quantity=D(8), unit="HUR", unit_price=D("85.00"),
+                  tax_category="AE")]))
+    assert_valid(validate(cii_xml(doc), "cii"))
+    assert_valid(validate(ubl_xml(doc), "ubl"))
+    anonymous = msgspec.structs.replace(doc, buyer=msgspec.structs.replace(BUYER, vat_id=None))
+    with pytest.raises(ValidationError) as refused:
+        cii_xml(anonymous)
+    assert [e.field for e in refused.value.errors] == ["buyer.vat_id"]
+    registered = msgspec.structs.replace(anonymous.buyer, legal_id="RCS Paris 552 100 554")
+    assert_valid(validate(ubl_xml(msgspec.structs.replace(anonymous, buyer=registered)), "ubl"))
