@@ -341,15 +341,16 @@ async def openapi_json(request: Request) -> Response:
 # -- plugin routes ------------------------------------------------------------------------------
 
 
-def _guarded(route: Any, plugin: str) -> Router:
-    """Plugin routes answer 404 once their plugin is disabled (litestar cannot unregister)."""
+def _guarded(routes: list[Any], plugin: str) -> Router:
+    """A plugin's routes, in one router (so that handlers of one path, GET and PUT, share it),
+    answering 404 once the plugin is disabled (litestar cannot unregister)."""
 
     def plugin_enabled(connection: ASGIConnection, _: BaseRouteHandler) -> None:
         dep = _deployment(connection)
         if plugin and plugin not in dep.settings.plugins and plugin not in {dep.pm.get_name(e) for e in dep.extra_plugins}:
             raise NotFoundException(f"plugin {plugin!r} is not enabled")
 
-    return Router(path="/", route_handlers=[route], guards=[plugin_enabled])
+    return Router(path="/", route_handlers=routes, guards=[plugin_enabled])
 
 
 def _plugin_routes(path: Path, extra_plugins: Any = ()) -> list[tuple[str, Any]]:
@@ -401,7 +402,7 @@ def create_app(deployment_path: str | Path, *, database_url: str | None = None, 
             delete_record, restore_record, record_history, *AUTH_ROUTES,
             *PIPELINE_ROUTES, *WEBHOOK_ROUTES, *TIMELINE_ROUTES, *AUTOMATION_ROUTES, *REPORT_ROUTES,
             *DOCUMENT_ROUTES, *IMPORT_ROUTES, *BUNDLE_ROUTES, *WEB_ROUTES,
-            *[_guarded(route, plugin) for plugin, route in plugin_routes],
+            *[_guarded([r for p, r in plugin_routes if p == plugin], plugin) for plugin in dict.fromkeys(p for p, _ in plugin_routes)],
         ],
         on_startup=[startup],
         on_shutdown=[shutdown],

@@ -185,7 +185,9 @@ def _data_dict(doc: InvoiceDocument) -> dict[str, Any]:
         "BT-10": doc.buyer_reference,
         "BT-13": doc.order_reference,
         "BT-20": doc.payment.terms,
-        "BT-72": doc.delivery_date,
+        # facturx writes an empty (XSD-invalid) delivery block without one: the tax point
+        # defaults to the invoice date, as it does in law when no other is stated.
+        "BT-72": doc.delivery_date or doc.issue_date,
         "BT-83": doc.payment.remittance,
         "BT-81": doc.payment.means_code,
         "BT-84": doc.payment.iban and iban.compact(doc.payment.iban),
