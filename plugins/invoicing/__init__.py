@@ -134,3 +134,24 @@ def crm_document_context(entity, record, actor, deployment):
     from .output import document_context
 
     return document_context(deployment, entity, record, actor)
+
+
+@hookimpl
+def crm_ui_items(register, deployment):
+    from .ui import ui_items
+
+    ui_items(register, deployment)
+
+
+@hookimpl
+def crm_timeline_items(entity, record_id, before, limit, actor, deployment):
+    from .ui import timeline_items
+
+    return timeline_items(entity, record_id, before, limit, actor, deployment)
+
+
+@hookimpl
+def crm_register_reports(register):
+    from .reports import reports
+
+    reports(register)
