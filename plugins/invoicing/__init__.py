@@ -52,9 +52,10 @@ def crm_register_permissions(register):
 
 @hookimpl
 def crm_register_routes(register):
+    from .pages import PAGES
     from .routes import ROUTES
 
-    for route in ROUTES:
+    for route in [*ROUTES, *PAGES]:
         register(route)
 
 
