@@ -1,6 +1,9 @@
 """HTTP routes of the invoicing plugin (all JSON unless said; errors as problem+json naming the
 field). Numbers in bodies may be JSON numbers or strings; they are read as exact decimals.
 
+``POST /api/invoicing/preview``: what a draft would come to (lines priced, taxes, totals), saving
+nothing; ``"kind": "quote"`` prices a quote.
+
 Quotes: ``POST /api/invoicing/quotes`` (client or deal, currency, prices_include_tax,
 price_list, lines, adjustments, valid_until), ``GET|PUT /api/invoicing/quotes/{id}``,
 ``POST /api/invoicing/quotes/{id}/send|accept|decline``, ``POST /api/invoicing/quotes/{id}/invoice``
@@ -96,6 +99,13 @@ async def quote_action(quote_id: int, action: str, request: Request, actor: Curr
             raise ValidationError([FieldError("issue", "invalid", "true to issue the invoice at once")])
         return await service.invoice_from_quote(quote_id, actor=actor, issue=issue)
     raise ValidationError([FieldError("action", "invalid", "one of send, accept, decline, invoice")])
+
+
+@post("/api/invoicing/preview", status_code=200)
+async def preview(request: Request, actor: CurrentActor, deployment: CurrentDeployment) -> dict[str, Any]:
+    body = await _body(request)
+    entity = QUOTE if isinstance(body, dict) and body.pop("kind", None) == "quote" else INVOICE
+    return await invoicing_of(deployment).preview(entity, body, actor=actor)
 
 
 # -- invoices --------------------------------------------------------------------------------------
@@ -229,6 +239,6 @@ async def change_settings(request: Request, actor: CurrentActor, deployment: Cur
     return msgspec.to_builtins(await invoicing_of(deployment).settings.save(body, actor=actor))
 
 
-ROUTES = [create_quote, read_quote, change_quote, quote_action, create_invoice, read_invoice, change_invoice,
+ROUTES = [preview, create_quote, read_quote, change_quote, quote_action, create_invoice, read_invoice, change_invoice,
           invoice_action, invoice_pdf, invoice_xml, invoice_validation, record_payment, balance, commissions,
           read_settings, change_settings]

@@ -232,7 +232,9 @@ class InvoicingService:
             price = price / (1 + rate / 100)
         elif include_tax and not gross:
             price = price * (1 + rate / 100)
-        return price.quantize(Decimal("0.000001")).normalize() if price != price.to_integral() else price.quantize(Decimal(1))
+        price = price.quantize(Decimal("0.000001")).normalize()
+        minor = minor_units(currency)
+        return price.quantize(Decimal(1).scaleb(-minor)) if -price.as_tuple().exponent < minor else price
 
     async def _document_input(self, data: dict[str, Any], header: dict[str, Any], actor: Actor,
                               errors: list[FieldError]) -> tuple[DocumentInput | None, list[dict[str, Any]]]:
@@ -436,8 +438,12 @@ class InvoicingService:
         source = dict(data)
         if before is not None:  # what the change leaves out stays as it is
             if "lines" not in data:
-                source["lines"] = [{k: line.get(k) for k in ("product", *_LINE_FIELDS)} for line in await self.lines(
-                    "quote" if entity == QUOTE else "invoice", document_id, actor)]
+                # A new price list, currency or price entry re-prices the lines of products.
+                repriced = any(name in data for name in ("price_list", "currency", "prices_include_tax"))
+                source["lines"] = [
+                    {k: line.get(k) for k in ("product", *_LINE_FIELDS)
+                     if not (repriced and line.get("product") and k == "unit_price")}
+                    for line in await self.lines("quote" if entity == QUOTE else "invoice", document_id, actor)]
             if "adjustments" not in data and before.get("adjustments"):
                 source["adjustments"] = msgspec.json.decode(before["adjustments"])
         document, rows = await self._document_input(source, header, actor, errors)
@@ -457,6 +463,30 @@ class InvoicingService:
                     saved = await records.update(entity, document_id, values, version=data.get("version"))
                 await self._write_lines(kind, saved["id"], document, totals, rows, actor)
         return await self.document(entity, saved["id"], actor)
+
+    async def preview(self, entity: str, data: Any, *, actor: Actor) -> dict[str, Any]:
+        """What a draft with these header fields and lines would come to (nothing is saved):
+        each line's prices and net amount, the adjustments, tax breakdown and totals. Editors
+        show it as the user types; errors name the field as saving would."""
+        if not isinstance(data, dict):
+            raise _refuse("body", "expected an object: client, currency, lines, adjustments...")
+        errors: list[FieldError] = []
+        header = await self._header(entity, {k: v for k, v in data.items() if k != "version"}, None, actor, errors)
+        errors = [e for e in errors if e.field != "contact"]  # a client is not needed to price
+        document, _ = await self._document_input(data, header, actor, errors)
+        totals = self._compute(document, errors) if document is not None and not errors else None
+        if errors or totals is None:
+            raise ValidationError(errors)
+        currency = document.currency
+        return {
+            "currency": currency, "prices_include_tax": document.prices_include_tax,
+            "lines": [{"description": line.description, "unit_price": line.unit_price, "net_price": t.net_price,
+                       "tax_category": line.tax_category, "tax_rate": line.tax_rate, "allowance": _money(t.allowance, currency),
+                       "net_amount": _money(t.net_amount, currency)} for line, t in zip(document.lines, totals.lines)],
+            "adjustments": [msgspec.to_builtins(a) for a in totals.adjustments],
+            "tax_breakdown": msgspec.to_builtins(totals.breakdown),
+            **self._totals_values(totals, currency) | {"tax_breakdown": msgspec.to_builtins(totals.breakdown)},
+        }
 
     def _check_draft(self, entity: str, record: dict[str, Any]) -> None:
         if entity == INVOICE and record["status"] != "draft":

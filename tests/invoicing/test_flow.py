@@ -93,6 +93,19 @@ def test_deal_to_quote_to_invoice_to_pdf_to_payments(billing):
                        "open_invoices": 0}
 
 
+def test_a_preview_prices_a_draft_without_saving_it(billing):
+    client = billing()
+    product = client.product()
+    lines = [dict(QUOTE_LINES[0], product=product["id"]), *QUOTE_LINES[1:]]
+    preview = ok(client.post("/api/invoicing/preview", json={"lines": lines, "adjustments": [SHIPPING]}))
+    assert [amount(line["net_amount"]) for line in preview["lines"]] == ["300.00", "163.80", "24.70"]
+    assert preview["lines"][0]["unit_price"] == "100.00" and amount(preview["total"]) == "608.10"
+    assert [(t["rate"], t["tax"]) for t in preview["tax_breakdown"]] == [("19", "92.87"), ("7", "1.73")]
+    assert "lines[1].quantity" in problem(client.post("/api/invoicing/preview", json={"lines": [
+        lines[0], {**lines[1], "quantity": "-1"}]}))
+    assert ok(client.get("/api/invoicing_invoice"))["items"] == []
+
+
 def test_a_credit_note_corrects_an_issued_invoice(billing):
     client = billing()
     company = client.company()
