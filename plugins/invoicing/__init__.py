@@ -52,10 +52,11 @@ def crm_register_permissions(register):
 
 @hookimpl
 def crm_register_routes(register):
+    from .editor import EDITOR_ROUTES
     from .pages import PAGES
     from .routes import ROUTES
 
-    for route in [*ROUTES, *PAGES]:
+    for route in [*ROUTES, *PAGES, *EDITOR_ROUTES]:
         register(route)
 
 
@@ -139,9 +140,11 @@ def crm_document_context(entity, record, actor, deployment):
 
 @hookimpl
 def crm_ui_items(register, deployment):
+    from .editor import editor_ui_items
     from .ui import ui_items
 
     ui_items(register, deployment)
+    editor_ui_items(register)
 
 
 @hookimpl
