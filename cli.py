@@ -292,16 +292,19 @@ def _serve_commands(cli: CrmGroup) -> None:
     @click.option("--host", default="127.0.0.1", show_default=True)
     @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
     @click.option("--no-serve", is_flag=True, help="Set up the demo deployment and stop (no server).")
-    def run_demo(directory: Path, host: str, port: int, no_serve: bool) -> None:
+    @click.option("--edition", default="standard", show_default=True,
+                  help="The edition whose demo to set up (crm editions lists them), e.g. invoicing.")
+    def run_demo(directory: Path, host: str, port: int, no_serve: bool, edition: str) -> None:
         """Set up a demo deployment in DIRECTORY (default ./demo) if needed, then serve it.
 
-        The first run creates the deployment (standard edition, region TR) and loads the demo
-        data; later runs just serve it.
+        The first run creates the deployment (the standard edition, region TR, unless --edition
+        names another, which brings its own settings) and loads the edition's demo data; later
+        runs just serve it.
         """
         from crmcore.deployment import CONFIG_FILE
 
         if not (directory / CONFIG_FILE).exists():
-            _init(directory, edition="standard", **DEMO_DEFAULTS)
+            _init(directory, edition=edition, **(DEMO_DEFAULTS if edition == "standard" else {}))
             click.echo(f"Created the demo deployment in {directory}")
 
         async def fill(dep: Deployment) -> dict[str, int] | None:

@@ -24,9 +24,17 @@ async def render_page(request, template: str, status: int = 200, **context):
 
     return await page(request, template, status, **context)
 
+async def load_standard_demo(deployment: Deployment, **options) -> dict[str, int]:
+    """The standard edition's demo data (users, companies, contacts, deals, activities), for an
+    edition's demo to build on: ``counts = await load_standard_demo(deployment)``, then add its
+    own records. ``options``: ``contacts=240``, ``seed=1``, ``today=``. See :mod:`crmcore.demo`."""
+    from .demo import load_demo
+
+    return await load_demo(deployment, **options)
+
 __all__ = [
     "SYSTEM", "Actor", "Change", "Conflict", "Deployment", "DeploymentError", "Edition", "EntityType", "Field", "FieldError",
     "FieldType", "Forbidden", "ListQuery", "Money", "NotFound", "Page", "Phone", "Permission", "Pipeline", "PluginError", "PluginInfo",
     "RecordEvent", "RegistryError", "Role", "Scope", "Settings", "Stage", "TimelineItem", "UIItem", "ValidationError", "hookimpl",
-    "init_deployment", "normalize_phone", "render_page",
+    "init_deployment", "load_standard_demo", "normalize_phone", "render_page",
 ]

@@ -159,3 +159,10 @@ def crm_register_reports(register):
     from .reports import reports
 
     reports(register)
+
+
+@hookimpl
+def crm_register_editions(register):
+    from .demo import EDITION
+
+    register(EDITION)
