@@ -141,10 +141,12 @@ def crm_document_context(entity, record, actor, deployment):
 @hookimpl
 def crm_ui_items(register, deployment):
     from .editor import editor_ui_items
+    from .pages import page_ui_items
     from .ui import ui_items
 
     ui_items(register, deployment)
     editor_ui_items(register)
+    page_ui_items(register)
 
 
 @hookimpl

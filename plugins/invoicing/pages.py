@@ -2,4 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 PAGES: list = []
+
+
+def page_ui_items(register: Any) -> None:
+    return None
