@@ -74,6 +74,10 @@ class UIItem(msgspec.Struct, kw_only=True):
     #: A ``record.panel`` that shows related records its own way stands in for the core's list
     #: of them: ``"telephony_call.contact"`` (the calls whose ``contact`` is this record).
     replaces: str | None = None
+    #: Data a panel or widget template cannot read with ``records.list`` (a balance, metrics
+    #: computed in SQL): ``context(deployment=, actor=, record=, entity=)``, may be async,
+    #: returns a dict of names added to the template's (``record`` is None on the dashboard).
+    context: Callable[..., Any] | None = None
     plugin: str = ""
 
     def __post_init__(self) -> None:

@@ -172,6 +172,9 @@ def crm_ui_items(register, deployment):
     related records its own way names the core's list it stands in for, ``replaces=
     "telephony_call.contact"``. A whole page is a route (``crm_register_routes``) answering
     ``await crmcore.render_page(request, "telephony/page.html", ...)``; link it with a ``menu`` item.
+    What a template cannot read with ``records.list`` (a client's balance, metrics computed in
+    SQL) comes from the item's ``context``: ``async def context(deployment, actor, record,
+    entity)`` returning a dict of names added to the template's; read as ``actor``.
 
     :param register: ``register(item: UIItem)``.
 
@@ -181,6 +184,12 @@ def crm_ui_items(register, deployment):
         def crm_ui_items(register):
             register(UIItem(slot="record.panel", entity="contact", name="calls", label="Calls",
                             template="telephony/calls_panel.html", replaces="telephony_call.contact"))
+
+            async def minutes(deployment, actor, record, entity):
+                return {"minutes": await talk_minutes(deployment, actor, entity, record["id"])}
+
+            register(UIItem(slot="record.panel", entity="contact", name="talk_time", label="Talk time",
+                            template="telephony/talk_time.html", context=minutes))
             register(UIItem(slot="menu", name="calls", label="Calls", url="/telephony/calls"))
     """
 

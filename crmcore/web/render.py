@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import inspect
 import io
 import logging
 import zoneinfo
@@ -329,7 +330,14 @@ async def page(request: Request, template: str, status: int = 200, *, plugin_ite
 async def _render_item(values: dict[str, Any], item: UIItem) -> Markup:
     env = environment(values["deployment"], values["locale"])
     try:
-        return Markup(await env.get_template(item.template).render_async({**values, "item": item}))
+        extra: Any = {}
+        if item.context is not None:
+            entity = values.get("entity")
+            extra = item.context(deployment=values["deployment"], actor=values["actor"], record=values.get("record"),
+                                 entity=getattr(entity, "name", entity))
+            if inspect.isawaitable(extra):
+                extra = await extra
+        return Markup(await env.get_template(item.template).render_async({**values, **(extra or {}), "item": item}))
     except Exception:
         log.exception("the template %r of plugin %r failed", item.template, item.plugin)
         message = gettext_for(values["locale"])("This panel could not be shown.")

@@ -114,6 +114,7 @@ def test_the_client_card_shows_the_plugins_panel_and_action_and_related_deals(pa
     panel = page.locator('section.plugin-panel[data-slot="record.panel"][data-panel="loyalty"]')
     assert panel.locator("h2").inner_text() == "Loyalty card"
     expect(page.get_by_test_id("sample-panel")).to_contain_text(f"Loyalty points of Yılmaz: {contact * 10}")
+    assert page.get_by_test_id("sample-context").inner_text() == "contact: 4 deals"  # the item's context, as admin
     action = page.get_by_role("link", name="Send greeting")
     assert action.get_attribute("href") == f"/sample/greet?entity=contact&id={contact}"
     deals = page.locator('section.related[data-related="deal"]')

@@ -4,7 +4,7 @@ by convention (``templates/``, ``static/``)."""
 
 from litestar import Request, Response, get
 
-from crmcore import UIItem, render_page
+from crmcore import ListQuery, UIItem, render_page
 from crmcore.hookspecs import hookimpl
 from crmcore.plugins import PluginInfo
 
@@ -14,12 +14,19 @@ PLUGIN = PluginInfo(name="sample", version="1.0", description="UI slots for the 
 @hookimpl
 def crm_ui_items(register):
     register(UIItem(slot="record.panel", entity="contact", name="loyalty", label="Loyalty card",
-                    template="sample/panel.html"))
+                    template="sample/panel.html", context=_loyalty))
     register(UIItem(slot="record.action", entity="contact", name="greet", label="Send greeting",
                     url="/sample/greet"))
     register(UIItem(slot="menu", name="sample-page", label="Sample page", url="/sample/page"))
     register(UIItem(slot="dashboard.widget", name="sample-widget", label="Sample widget",
                     template="sample/widget.html"))
+
+
+async def _loyalty(deployment, actor, record, entity):
+    """The panel's context: what the reader may see of the contact's open deals."""
+    deals = await deployment.records.as_actor(actor).list("deal", ListQuery(
+        filter={"field": "contact", "op": "eq", "value": record["id"]}, limit=1, count=True))
+    return {"points": record["id"] * 10, "deals": deals.total, "entity_name": entity}
 
 
 @get("/sample/page", include_in_schema=False)
