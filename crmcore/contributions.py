@@ -72,8 +72,9 @@ class UIItem(msgspec.Struct, kw_only=True):
     url: str | None = None
     order: int = 100
     #: A ``record.panel`` that shows related records its own way stands in for the core's list
-    #: of them: ``"telephony_call.contact"`` (the calls whose ``contact`` is this record).
-    replaces: str | None = None
+    #: of them: ``"telephony_call.contact"`` (the calls whose ``contact`` is this record), or
+    #: several: ``("invoicing_line.invoice", "invoicing_payment.invoice")``.
+    replaces: str | tuple[str, ...] | None = None
     #: Data a panel or widget template cannot read with ``records.list`` (a balance, metrics
     #: computed in SQL): ``context(deployment=, actor=, record=, entity=)``, may be async,
     #: returns a dict of names added to the template's (``record`` is None on the dashboard).
@@ -83,3 +84,10 @@ class UIItem(msgspec.Struct, kw_only=True):
     def __post_init__(self) -> None:
         if self.slot not in UI_SLOTS:
             raise ValueError(f"UI item {self.name!r}: unknown slot {self.slot!r}; slots: {', '.join(UI_SLOTS)}")
+
+    @property
+    def replaced(self) -> tuple[str, ...]:
+        """The core's related lists this item stands in for (``entity.field`` names)."""
+        if self.replaces is None:
+            return ()
+        return (self.replaces,) if isinstance(self.replaces, str) else tuple(self.replaces)

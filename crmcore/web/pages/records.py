@@ -432,7 +432,7 @@ async def _record_page(request: Request, entity_name: str, record_id: int, *, st
         title=record_title(entity, record), groups=grouped(fields), fields_by_name={f.name: f for f in fields},
         titles=await _titles(dep, actor, entity, record, fields), may_edit=may_edit,
         may_delete=_scope_reaches(actor, entity.name, "delete", record),
-        related=await _related(dep, actor, entity, record, {i.replaces for i in panels if i.replaces}),
+        related=await _related(dep, actor, entity, record, {name for i in panels for name in i.replaced}),
         timeline=await _timeline(request, entity, record_id),
         panels=panels, plugin_items=panels,
         actions=sorted((i for i in items if i.slot == "record.action" and i.url), key=lambda i: (i.order, i.label)),
