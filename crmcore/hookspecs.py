@@ -441,12 +441,14 @@ def crm_register_reports(register, deployment):
     """Declare reports: saved report definitions shipped with the plugin, listed and run beside
     the core's built-in ones (``/api/reports``, ``crm reports``, ``/reports``).
 
-    :param register: ``register(definition: dict)``; the definition takes the keys of a saved
-        report (``name``, ``label``, ``description``, ``entity``, ``filter``, ``group_by``,
-        ``measures``, ``sort``, ``limit``, ``chart``; see :mod:`crmcore.reports`) and is checked
-        as one: after a bad definition the plugin's reports are left out and the error, naming
-        the key, is logged; the other reports still work. The name is prefixed with
-        the plugin's (``by_city`` in plugin ``estate`` is run as ``estate.by_city``).
+    :param register: ``register(definition: dict, *, make=None)``; the definition takes the keys
+        of a saved report (``name``, ``label``, ``description``, ``entity``, ``filter``,
+        ``group_by``, ``measures``, ``sort``, ``limit``, ``chart``; see :mod:`crmcore.reports`)
+        and is checked as one: after a bad definition the plugin's reports are left out and the
+        error, naming the key, is logged; the other reports still work. The name is prefixed
+        with the plugin's (``by_city`` in plugin ``estate`` is run as ``estate.by_city``).
+        ``make(now)`` (``now`` a UTC datetime) gives the definition again at each run, for
+        periods relative to today ("overdue by 1-30 days"); ``definition`` is what is listed.
     :param deployment: the :class:`crmcore.Deployment` the reports are listed for.
 
     Example::

@@ -350,14 +350,19 @@ class ReportService:
                 found[builtin.definition["name"]] = builtin
 
             def make(plugin: str) -> dict[str, Any]:
-                def register(definition: dict[str, Any]) -> None:
+                def register(definition: dict[str, Any], *,
+                             make: Callable[[dt.datetime], dict[str, Any]] | None = None) -> None:
                     if not isinstance(definition, dict) or not isinstance(definition.get("name"), str):
                         raise ValueError("a report definition is a dict with a name")
                     name = definition["name"] if plugin == "core" else f"{plugin}.{definition['name']}"
                     if name in found:
                         raise ValueError(f"report {name!r} is already declared")
                     clean = self.validate({**definition, "name": definition["name"]})
-                    found[name] = Builtin({**clean, "name": name}, plugin)
+                    made = None
+                    if make is not None:
+                        def made(now: dt.datetime, make=make, raw=definition["name"], name=name) -> dict[str, Any]:
+                            return {**self.validate({**make(now), "name": raw}), "name": name}
+                    found[name] = Builtin({**clean, "name": name}, plugin, make=made)
                 return {"register": register, "deployment": self.deployment}
 
             # Plugin by plugin: a broken plugin's reports are missing (logged), the others listed.

@@ -157,10 +157,10 @@ def crm_timeline_items(entity, record_id, before, limit, actor, deployment):
 
 
 @hookimpl
-def crm_register_reports(register):
+def crm_register_reports(register, deployment):
     from .reports import reports
 
-    reports(register)
+    reports(register, deployment)
 
 
 @hookimpl
