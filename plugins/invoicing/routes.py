@@ -17,7 +17,8 @@ only change), ``POST .../issue`` (``issue_date``, ``exchange_rate``), ``.../send
 schematrons).
 
 Payments and accounts: ``POST /api/invoicing/payments``, ``GET /api/invoicing/balance?contact=``
-(or ``company=``), ``GET /api/invoicing/commissions?from=&to=``, ``GET /api/invoicing/aging``.
+(or ``company=``), ``GET /api/invoicing/commissions?from=&to=``. Revenue, outstanding and aging are reports
+(``/api/reports/invoicing.aging/run``..., see :mod:`.reports`).
 Seller settings: ``GET|PUT /api/invoicing/settings``.
 """
 
