@@ -45,7 +45,9 @@
     if (!form) return;
     event.preventDefault();
     const body = {};
-    for (const [name, value] of new FormData(form)) if (value !== "") body[name] = value;
+    for (const [name, value] of new FormData(form)) {  // ids go as numbers; amounts stay exact strings
+      if (value !== "") body[name] = form.elements[name].dataset.integer !== undefined ? Number(value) : value;
+    }
     await call(form, form.dataset.invoicingForm, body);
   });
 
