@@ -1,0 +1,126 @@
+"""The invoicing plugin's pages in a real browser: the overview's receivables per currency
+within the reader's scope, the latest and overdue invoices."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+import crmcore
+from crmcore import SYSTEM
+
+from ..invoicing.conftest import SELLER
+from .conftest import _prepare, login, serve, shot
+
+#: A name a spreadsheet would run as a formula: the CSV must keep it as text.
+MANAGER = '=HYPERLINK("https://evil.example")'
+
+
+async def _billing(dep: crmcore.Deployment, ids: dict) -> dict:
+    """Invoices of three owners (amounts net, 19 % tax on top), two of them past due; payments
+    today, one paying too much, its credit then applied to another invoice; a 10 % commission
+    rule for everyone."""
+    from plugins.invoicing.entities import COMMISSION
+    from plugins.invoicing.service import invoicing_of
+
+    service = invoicing_of(dep)
+    await service.settings.save(SELLER, actor=SYSTEM)
+    manager = await dep.auth.create_user(name=MANAGER, email="manager@example.com", password="manager password 123",
+                                         role="sales_manager", teams=["Sales"], actor=SYSTEM)
+    client = await dep.records.create("company", {"name": "Client SARL", "country": "FR", "city": "Lyon",
+                                                  "vat_id": "FR40303265045", "owner_id": ids["agent"]})
+    today = service.today()
+
+    async def invoice(owner: int, net: str, issued: dt.date, due: dt.date | None = None, currency: str = "EUR",
+                      rate: str | None = None) -> int:
+        draft = await service.create_invoice({"company": client["id"], "currency": currency, "owner_id": owner,
+                                              "due_date": due and due.isoformat(), "lines": [
+                                                  {"description": "Windows", "quantity": 1, "unit_price": net,
+                                                   "tax_category": "S", "tax_rate": "19"}]}, actor=SYSTEM)
+        return (await service.issue(draft["id"], actor=SYSTEM, issue_date=issued.isoformat(), exchange_rate=rate))["id"]
+
+    days = dt.timedelta(days=1)
+    made = {
+        "late": await invoice(ids["admin"], "1000.00", today - 40 * days, today - 10 * days),  # 1190.00
+        "part": await invoice(manager["id"], "500.00", today),  # 595.00
+        "paid": await invoice(ids["agent"], "200.00", today),  # 238.00
+        "agent_late": await invoice(ids["agent"], "100.00", today - 30 * days, today - 5 * days),  # 119.00
+        "usd": await invoice(ids["admin"], "300.00", today, currency="USD", rate="0.9"),  # 357.00
+    }
+    await service.mark_overdue(made["late"])  # as the overdue job does; agent_late is left to the due date
+    await service.record_payment({"invoice": made["part"], "amount": "95.00"}, actor=SYSTEM)
+    await service.record_payment({"invoice": made["paid"], "amount": "250.00"}, actor=SYSTEM)  # 12.00 too much
+    await service.apply_credit(made["agent_late"], actor=SYSTEM)  # 119.00 - 12.00: 107.00 left
+    await dep.records.create(COMMISSION, {"rate": "10"})
+    numbers = {name: (await dep.records.get("invoicing_invoice", record_id))["number"] for name, record_id in made.items()}
+    return {"invoices": made, "numbers": numbers, "manager": manager["id"]}
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ui") / "billing"
+    crmcore.init_deployment(path, region="DE", currency="EUR", timezone="Europe/Berlin", in_process_worker=False)
+    settings = crmcore.deployment.load_settings(path)
+    settings.plugins = ["invoicing"]
+    crmcore.deployment.save_settings(path, settings)
+    for result in serve(path):
+        result.ids = result.run(_prepare)
+        result.ids.update(result.run(lambda dep: _billing(dep, result.ids)))
+        yield result
+
+
+def _figures(page, currency: str) -> dict[str, tuple[str, str]]:
+    card = page.locator(f"[data-currency={currency}]")
+    return {name: (card.locator(f"[data-figure={name}] strong").inner_text(),
+                   card.locator(f"[data-figure={name}] [data-count]").inner_text())
+            for name in ("outstanding", "overdue", "received")}
+
+
+def _rows(page, table: str) -> list[list[str]]:
+    return [[cell.strip() for cell in row.locator("td").all_inner_texts()]
+            for row in page.locator(f"#{table} tbody tr").all()]
+
+
+def test_the_overview_sums_what_clients_owe_per_currency(page, site):
+    numbers = site.ids["numbers"]
+    login(page, site, "admin", "/")
+    with page.expect_navigation():
+        page.locator("nav.side").get_by_role("link", name="Invoicing").click()
+    assert page.url == site.url("/invoicing")
+    # Open: late 1190.00 + part 595.00 - 95.00 + agent_late 119.00 - 12.00; overdue: late and agent_late.
+    # Received: 95.00 + 250.00; the credit applied is not money coming in again.
+    assert _figures(page, "EUR") == {"outstanding": ("€1,797.00", "3 open invoices"),
+                                     "overdue": ("€1,297.00", "2 invoices"),
+                                     "received": ("€345.00", "2 payments")}
+    assert _figures(page, "USD") == {"outstanding": ("$357.00", "1 open invoice"), "overdue": ("$0.00", "0 invoices"),
+                                     "received": ("$0.00", "0 payments")}
+    overdue = _rows(page, "overdue-invoices")
+    assert [row[0] for row in overdue] == [numbers["late"], numbers["agent_late"]]  # the longest overdue first
+    assert [row[-1] for row in overdue] == ["overdue · 10 days", "overdue · 5 days"]
+    latest = {row[0]: row for row in _rows(page, "latest-invoices")}
+    assert set(latest) == set(numbers.values())
+    part = latest[numbers["part"]]
+    assert part[1] == "Client SARL" and part[4:] == ["€595.00", "€500.00", "partially paid"]
+    assert latest[numbers["paid"]][-3:] == ["€238.00", "€0.00", "paid"]
+    assert latest[numbers["agent_late"]][-1] == "overdue · 5 days"  # past its due date, not yet marked
+    links = page.locator(".quick-links a")
+    hrefs = [links.nth(i).get_attribute("href") for i in range(links.count())]
+    assert {"/invoicing_invoice", "/invoicing_quote", "/invoicing_payment", "/invoicing_product",
+            "/invoicing_price_list"} <= set(hrefs)
+    shot(page, "invoicing-overview")
+    with page.expect_navigation():
+        page.locator("#latest-invoices").get_by_role("link", name=numbers["usd"]).click()
+    assert page.url == site.url(f"/invoicing_invoice/{site.ids['invoices']['usd']}")
+
+
+def test_an_agent_sees_only_their_own_invoices(page, site):
+    numbers = site.ids["numbers"]
+    login(page, site, "agent", "/invoicing")
+    assert _figures(page, "EUR") == {"outstanding": ("€107.00", "1 open invoice"), "overdue": ("€107.00", "1 invoice"),
+                                     "received": ("€0.00", "0 payments")}  # payments belong to whoever recorded them
+    assert page.locator("[data-currency=USD]").count() == 0
+    assert sorted(row[0] for row in _rows(page, "latest-invoices")) == sorted([numbers["paid"], numbers["agent_late"]])
+    main = page.locator("main").inner_text()
+    assert not any(numbers[name] in main for name in ("late", "part", "usd"))
+    shot(page, "invoicing-overview-agent")
