@@ -2,7 +2,10 @@
 
 - ``/invoicing``: the overview. Per currency, what clients still owe on open invoices, the part
   past its due date, and what came in this month; the latest invoices and the longest overdue;
-  links to the plugin's lists and reports.
+  links to the plugin's lists, reports and commissions.
+- ``/invoicing/commissions?from=&to=`` (``invoicing.commissions``): commissions per employee on
+  what was paid in a period (default: this month); ``&format=csv`` (or ``xlsx``) downloads the
+  table as the core's report exports do.
 
 Everything is read as the signed-in user: the sums by the core's report runner (one SQL
 ``GROUP BY`` within the user's scope), the lists by the records service.
@@ -17,11 +20,13 @@ from typing import Any
 from litestar import Request, Response, get
 
 import crmcore
-from crmcore import Actor, Deployment, Forbidden, ListQuery, UIItem
+from crmcore import Actor, Deployment, FieldError, Forbidden, ListQuery, UIItem, ValidationError
 from crmcore.api import CurrentActor, CurrentDeployment
+from crmcore.reports import to_csv, to_xlsx
 from crmcore.web.fields import can, relation_titles
 
 from .entities import COMMISSION, INVOICE, PAYMENT, PRICE_LIST, PRODUCT, QUOTE, RATE
+from .routes import _date_param
 from .service import OPEN, invoicing_of
 
 __all__ = ["PAGES", "page_ui_items"]
@@ -37,6 +42,11 @@ _ZERO = {"open": 0, "outstanding": Decimal(0), "overdue": 0, "overdue_amount": D
 
 def page_ui_items(register: Any) -> None:
     register(UIItem(slot="menu", name="invoicing", label="Invoicing", url="/invoicing"))
+
+
+def _need(actor: Actor, permission: str) -> None:
+    if not actor.has(permission):
+        raise Forbidden(f"this page needs the {permission} permission")
 
 
 # -- the overview ----------------------------------------------------------------------------------
@@ -82,7 +92,72 @@ async def overview(request: Request, actor: CurrentActor, deployment: CurrentDep
         request, "invoicing/page_overview.html", today=today, open_statuses=OPEN,
         accounts=await _accounts(deployment, actor, today), latest=latest, overdue=overdue,
         titles=await relation_titles(deployment, actor, deployment.registry.get(INVOICE), latest + overdue),
-        lists=[deployment.registry.get(name) for name in _LISTS if can(actor, name, "read")], reports=reports)
+        lists=[deployment.registry.get(name) for name in _LISTS if can(actor, name, "read")], reports=reports,
+        may_commissions=actor.has("invoicing.commissions"))
 
 
-PAGES = [overview]
+# -- commissions -----------------------------------------------------------------------------------
+
+
+#: The commissions table, as the core's CSV and XLSX writers take a report's columns.
+_COMMISSION_COLUMNS = [
+    {"key": "employee", "label": "Employee", "kind": "group", "bucket": None},
+    {"key": "currency", "label": "Currency", "kind": "currency", "bucket": None},
+    {"key": "paid_net", "label": "Paid net", "kind": "measure", "bucket": None},
+    {"key": "commission", "label": "Commission", "kind": "measure", "bucket": None},
+]
+_XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+def _presets(today: dt.date) -> list[tuple[str, dt.date, dt.date]]:
+    month = today.replace(day=1)
+    last_month = (month - dt.timedelta(days=1)).replace(day=1)
+    quarter = month.replace(month=(month.month - 1) // 3 * 3 + 1)
+    return [("This month", month, today), ("Last month", last_month, month - dt.timedelta(days=1)),
+            ("This quarter", quarter, today), ("This year", month.replace(month=1), today)]
+
+
+def _download(rows: list[dict[str, Any]], start: dt.date, end: dt.date, form: str) -> Response:
+    result = {"name": f"commissions_{start}_{end}", "label": "Commissions", "columns": _COMMISSION_COLUMNS,
+              "rows": rows, "labels": {}}
+    content = to_csv(result).encode() if form == "csv" else to_xlsx(result)
+    return Response(content=content, media_type="text/csv; charset=utf-8" if form == "csv" else _XLSX,
+                    headers={"content-disposition": f'attachment; filename="{result["name"]}.{form}"'})
+
+
+@get("/invoicing/commissions", include_in_schema=False)
+async def commissions(request: Request, actor: CurrentActor, deployment: CurrentDeployment) -> Response:
+    _need(actor, "invoicing.commissions")
+    service = invoicing_of(deployment)
+    today = service.today()
+    period: dict[str, dt.date] = {}
+    errors: list[FieldError] = []
+    for name, default in (("from", today.replace(day=1)), ("to", today)):
+        try:
+            period[name] = _date_param(request, name, default)
+        except ValidationError as exc:
+            errors += exc.errors
+    if not errors and period["to"] < period["from"]:
+        errors.append(FieldError("to", "invalid", "the period ends on or after its start"))
+    values = {name: request.query_params.get(name) or str(period.get(name, "")) for name in ("from", "to")}
+    context = {"values": values, "errors": errors, "presets": _presets(today), "rows": [], "totals": []}
+    if errors:
+        return await crmcore.render_page(request, "invoicing/page_commissions.html", 422, **context)
+    found = await service.commissions(actor=actor, start=period["from"], end=period["to"])
+    # The rows name users as commission rules do: their titles come the same way.
+    names = await relation_titles(deployment, actor, deployment.registry.get(COMMISSION), found)
+    rows = [{"employee": names.get(("user", row["user"])) or (f"#{row['user']}" if row["user"] else "no owner"),
+             "currency": row["currency"], "paid_net": row["paid_net"], "commission": row["commission"]} for row in found]
+    form = request.query_params.get("format")
+    if form in ("csv", "xlsx"):
+        return _download(rows, period["from"], period["to"], form)
+    totals: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        total = totals.setdefault(row["currency"], {"currency": row["currency"], "paid_net": 0, "commission": 0})
+        total["paid_net"] += row["paid_net"]
+        total["commission"] += row["commission"]
+    context.update(rows=rows, totals=[totals[c] for c in sorted(totals)])
+    return await crmcore.render_page(request, "invoicing/page_commissions.html", **context)
+
+
+PAGES = [overview, commissions]

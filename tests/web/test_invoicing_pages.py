@@ -1,9 +1,12 @@
 """The invoicing plugin's pages in a real browser: the overview's receivables per currency
-within the reader's scope, the latest and overdue invoices."""
+within the reader's scope, the latest and overdue invoices; commissions per employee and their
+CSV."""
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 
 import pytest
 
@@ -106,8 +109,8 @@ def test_the_overview_sums_what_clients_owe_per_currency(page, site):
     assert latest[numbers["agent_late"]][-1] == "overdue · 5 days"  # past its due date, not yet marked
     links = page.locator(".quick-links a")
     hrefs = [links.nth(i).get_attribute("href") for i in range(links.count())]
-    assert {"/invoicing_invoice", "/invoicing_quote", "/invoicing_payment", "/invoicing_product",
-            "/invoicing_price_list"} <= set(hrefs)
+    assert {"/invoicing_invoice", "/invoicing_quote", "/invoicing_payment", "/invoicing_product", "/invoicing_price_list",
+            "/invoicing/commissions"} <= set(hrefs)
     shot(page, "invoicing-overview")
     with page.expect_navigation():
         page.locator("#latest-invoices").get_by_role("link", name=numbers["usd"]).click()
@@ -124,3 +127,45 @@ def test_an_agent_sees_only_their_own_invoices(page, site):
     main = page.locator("main").inner_text()
     assert not any(numbers[name] in main for name in ("late", "part", "usd"))
     shot(page, "invoicing-overview-agent")
+    # Commissions are not theirs.
+    assert page.locator('.quick-links a[href^="/invoicing/"]').count() == 0
+    answer = page.goto(site.url("/invoicing/commissions"))
+    assert answer.status == 403 and "invoicing.commissions" in page.locator("main").inner_text()
+
+
+def test_commissions_per_employee_and_their_csv(page, site):
+    login(page, site, "admin", "/invoicing")
+    with page.expect_navigation():
+        page.locator(".quick-links").get_by_role("link", name="Commissions").click()
+    today = dt.date.fromisoformat(page.locator("#period-to").input_value())
+    assert page.locator("#period-from").input_value() == today.replace(day=1).isoformat()
+    # 10 % of the net paid: the agent's 200.00 paid in full and 12.00 of 119.00 of 100.00 (10.084); the
+    # manager's 95.00 of 595.00 of 500.00 (79.832).
+    assert _rows(page, "commissions") == [["Agent", "EUR", "€210.08", "€21.01"], [MANAGER, "EUR", "€79.83", "€7.98"]]
+    assert page.locator("#commissions tfoot td").all_inner_texts() == ["EUR", "€289.91", "€28.99"]
+    shot(page, "invoicing-commissions")
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download CSV").click()
+    assert download.value.suggested_filename == f"commissions_{today.replace(day=1)}_{today}.csv"
+    rows = list(csv.reader(io.StringIO(open(download.value.path(), encoding="utf-8").read())))
+    assert rows == [["employee", "currency", "paid_net", "commission"], ["Agent", "EUR", "210.08", "21.01"],
+                    ["'" + MANAGER, "EUR", "79.83", "7.98"]]
+    # Last month had no payments.
+    with page.expect_navigation():
+        page.get_by_role("link", name="Last month").click()
+    assert page.locator("#commissions").count() == 0 and "No commissions" in page.locator("main").inner_text()
+
+
+def test_a_bad_period_comes_back_naming_the_field(page, site):
+    login(page, site, "admin", "/invoicing/commissions")
+    answer = page.goto(site.url("/invoicing/commissions?from=2026-02-30&to=2026-03-31"))
+    assert answer.status == 422
+    assert page.locator("#period-from").get_attribute("aria-invalid") == "true"
+    assert page.locator("#period-from + .field-error").inner_text() == "a date as YYYY-MM-DD"
+    assert page.locator("#period-from").input_value() == "" and page.locator("#period-to").input_value() == "2026-03-31"
+    answer = page.goto(site.url("/invoicing/commissions?from=2026-03-31&to=2026-03-01"))
+    assert answer.status == 422
+    assert page.locator("#period-to + .field-error").inner_text() == "the period ends on or after its start"
+    assert page.locator("#commissions").count() == 0
+    shot(page, "invoicing-commissions-bad-period")
+
