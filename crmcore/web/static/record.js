@@ -1,6 +1,8 @@
 // The record page and the record forms: relation search boxes, inline edits (PATCH with the
 // version read; a 409 shows what changed and never overwrites silently), the quick activity
 // forms and the timeline's "more". Everything here enhances pages that work without it.
+// A page that adds relation widgets later (a plugin's editor) enhances them with
+// crm.enhanceRelations(node); a widget's hidden id input fires "change" when the record picked changes.
 "use strict";
 (() => {
   const root = document.getElementById("record");
@@ -62,11 +64,14 @@
     };
     const resolve = () => {
       const typed = search.value.trim();
+      const before = idInput.value;
       if (!typed) idInput.value = "";
       else if (known.has(typed)) idInput.value = known.get(typed);
       else if (/^#?\d+$/.test(typed)) idInput.value = typed.replace("#", "");
       else idInput.value = typed;  // not a suggestion: the server says what is wrong
       search.setCustomValidity("");
+      // the suggestions may resolve the typed title after the last keystroke: say so
+      if (idInput.value !== before) idInput.dispatchEvent(new Event("change", {bubbles: true}));
     };
     let timer = null;
     let asked = 0;
@@ -98,6 +103,7 @@
     box.append(list);
   }
   const enhanceRelations = (scope) => scope.querySelectorAll(".relation").forEach(enhanceRelation);
+  crm.enhanceRelations = enhanceRelations;
 
   // -- fetching the page again, to show values as the server formats them -----------------------
   async function fetchPage(url) {
