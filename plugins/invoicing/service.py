@@ -363,7 +363,7 @@ class InvoicingService:
                       errors: list[FieldError]) -> dict[str, Any]:
         """The header fields of a quote or invoice as given (a draft's current ones kept)."""
         allowed = {"deal", "contact", "company", "currency", "prices_include_tax", "price_list", "notes", "lines",
-                   "adjustments", "owner_id"}
+                   "adjustments", "owner_id", "version"}  # version: the draft as read (stale: 409)
         allowed |= {"valid_until", "issue_date"} if entity == QUOTE else {
             "due_date", "delivery_date", "buyer_reference", "order_reference", "payment_terms"}
         for key in data:
