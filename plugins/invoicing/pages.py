@@ -2,10 +2,12 @@
 
 - ``/invoicing``: the overview. Per currency, what clients still owe on open invoices, the part
   past its due date, and what came in this month; the latest invoices and the longest overdue;
-  links to the plugin's lists, reports and commissions.
+  links to the plugin's lists, reports, commissions and settings.
 - ``/invoicing/commissions?from=&to=`` (``invoicing.commissions``): commissions per employee on
   what was paid in a period (default: this month); ``&format=csv`` (or ``xlsx``) downloads the
   table as the core's report exports do.
+- ``/invoicing/settings`` (``invoicing.settings``): the seller's settings, saved through the
+  service with the API's checks; refused input comes back with each message next to its field.
 
 Everything is read as the signed-in user: the sums by the core's report runner (one SQL
 ``GROUP BY`` within the user's scope), the lists by the records service.
@@ -17,7 +19,9 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
-from litestar import Request, Response, get
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.response import Redirect
 
 import crmcore
 from crmcore import Actor, Deployment, FieldError, Forbidden, ListQuery, UIItem, ValidationError
@@ -26,8 +30,10 @@ from crmcore.reports import to_csv, to_xlsx
 from crmcore.web.fields import can, relation_titles
 
 from .entities import COMMISSION, INVOICE, PAYMENT, PRICE_LIST, PRODUCT, QUOTE, RATE
+from .model import TAX_CATEGORIES
 from .routes import _date_param
 from .service import OPEN, invoicing_of
+from .settings import SellerSettings, check
 
 __all__ = ["PAGES", "page_ui_items"]
 
@@ -93,7 +99,7 @@ async def overview(request: Request, actor: CurrentActor, deployment: CurrentDep
         accounts=await _accounts(deployment, actor, today), latest=latest, overdue=overdue,
         titles=await relation_titles(deployment, actor, deployment.registry.get(INVOICE), latest + overdue),
         lists=[deployment.registry.get(name) for name in _LISTS if can(actor, name, "read")], reports=reports,
-        may_commissions=actor.has("invoicing.commissions"))
+        may_commissions=actor.has("invoicing.commissions"), may_settings=actor.has("invoicing.settings"))
 
 
 # -- commissions -----------------------------------------------------------------------------------
@@ -160,4 +166,62 @@ async def commissions(request: Request, actor: CurrentActor, deployment: Current
     return await crmcore.render_page(request, "invoicing/page_commissions.html", **context)
 
 
-PAGES = [overview, commissions]
+# -- seller settings -------------------------------------------------------------------------------
+
+
+_SETTINGS = msgspec.structs.fields(SellerSettings)
+_WHOLE_NUMBERS = tuple(f.name for f in _SETTINGS if f.type is int)
+#: Text settings that are never empty (the service refuses them blank; the others may be cleared).
+_NEVER_EMPTY = tuple(f.name for f in _SETTINGS if f.type is str)
+
+
+def _settings_input(form: Any, current: dict[str, Any]) -> tuple[dict[str, Any], list[FieldError]]:
+    """The settings a form posts, typed, and what is wrong with them before the service looks."""
+    changes: dict[str, Any] = {}
+    errors: list[FieldError] = []
+    for field in _SETTINGS:
+        text = (form.get(field.name) or "").strip()
+        if field.name in _WHOLE_NUMBERS:
+            try:
+                changes[field.name] = int(text)
+            except ValueError:
+                errors.append(FieldError(field.name, "invalid", "a whole number"))
+        elif text or field.name not in _NEVER_EMPTY:
+            changes[field.name] = text
+        elif current[field.name]:
+            errors.append(FieldError(field.name, "required", "this cannot be empty"))
+    return changes, errors
+
+
+async def _settings_form(request: Request, status: int = 200, **context: Any) -> Response:
+    return await crmcore.render_page(request, "invoicing/page_settings.html", status, tax_categories=TAX_CATEGORIES,
+                                     **{"errors": [], "saved": False, **context})
+
+
+@get("/invoicing/settings", include_in_schema=False)
+async def settings_page(request: Request, actor: CurrentActor, deployment: CurrentDeployment) -> Response:
+    _need(actor, "invoicing.settings")
+    values = msgspec.to_builtins(await invoicing_of(deployment).settings.load())
+    return await _settings_form(request, values=values, saved=request.query_params.get("saved") == "1")
+
+
+@post("/invoicing/settings", include_in_schema=False, status_code=303)
+async def settings_save(request: Request, actor: CurrentActor, deployment: CurrentDeployment) -> Response:
+    _need(actor, "invoicing.settings")
+    store = invoicing_of(deployment).settings
+    current = msgspec.to_builtins(await store.load())
+    form = await request.form()
+    changes, errors = _settings_input(form, current)
+    try:
+        if errors:
+            check({**current, **changes})  # name every other mistake at once; nothing is saved
+        else:
+            await store.save(changes, actor=actor)
+    except ValidationError as exc:
+        errors += exc.errors
+    if errors:
+        return await _settings_form(request, 422, values={**current, **dict(form)}, errors=errors)
+    return Redirect("/invoicing/settings?saved=1", status_code=303)
+
+
+PAGES = [overview, commissions, settings_page, settings_save]

@@ -1,6 +1,6 @@
 """The invoicing plugin's pages in a real browser: the overview's receivables per currency
 within the reader's scope, the latest and overdue invoices; commissions per employee and their
-CSV."""
+CSV; the seller settings form refusing a bad VAT id next to its field and saving a good one."""
 
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ def test_the_overview_sums_what_clients_owe_per_currency(page, site):
     links = page.locator(".quick-links a")
     hrefs = [links.nth(i).get_attribute("href") for i in range(links.count())]
     assert {"/invoicing_invoice", "/invoicing_quote", "/invoicing_payment", "/invoicing_product", "/invoicing_price_list",
-            "/invoicing/commissions"} <= set(hrefs)
+            "/invoicing/commissions", "/invoicing/settings"} <= set(hrefs)
     shot(page, "invoicing-overview")
     with page.expect_navigation():
         page.locator("#latest-invoices").get_by_role("link", name=numbers["usd"]).click()
@@ -127,10 +127,11 @@ def test_an_agent_sees_only_their_own_invoices(page, site):
     main = page.locator("main").inner_text()
     assert not any(numbers[name] in main for name in ("late", "part", "usd"))
     shot(page, "invoicing-overview-agent")
-    # Commissions are not theirs.
+    # Neither commissions nor settings are theirs.
     assert page.locator('.quick-links a[href^="/invoicing/"]').count() == 0
-    answer = page.goto(site.url("/invoicing/commissions"))
-    assert answer.status == 403 and "invoicing.commissions" in page.locator("main").inner_text()
+    for path, permission in (("/invoicing/commissions", "invoicing.commissions"), ("/invoicing/settings", "invoicing.settings")):
+        answer = page.goto(site.url(path))
+        assert answer.status == 403 and permission in page.locator("main").inner_text()
 
 
 def test_commissions_per_employee_and_their_csv(page, site):
@@ -169,3 +170,30 @@ def test_a_bad_period_comes_back_naming_the_field(page, site):
     assert page.locator("#commissions").count() == 0
     shot(page, "invoicing-commissions-bad-period")
 
+
+def test_the_settings_form_refuses_a_bad_vat_id_and_saves_a_good_one(page, site):
+    login(page, site, "admin", "/invoicing/settings")
+    assert page.locator("#s-vat_id").input_value() == SELLER["vat_id"]
+    page.fill("#s-vat_id", "DE812345678")  # the check digit should be 3
+    page.fill("#s-city", "Potsdam")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Save settings").click()
+    field = page.locator("[data-setting=vat_id]")
+    assert page.locator("#s-vat_id").get_attribute("aria-invalid") == "true"
+    assert "'DE812345678' is not a valid VAT id for DE" in field.locator(".field-error").inner_text()
+    assert page.locator("[data-errors] li").all_inner_texts() == [
+        "VAT id: 'DE812345678' is not a valid VAT id for DE (with its country prefix, e.g. DE136695976; "
+        "check digits are checked)"]
+    assert page.locator("#s-vat_id").input_value() == "DE812345678" and page.locator("#s-city").input_value() == "Potsdam"
+    shot(page, "invoicing-settings-refused")
+    stored = page.request.get(site.url("/api/invoicing/settings")).json()
+    assert (stored["vat_id"], stored["city"]) == (SELLER["vat_id"], SELLER["city"])  # nothing saved
+
+    page.fill("#s-vat_id", "de 812 345 673")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Save settings").click()
+    assert page.locator(".flash.ok").inner_text() == "Invoicing settings saved."
+    assert page.locator("#s-vat_id").input_value() == "DE812345673"
+    stored = page.request.get(site.url("/api/invoicing/settings")).json()
+    assert (stored["vat_id"], stored["city"], stored["legal_name"]) == ("DE812345673", "Potsdam", SELLER["legal_name"])
+    shot(page, "invoicing-settings")
