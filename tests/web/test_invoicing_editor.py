@@ -1,8 +1,9 @@
 """The invoicing plugin's quote and invoice editor in a real browser: a new invoice from a contact
 card priced as the user types (exact amounts worked out by hand below), a field error next to
 the line it names, saved, found again, issued with its number; a quote from a deal, sent and
-accepted; a draft changed by someone else meanwhile (409, nothing overwritten unless asked);
-an issued invoice refused."""
+accepted; a price list pricing the products' lines while a typed price stays; no client, no save;
+a draft changed by someone else meanwhile (409, nothing overwritten unless asked); an issued
+invoice refused."""
 
 from __future__ import annotations
 
@@ -40,18 +41,27 @@ def site(tmp_path_factory):
                                                         "company": client["id"], "email": "anne@client.example"})
             deal = await dep.records.create("deal", {"name": "Windows for Lyon", "contact": anne["id"], "company": client["id"],
                                                      "amount": {"amount": "500", "currency": "EUR"}})
-            for sku, name, price, unit in [("PANE-1", "Window pane", "19.99", "C62"), ("FIT-1", "Fitting", "45.00", "HUR")]:
-                await dep.records.create("invoicing_product", {"sku": sku, "name": name, "unit": unit, "tax_category": "S",
-                                                               "tax_rate": "19", "price": {"amount": price, "currency": "EUR"}})
-            return {"client": client["id"], "anne": anne["id"], "deal": deal["id"]}
+            products = [await dep.records.create("invoicing_product", {
+                "sku": sku, "name": name, "unit": unit, "tax_category": "S", "tax_rate": "19",
+                "price": {"amount": price, "currency": "EUR"}})
+                for sku, name, price, unit in [("PANE-1", "Window pane", "19.99", "C62"), ("FIT-1", "Fitting", "45.00", "HUR")]]
+            trade = await dep.records.create("invoicing_price_list", {"name": "Trade", "currency": "EUR"})
+            await dep.records.create("invoicing_price", {"price_list": trade["id"], "product": products[0]["id"], "price": "18.50"})
+            return {"client": client["id"], "anne": anne["id"], "deal": deal["id"], "trade": trade["id"],
+                    "pane": products[0]["id"]}
 
         result.ids.update(result.run(billing))
         yield result
 
 
-def _document(site, kind: str, document_id: int) -> dict:
-    entity = "invoicing_quote" if kind == "quote" else "invoicing_invoice"
-    return site.run(lambda dep: invoicing_of(dep).document(entity, document_id, SYSTEM))
+def _invoice(site, invoice_id: int) -> dict:
+    return site.run(lambda dep: invoicing_of(dep).document("invoicing_invoice", invoice_id, SYSTEM))
+
+
+def _draft(site) -> dict:
+    """A draft invoice of one window pane (19.99 + 19 %), made through the API's service."""
+    return site.run(lambda dep: invoicing_of(dep).create_invoice(
+        {"company": site.ids["client"], "lines": [{"product": site.ids["pane"], "quantity": 1}]}, actor=SYSTEM))
 
 
 def _line(page, index: int):
@@ -122,7 +132,7 @@ def test_a_new_invoice_from_a_contact_card_is_priced_as_typed_saved_and_issued(p
     page.click("#editor-save")
     page.wait_for_url(re.compile(r"/invoicing/invoices/\d+/edit$"))
     invoice_id = int(page.url.split("/")[-2])
-    saved = _document(site, "invoice", invoice_id)
+    saved = _invoice(site, invoice_id)
     assert saved["status"] == "draft" and saved["contact"] == site.ids["anne"] and saved["company"] == site.ids["client"]
     assert [(line["description"], str(line["quantity"]), line["net_amount"].amount) for line in saved["lines"]] == [
         ("Installation", "2", D("90.00")), ("Window pane", "3", D("53.97"))]
@@ -142,7 +152,7 @@ def test_a_new_invoice_from_a_contact_card_is_priced_as_typed_saved_and_issued(p
     answer = page.request.get(site.url(f"/api/invoicing/invoices/{invoice_id}"))
     assert answer.ok, answer.text()
     issued = answer.json()
-    assert issued["status"] == "issued" and issued["number"] == f"INV-{dt.date.today().year}-00001"
+    assert issued["status"] == "issued" and issued["number"] == f"INV-{invoicing_of(site.deployment).today().year}-00001"
     assert [issued[k]["amount"] for k in ("net_total", "tax_total", "total")] == ["136.77", "25.99", "162.76"]
 
 
@@ -153,7 +163,7 @@ def test_a_quote_from_a_deal_is_sent_then_accepted(page, site):
     expect(page.locator("#f-deal")).to_have_value("Windows for Lyon")
     expect(page.locator("#f-contact")).to_have_value("Anne Durand")  # the deal's
     expect(page.locator("#f-company")).to_have_value("Client SARL")
-    today = site.run(lambda dep: _today(dep))
+    today = invoicing_of(site.deployment).today()
     assert page.input_value("#f-valid_until") == (today + dt.timedelta(days=30)).isoformat()
 
     line = _line(page, 0)
@@ -178,6 +188,31 @@ def test_a_quote_from_a_deal_is_sent_then_accepted(page, site):
     assert quote["number"] == f"Q-{today.year}-00001" and quote["lines"][0]["unit"] == "HUR"
 
 
+def test_a_price_list_prices_the_products_lines_and_a_typed_price_is_kept(page, site):
+    login(page, site, "admin", f"/invoicing/invoices/new?company={site.ids['client']}")
+    expect(page.locator("#f-company")).to_have_value("Client SARL")
+    line = _line(page, 0)
+    _pick_product(line, "Window pane")
+    line.locator('[data-name="quantity"]').fill("2")
+    expect(line.locator("[data-net]")).to_have_text("€39.98")
+    page.select_option("#f-price_list", str(site.ids["trade"]))
+    price = line.locator('[data-name="unit_price"]')
+    expect(price).to_have_value("18.50")  # the list's price, filled in by the preview
+    expect(line.locator("[data-net]")).to_have_text("€37.00")
+    price.fill("17")
+    expect(line.locator("[data-net]")).to_have_text("€34.00")
+    expect(price).not_to_have_class(re.compile("auto-price"))
+    line.locator('[data-name="quantity"]').fill("3")
+    expect(line.locator("[data-net]")).to_have_text("€51.00")  # still the typed price
+    page.check("#f-prices_include_tax")  # a new way of entering prices prices the products again
+    # the list's net 18.50 entered gross: 18.50 × 1.19 = 22.015; back to net 18.50, 3 × 18.50 = 55.50,
+    # 19 % of it 10.545 -> 10.55, total 66.05
+    expect(price).to_have_value("22.015")
+    expect(_total(page, "net")).to_have_text("€55.50")
+    expect(_total(page, "tax-S-19")).to_have_text("€10.55")
+    expect(_total(page, "total")).to_have_text("€66.05")
+
+
 def test_a_document_without_a_client_is_not_saved_and_says_so(page, site):
     login(page, site, "admin", "/invoicing/invoices/new")
     line = _line(page, 0)
@@ -191,19 +226,6 @@ def test_a_document_without_a_client_is_not_saved_and_says_so(page, site):
     expect(page.locator("#f-contact")).to_have_attribute("aria-invalid", "true")
     expect(page.locator("#editor-state")).to_have_text("Not saved: see the errors")
     assert page.url.endswith("/invoicing/invoices/new")
-
-
-async def _today(dep) -> dt.date:
-    return invoicing_of(dep).today()
-
-
-def _draft(site, **values) -> dict:
-    async def make(dep):
-        pane = (await dep.records.list("invoicing_product", crmcore.ListQuery(
-            filter={"field": "sku", "op": "eq", "value": "PANE-1"}))).items[0]
-        return await invoicing_of(dep).create_invoice({"company": site.ids["client"], **values,
-                                                       "lines": [{"product": pane["id"], "quantity": 1}]}, actor=SYSTEM)
-    return site.run(make)
 
 
 def test_a_draft_changed_meanwhile_is_not_overwritten_unless_asked(page, site):
@@ -223,13 +245,13 @@ def test_a_draft_changed_meanwhile_is_not_overwritten_unless_asked(page, site):
     conflict = page.locator("#editor-conflict")
     expect(conflict).to_contain_text("Someone else changed this invoice meanwhile. Nothing was saved.")
     expect(conflict).to_contain_text("Notes: Call before delivery")
-    stored = _document(site, "invoice", draft["id"])
+    stored = _invoice(site, draft["id"])
     assert stored["lines"][0]["quantity"] == D(1) and stored["notes"] == "Call before delivery"
 
     conflict.get_by_role("button", name="Save mine over theirs").click()
     expect(page.locator("#editor-state")).to_have_text("Saved")
     expect(conflict).to_be_hidden()
-    assert _document(site, "invoice", draft["id"])["lines"][0]["quantity"] == D(2)
+    assert _invoice(site, draft["id"])["lines"][0]["quantity"] == D(2)
 
 
 def test_an_issued_invoice_is_never_edited(page, site):
@@ -242,6 +264,7 @@ def test_an_issued_invoice_is_never_edited(page, site):
     expect(refused).to_contain_text("is issued")
     expect(refused).to_contain_text("correct it with a credit note")
     assert page.locator("#editor-form").count() == 0
+    shot(page, "invoicing-editor-refused")
     answer = page.goto(site.url(f"/invoicing/invoices/{draft['id']}/edit"))
     assert answer.status == 409
     with page.expect_navigation():
