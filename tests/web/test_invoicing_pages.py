@@ -176,24 +176,32 @@ def test_the_settings_form_refuses_a_bad_vat_id_and_saves_a_good_one(page, site)
     assert page.locator("#s-vat_id").input_value() == SELLER["vat_id"]
     page.fill("#s-vat_id", "DE812345678")  # the check digit should be 3
     page.fill("#s-city", "Potsdam")
+    page.fill("#s-invoice_series", "")
+    page.fill("#s-number_digits", "")
     with page.expect_navigation():
         page.get_by_role("button", name="Save settings").click()
     field = page.locator("[data-setting=vat_id]")
     assert page.locator("#s-vat_id").get_attribute("aria-invalid") == "true"
     assert "'DE812345678' is not a valid VAT id for DE" in field.locator(".field-error").inner_text()
+    # Every mistake at once: those of the form, then the service's.
     assert page.locator("[data-errors] li").all_inner_texts() == [
+        "Invoice series: this cannot be empty", "Number digits: a whole number",
         "VAT id: 'DE812345678' is not a valid VAT id for DE (with its country prefix, e.g. DE136695976; "
         "check digits are checked)"]
+    assert page.locator("[data-setting=number_digits] .field-error").inner_text() == "a whole number"
     assert page.locator("#s-vat_id").input_value() == "DE812345678" and page.locator("#s-city").input_value() == "Potsdam"
     shot(page, "invoicing-settings-refused")
     stored = page.request.get(site.url("/api/invoicing/settings")).json()
     assert (stored["vat_id"], stored["city"]) == (SELLER["vat_id"], SELLER["city"])  # nothing saved
 
     page.fill("#s-vat_id", "de 812 345 673")
+    page.fill("#s-invoice_series", "RE")
+    page.fill("#s-number_digits", "6")
     with page.expect_navigation():
         page.get_by_role("button", name="Save settings").click()
     assert page.locator(".flash.ok").inner_text() == "Invoicing settings saved."
     assert page.locator("#s-vat_id").input_value() == "DE812345673"
     stored = page.request.get(site.url("/api/invoicing/settings")).json()
-    assert (stored["vat_id"], stored["city"], stored["legal_name"]) == ("DE812345673", "Potsdam", SELLER["legal_name"])
+    assert (stored["vat_id"], stored["city"], stored["invoice_series"], stored["number_digits"], stored["legal_name"]) == (
+        "DE812345673", "Potsdam", "RE", 6, SELLER["legal_name"])
     shot(page, "invoicing-settings")
