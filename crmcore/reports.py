@@ -56,6 +56,7 @@ import msgspec
 
 from .auth.permissions import Actor, Scope
 from .entities import EntityType, Field, FieldType
+from .fieldvalues import currency_precision
 from .records.errors import FieldError, Forbidden, NotFound, ValidationError
 from .records.query import SYSTEM_FIELDS
 
@@ -637,23 +638,28 @@ class ReportService:
             if op == "count":
                 row[measure["name"]] = int(raw[places[0]] or 0)
             elif op in ("sum", "avg"):
-                total, count = self._total(field, raw[places[0]]), raw[places[1]]
+                total, count = self._total(field, raw[places[0]], row.get("currency")), raw[places[1]]
                 if op == "sum":
-                    row[measure["name"]] = total if total is not None else (0 if field.type is FieldType.INTEGER else Decimal("0.00"))
+                    if total is None:  # nothing to add up
+                        total = (0 if field.type is FieldType.INTEGER else self._total(field, 0, row.get("currency"))
+                                 if field.type is FieldType.MONEY else Decimal("0.00"))
+                    row[measure["name"]] = total
                 else:
                     row[measure["name"]] = None if not count or total is None else _avg(Decimal(total), int(count))
             else:
                 row[measure["name"]] = _plain(field, raw[places[0]])
         return row
 
-    def _total(self, field: Field, value: Any) -> Any:
+    def _total(self, field: Field, value: Any, currency: str | None = None) -> Any:
+        """A sum as the database gave it: money to its currency's minor unit (JPY 0, KWD 3)."""
         if value is None:
             return None
         if field.type is FieldType.INTEGER:
             return int(value)
-        if self.db.dialect == "sqlite":
-            return (Decimal(int(value)) / _SCALE).quantize(Decimal("0.01") if field.type is FieldType.MONEY else Decimal("0.0001"))
-        return Decimal(value).quantize(Decimal("0.01")) if field.type is FieldType.MONEY else Decimal(value)
+        total = Decimal(int(value)) / _SCALE if self.db.dialect == "sqlite" else Decimal(value)
+        if field.type is FieldType.MONEY:
+            return total.quantize(Decimal(1).scaleb(-currency_precision(currency) if currency else -2))
+        return total.quantize(Decimal("0.0001")) if self.db.dialect == "sqlite" else total
 
     async def _labels(self, entity: EntityType, fields: dict[str, Field], columns: list[dict[str, Any]],
                       rows: list[dict[str, Any]], actor: Actor) -> dict[str, dict[str, str]]:
@@ -856,8 +862,8 @@ async def _revenue_by_won_month(service: ReportService, actor: Actor, definition
     for r in raw[:definition["limit"]]:
         row = {"owner_id": r[0], "won_month": r[1].isoformat() if isinstance(r[1], dt.date) else r[1]}
         if money:
-            total = service._total(fields["amount"], r[3])
-            row.update(currency=r[2], sum_amount=total if total is not None else Decimal("0.00"), count=int(r[4]))
+            total = service._total(fields["amount"], r[3] or 0, r[2])
+            row.update(currency=r[2], sum_amount=total, count=int(r[4]))
         else:
             row["count"] = int(r[2])
         rows.append(row)

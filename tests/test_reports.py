@@ -397,6 +397,17 @@ async def test_sorting_on_an_average_with_a_filter_of_its_own(make_deployment):
     assert [r["owner_id"] for r in result["rows"]] == sorted((r["owner_id"] for r in result["rows"]), reverse=True)
 
 
+async def test_money_sums_keep_their_currencys_minor_unit(make_deployment):
+    dep = await make_deployment()
+    for amount, currency in [("1.125", "KWD"), ("2.250", "KWD"), ("1000", "JPY"), ("250", "JPY"), ("0.10", "EUR"), ("0.20", "EUR")]:
+        await dep.records.create("deal", {"name": currency, "amount": {"amount": amount, "currency": currency}})
+    result = await dep.reports.run({"name": "x", "entity": "deal", "measures": [
+        {"op": "sum", "field": "amount"}, {"op": "sum", "field": "amount", "name": "none",
+                                           "filter": {"field": "name", "op": "eq", "value": "nothing"}}]})
+    sums = {r["currency"]: (str(r["sum_amount"]), str(r["none"])) for r in result["rows"]}
+    assert sums == {"KWD": ("3.375", "0.000"), "JPY": ("1250", "0"), "EUR": ("0.30", "0.00")}
+
+
 async def test_a_saved_report_naming_a_removed_field_is_refused_clearly(make_deployment):
     dep = await make_deployment()
     await dep.add_custom_field("deal", Field(name="region", type=FieldType.TEXT))
