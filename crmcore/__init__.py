@@ -24,6 +24,15 @@ async def render_page(request, template: str, status: int = 200, **context):
 
     return await page(request, template, status, **context)
 
+async def relation_titles(deployment: Deployment, actor: Actor, entity: EntityType,
+                          records: list[dict]) -> dict[tuple[str, int], str]:
+    """The titles of what ``records`` (of ``entity``) link to, as a page shows them: ``(target
+    entity, id) -> title`` for every relation value the actor may read, one query per target."""
+    from .web.fields import relation_titles as titles
+
+    return await titles(deployment, actor, entity, records)
+
+
 async def load_standard_demo(deployment: Deployment, **options) -> dict[str, int]:
     """The standard edition's demo data (users, companies, contacts, deals, activities), for an
     edition's demo to build on: ``counts = await load_standard_demo(deployment)``, then add its
@@ -36,5 +45,5 @@ __all__ = [
     "SYSTEM", "Actor", "Change", "Conflict", "Deployment", "DeploymentError", "Edition", "EntityType", "Field", "FieldError",
     "FieldType", "Forbidden", "ListQuery", "Money", "NotFound", "Page", "Phone", "Permission", "Pipeline", "PluginError", "PluginInfo",
     "RecordEvent", "RegistryError", "Role", "Scope", "Settings", "Stage", "TimelineItem", "UIItem", "ValidationError", "hookimpl",
-    "init_deployment", "load_standard_demo", "normalize_phone", "render_page",
+    "init_deployment", "load_standard_demo", "normalize_phone", "relation_titles", "render_page",
 ]

@@ -449,6 +449,8 @@ def crm_register_reports(register, deployment):
         with the plugin's (``by_city`` in plugin ``estate`` is run as ``estate.by_city``).
         ``make(now)`` (``now`` a UTC datetime) gives the definition again at each run, for
         periods relative to today ("overdue by 1-30 days"); ``definition`` is what is listed.
+        A plugin's page runs one with ``await deployment.reports.run(name, actor=actor)`` and
+        offers its download with :func:`crmcore.reports.to_csv` or ``to_xlsx``.
     :param deployment: the :class:`crmcore.Deployment` the reports are listed for.
 
     Example::

@@ -199,7 +199,7 @@ async def index(request: Request) -> Response:
     body: dict[str, Any] = {"name": dep.settings.name, "login": "/login", "api": api}
     if actor is not None:
         body["edition"] = dep.settings.edition
-        api["entities"] = {e.name: f"/api/{e.name}" for e in dep.registry if actor.scope(e.name, "read").value != "none"}
+        api["entities"] = {e.name: f"/api/{e.name}" for e in dep.registry if actor.can(e.name, "read")}
     return _json(body)
 
 
@@ -298,10 +298,13 @@ async def set_plugins(request: Request, plugins: list[str]) -> Response:
     dep = _deployment(request)
     await dep.set_plugins_live(plugins)
     registered = request.app.state.registered_routes
+    added: dict[str, list[Any]] = {}
     for route in dep.routes:
         if id(route) not in registered:
-            request.app.register(_guarded(route, dep.route_plugins[id(route)]))
+            added.setdefault(dep.route_plugins[id(route)], []).append(route)
             registered.add(id(route))
+    for plugin, routes in added.items():
+        request.app.register(_guarded(routes, plugin))
     return _json({"plugins": dep.settings.plugins})
 
 

@@ -157,6 +157,11 @@ class Actor(msgspec.Struct, kw_only=True, frozen=True):
             return Scope.NONE
         return self.role.scope(entity, action)
 
+    def can(self, entity: str, action: str) -> bool:
+        """Whether the role allows ``action`` (read, create, edit, delete, export, assign) on some
+        records of ``entity`` (the records service decides for each record)."""
+        return self.scope(entity, action) is not Scope.NONE
+
     def field_access(self, entity: str, field: str) -> str:
         """``edit``, ``read`` or ``hidden``."""
         if self.system:

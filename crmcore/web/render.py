@@ -265,7 +265,7 @@ def error_page(request: Request, status: int, title: str, message: str) -> Respo
 def readable_entities(deployment: Deployment, actor: Actor) -> list[EntityType]:
     """Entity types the actor may list, in menu order (core ones first)."""
     order = {"contact": 0, "company": 1, "deal": 2, "activity": 3, "user": 9}
-    entities = [e for e in deployment.registry if actor.system or actor.scope(e.name, "read").value != "none"]
+    entities = [e for e in deployment.registry if actor.can(e.name, "read")]
     return sorted(entities, key=lambda e: (order.get(e.name, 5), e.label_plural.lower()))
 
 
@@ -287,7 +287,7 @@ async def frame(request: Request) -> dict[str, Any]:
     palette = [{"label": _("Dashboard"), "url": "/"}, {"label": _("Search"), "url": "/search"},
                *({"label": _(e.label_plural), "url": f"/{e.name}"} for e in nav),
                *({"label": _("New") + " " + _(e.label).lower(), "url": f"/{e.name}/new"} for e in nav
-                 if actor.system or actor.scope(e.name, "create").value != "none"),
+                 if actor.can(e.name, "create")),
                *({"label": _("Board") + ": " + (p.label or p.name), "url": f"/board/{p.name}"} for p in boards),
                *({"label": i.label or i.name, "url": i.url} for i in menu if i.url)]
     stages = {(p.entity, st.name): st.label or st.name for p in deployment.pipelines.values() for st in p.stages}
@@ -301,7 +301,7 @@ async def frame(request: Request) -> dict[str, Any]:
         "deployment": deployment, "site": deployment.settings.name, "actor": actor, "user": user, "fmt": fmt,
         "locale": fmt.locale, "dir": fmt.dir, "lang": fmt.babel.language,
         "csrf_token": credentials.csrf_token if credentials is not None and credentials.via == "session" else "",
-        "may_create": actor.system or any(actor.scope(e.name, "create").value != "none" for e in nav),
+        "may_create": actor.system or any(actor.can(e.name, "create") for e in nav),
         "nav": nav, "boards": boards, "menu_items": menu, "unread": unread, "palette": palette, "flashes": [],
         "page_scripts": [i.url for i in deployment.ui_items if i.slot == "page.script" and i.url],
         "path": request.url.path, "static": STATIC_PREFIX,

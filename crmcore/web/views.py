@@ -70,7 +70,7 @@ def list_fields(deployment: Deployment, entity: EntityType, actor: Actor) -> dic
     hidden = actor.hidden_fields(entity.name)
     fields = {f.name: f for f in entity.visible_fields if f.name not in hidden}
     for name, field in SYSTEM_COLUMNS.items():
-        if name == "owner_id" and not (actor.system or actor.scope("user", "read").value != "none"):
+        if name == "owner_id" and not actor.can("user", "read"):
             continue
         fields.setdefault(name, field)
     return fields

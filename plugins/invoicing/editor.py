@@ -24,9 +24,8 @@ from litestar import Request, Response, get
 from litestar.response import Redirect
 
 import crmcore
-from crmcore import FieldError, Forbidden, ListQuery, NotFound, UIItem, ValidationError
+from crmcore import FieldError, Forbidden, ListQuery, NotFound, UIItem, ValidationError, relation_titles
 from crmcore.api import CurrentActor, CurrentDeployment
-from crmcore.web.fields import relation_titles
 
 from .entities import INVOICE, LINE, PRICE_LIST, QUOTE
 from .model import TAX_CATEGORIES, ZERO_RATE_CATEGORIES

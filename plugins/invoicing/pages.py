@@ -24,10 +24,9 @@ from litestar import Request, Response, get, post
 from litestar.response import Redirect
 
 import crmcore
-from crmcore import Actor, Deployment, FieldError, Forbidden, ListQuery, UIItem, ValidationError
+from crmcore import Actor, Deployment, FieldError, Forbidden, ListQuery, UIItem, ValidationError, relation_titles
 from crmcore.api import CurrentActor, CurrentDeployment
 from crmcore.reports import to_csv, to_xlsx
-from crmcore.web.fields import can, relation_titles
 
 from .entities import COMMISSION, INVOICE, PAYMENT, PRICE_LIST, PRODUCT, QUOTE, RATE
 from .model import TAX_CATEGORIES
@@ -98,7 +97,7 @@ async def overview(request: Request, actor: CurrentActor, deployment: CurrentDep
         request, "invoicing/page_overview.html", today=today, open_statuses=OPEN,
         accounts=await _accounts(deployment, actor, today), latest=latest, overdue=overdue,
         titles=await relation_titles(deployment, actor, deployment.registry.get(INVOICE), latest + overdue),
-        lists=[deployment.registry.get(name) for name in _LISTS if can(actor, name, "read")], reports=reports,
+        lists=[deployment.registry.get(name) for name in _LISTS if actor.can(name, "read")], reports=reports,
         may_commissions=actor.has("invoicing.commissions"), may_settings=actor.has("invoicing.settings"))
 
 

@@ -104,8 +104,7 @@ async def deal_context(deployment: Any, actor: Any, record: dict[str, Any], enti
 
 
 def _creating(actor: Any) -> dict[str, bool]:
-    return {"may_quote": actor.system or actor.scope(QUOTE, "create").value != "none",
-            "may_invoice": actor.system or actor.scope(INVOICE, "create").value != "none"}
+    return {"may_quote": actor.can(QUOTE, "create"), "may_invoice": actor.can(INVOICE, "create")}
 
 
 async def document_context(deployment: Any, actor: Any, record: dict[str, Any], entity: str) -> dict[str, Any]:

@@ -33,7 +33,7 @@ async def dashboard(request: Request) -> Response:
     records = dep.records.as_actor(actor)
     now = dep.clock.now()
     tasks: list[dict[str, Any]] = []
-    if actor.user_id and actor.scope("activity", "read").value != "none":
+    if actor.user_id and actor.can("activity", "read"):
         base = [{"field": "assignee", "op": "eq", "value": actor.user_id}, {"field": "done", "op": "eq", "value": False}]
         end_of_day = now + dt.timedelta(days=1)
         page_ = await records.list("activity", ListQuery(
