@@ -88,6 +88,25 @@ def serve(path: Path, extra_plugins: Any = ()) -> Any:
         yield Site(served)
 
 
+def plugin_site(tmp_path_factory, plugins: list[str], *, region: str = "DE", currency: str = "EUR",
+                timezone: str = "Europe/Berlin", **options: Any) -> Any:
+    """Serve a new deployment with ``plugins`` enabled and the users and records of
+    :func:`_prepare` (``site.ids``); yields the :class:`Site`. For a module's ``site`` fixture::
+
+        for site in plugin_site(tmp_path_factory, ["invoicing"]):
+            site.ids.update(site.run(my_records))
+            yield site
+    """
+    path = tmp_path_factory.mktemp("ui") / "site"
+    crmcore.init_deployment(path, region=region, currency=currency, timezone=timezone, in_process_worker=False, **options)
+    settings = crmcore.deployment.load_settings(path)
+    settings.plugins = list(plugins)
+    crmcore.deployment.save_settings(path, settings)
+    for result in serve(path):
+        result.ids = result.run(_prepare)
+        yield result
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     from . import sample_plugin

@@ -14,23 +14,16 @@ from decimal import Decimal as D
 import pytest
 from playwright.sync_api import expect
 
-import crmcore
 from crmcore.auth import SYSTEM
 from plugins.invoicing.service import invoicing_of
 from tests.invoicing.conftest import SELLER
 
-from .conftest import _prepare, login, serve, shot
+from .conftest import login, plugin_site, shot
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ui") / "billing"
-    crmcore.init_deployment(path, region="DE", currency="EUR", timezone="Europe/Berlin", in_process_worker=False)
-    settings = crmcore.deployment.load_settings(path)
-    settings.plugins = ["invoicing"]
-    crmcore.deployment.save_settings(path, settings)
-    for result in serve(path):
-        result.ids = result.run(_prepare)
+    for result in plugin_site(tmp_path_factory, ["invoicing"]):
 
         async def billing(dep):
             await invoicing_of(dep).settings.save(SELLER, actor=SYSTEM)

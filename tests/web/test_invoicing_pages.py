@@ -14,7 +14,7 @@ import crmcore
 from crmcore import SYSTEM
 
 from ..invoicing.conftest import SELLER
-from .conftest import _prepare, login, serve, shot
+from .conftest import login, plugin_site, shot
 
 #: A name a spreadsheet would run as a formula: the CSV must keep it as text.
 MANAGER = '=HYPERLINK("https://evil.example")'
@@ -62,13 +62,7 @@ async def _billing(dep: crmcore.Deployment, ids: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ui") / "billing"
-    crmcore.init_deployment(path, region="DE", currency="EUR", timezone="Europe/Berlin", in_process_worker=False)
-    settings = crmcore.deployment.load_settings(path)
-    settings.plugins = ["invoicing"]
-    crmcore.deployment.save_settings(path, settings)
-    for result in serve(path):
-        result.ids = result.run(_prepare)
+    for result in plugin_site(tmp_path_factory, ["invoicing"]):
         result.ids.update(result.run(lambda dep: _billing(dep, result.ids)))
         yield result
 

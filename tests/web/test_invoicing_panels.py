@@ -9,28 +9,17 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-import crmcore
 from crmcore.auth import SYSTEM
+from plugins.invoicing.service import invoicing_of
+from tests.invoicing.conftest import SELLER
 
-from .conftest import _prepare, login, serve, shot
-
-SELLER = {"legal_name": "Muster Fenster GmbH", "vat_id": "DE136695976", "country": "DE", "street": "Hauptstr. 1",
-          "city": "Berlin", "postcode": "10115", "iban": "DE89370400440532013000", "payment_terms_days": 14}
-
+from .conftest import login, plugin_site, shot
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ui") / "billing"
-    crmcore.init_deployment(path, region="DE", currency="EUR", timezone="Europe/Berlin", in_process_worker=False)
-    settings = crmcore.deployment.load_settings(path)
-    settings.plugins = ["invoicing"]
-    crmcore.deployment.save_settings(path, settings)
-    for result in serve(path):
-        result.ids = result.run(_prepare)
+    for result in plugin_site(tmp_path_factory, ["invoicing"]):
 
         async def billing(dep):
-            from plugins.invoicing.service import invoicing_of
-
             service = invoicing_of(dep)
             await service.settings.save(SELLER, actor=SYSTEM)
             company = result.ids["company"]

@@ -10,23 +10,15 @@ import time
 import httpx
 import pytest
 
-import crmcore
-
-from .conftest import _prepare, login, serve, shot
+from .conftest import login, plugin_site, shot
 
 SECRET = "browser-pbx-secret"
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ui") / "phones"
-    crmcore.init_deployment(path, region="TR", currency="EUR", timezone="Europe/Istanbul",
-                            plugin={"telephony": {"webhook_secret": SECRET}}, in_process_worker=False)
-    settings = crmcore.deployment.load_settings(path)
-    settings.plugins = ["telephony"]
-    crmcore.deployment.save_settings(path, settings)
-    for result in serve(path):
-        result.ids = result.run(_prepare)
+    for result in plugin_site(tmp_path_factory, ["telephony"], region="TR", timezone="Europe/Istanbul",
+                              plugin={"telephony": {"webhook_secret": SECRET}}):
 
         async def phones(dep):
             await dep.records.update("contact", result.ids["contacts"][0], {"phone": "0532 123 45 67"})
