@@ -46,7 +46,7 @@ def _entity(request: Request) -> str:
 
 
 def _may(actor: Any, entity: str, action: str) -> None:
-    if actor.scope(entity, action).value == "none":
+    if not actor.can(entity, action):
         raise Forbidden(f"your role may not {action} {entity.removeprefix('invoicing_')}s")
 
 

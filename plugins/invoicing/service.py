@@ -853,13 +853,20 @@ class InvoicingService:
             applied = min(amount, due)
             with managed():
                 payment = await self.records(actor).create(PAYMENT, {
-                    "invoice": invoice_id, "contact": invoice.get("contact"), "company": invoice.get("company"),
+                    **self._of_invoice(invoice),
                     "amount": _money(amount, currency), "paid_on": paid_on, "method": method,
                     "reference": data.get("reference"), "notes": data.get("notes"),
                     "applied": _money(applied, currency), "unapplied": _money(amount - applied, currency)})
                 await self.settle(invoice_id)
         await self.deployment.automation.after_commit()
         return payment
+
+    @staticmethod
+    def _of_invoice(invoice: dict[str, Any]) -> dict[str, Any]:
+        """A payment's client and owner are its invoice's: whoever looks after the invoice sees
+        what was paid on it (its balance, the client's account), whoever recorded it."""
+        return {"invoice": invoice["id"], "contact": invoice.get("contact"), "company": invoice.get("company"),
+                "owner_id": invoice.get("owner_id"), "team_id": invoice.get("team_id")}
 
     async def apply_credit(self, invoice_id: int, *, actor: Actor) -> dict[str, Any]:
         """Settle an invoice from its client's credit (earlier over-payments), oldest first."""
@@ -883,7 +890,7 @@ class InvoicingService:
                     await self.deployment.records.update(PAYMENT, source["id"], {
                         "unapplied": _money(_amount(source["unapplied"]) - take, invoice["currency"])})
                     await self.records(actor).create(PAYMENT, {
-                        "invoice": invoice_id, "contact": invoice.get("contact"), "company": invoice.get("company"),
+                        **self._of_invoice(invoice),
                         "amount": _money(take, invoice["currency"]), "paid_on": self.today(), "method": "credit",
                         "reference": f"credit of payment {source['id']}", "source_payment": source["id"],
                         "applied": _money(take, invoice["currency"]), "unapplied": _money(take - take, invoice["currency"])})

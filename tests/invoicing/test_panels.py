@@ -129,3 +129,17 @@ def test_what_a_role_may_not_read_stays_off_the_card(billing):
     assert not card.xpath(_by_id("balance-EUR"))
     items = ok(client.get(f"/api/company/{company['id']}/timeline", headers=agent.headers))["items"]
     assert not [i for i in items if i["source"] == "invoicing"]
+
+
+def test_the_owner_of_an_invoice_sees_what_was_paid_on_it(billing):
+    client = billing()
+    agent = crm_user(client, role="agent")
+    company = client.company(owner_id=agent.id)
+    draft = ok(client.post("/api/invoicing/invoices", json={"company": company["id"], "owner_id": agent.id, "lines": [
+        {"description": "Windows", "quantity": 1, "unit_price": "100.00", "tax_category": "S", "tax_rate": "19"}]}), 201)
+    invoice = ok(client.post(f"/api/invoicing/invoices/{draft['id']}/issue"))
+    ok(client.post("/api/invoicing/payments", json={"invoice": invoice["id"], "amount": "150.00"}), 201)  # the admin records it
+    [account] = ok(client.get("/api/invoicing/balance", params={"company": company["id"]}, headers=agent.headers))
+    assert (account["received"], account["balance"], account["credit_available"]) == ("150.00", "-31.00", "31.00")
+    card = _page(client, f"/company/{company['id']}", agent.headers)
+    assert _text(card, _by_id("balance-EUR")) == "-€31.00"
