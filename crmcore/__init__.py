@@ -24,6 +24,7 @@ async def render_page(request, template: str, status: int = 200, **context):
 
     return await page(request, template, status, **context)
 
+
 async def relation_titles(deployment: Deployment, actor: Actor, entity: EntityType,
                           records: list[dict]) -> dict[tuple[str, int], str]:
     """The titles of what ``records`` (of ``entity``) link to, as a page shows them: ``(target

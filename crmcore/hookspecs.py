@@ -170,8 +170,9 @@ def crm_ui_items(register, deployment):
     formatting: ``fmt.money``, ``fmt.datetime``...), ``user``, ``actor``, ``item`` and ``_()``;
     autoescaped; a template that fails is logged and shown as a short note. A panel listing
     related records its own way names the core's list it stands in for, ``replaces=
-    "telephony_call.contact"`` (or a tuple of them). A whole page is a route (``crm_register_routes``) answering
-    ``await crmcore.render_page(request, "telephony/page.html", ...)``; link it with a ``menu`` item.
+    "telephony_call.contact"`` (or a tuple of them). A whole page is a route
+    (``crm_register_routes``) answering ``await crmcore.render_page(request,
+    "telephony/page.html", ...)``; link it with a ``menu`` item.
     What a template cannot read with ``records.list`` (a client's balance, metrics computed in
     SQL) comes from the item's ``context``: ``async def context(deployment, actor, record,
     entity)`` returning a dict of names added to the template's; read as ``actor``.

@@ -23,7 +23,7 @@ async def import_page(request: Request) -> Response:
     dep = _deployment(request)
     actor = request.scope["user"]
     entities = [e for e in dep.registry.entities.values()
-                if e.name != "user" and (actor.can(e.name, "create"))]
+                if e.name != "user" and actor.can(e.name, "create")]
     wanted = request.query_params.get("entity") or "contact"
     recent = await dep.imports.list_imports(actor=actor, limit=10)
     mappings = await dep.imports.mappings()
