@@ -638,10 +638,11 @@ class ReportService:
             if op == "count":
                 row[measure["name"]] = int(raw[places[0]] or 0)
             elif op in ("sum", "avg"):
-                total, count = self._total(field, raw[places[0]], row.get("currency")), raw[places[1]]
+                currency = row.get("currency", row.get(f"{field.name}_currency"))  # one money field, or several
+                total, count = self._total(field, raw[places[0]], currency), raw[places[1]]
                 if op == "sum":
                     if total is None:  # nothing to add up
-                        total = (0 if field.type is FieldType.INTEGER else self._total(field, 0, row.get("currency"))
+                        total = (0 if field.type is FieldType.INTEGER else self._total(field, 0, currency)
                                  if field.type is FieldType.MONEY else Decimal("0.00"))
                     row[measure["name"]] = total
                 else:

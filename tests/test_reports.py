@@ -406,6 +406,13 @@ async def test_money_sums_keep_their_currencys_minor_unit(make_deployment):
                                            "filter": {"field": "name", "op": "eq", "value": "nothing"}}]})
     sums = {r["currency"]: (str(r["sum_amount"]), str(r["none"])) for r in result["rows"]}
     assert sums == {"KWD": ("3.375", "0.000"), "JPY": ("1250", "0"), "EUR": ("0.30", "0.00")}
+    await dep.add_custom_field("deal", Field(name="fee", type=FieldType.MONEY))  # two money fields: a currency each
+    await dep.records.create("deal", {"name": "fee", "amount": {"amount": "7", "currency": "JPY"},
+                                      "fee": {"amount": "0.500", "currency": "KWD"}})
+    result = await dep.reports.run({"name": "x", "entity": "deal", "filter": {"field": "name", "op": "eq", "value": "fee"},
+                                    "measures": [{"op": "sum", "field": "amount"}, {"op": "sum", "field": "fee"}]})
+    assert [(r["amount_currency"], str(r["sum_amount"]), r["fee_currency"], str(r["sum_fee"])) for r in result["rows"]] == [
+        ("JPY", "7", "KWD", "0.500")]
 
 
 async def test_a_saved_report_naming_a_removed_field_is_refused_clearly(make_deployment):
