@@ -20,3 +20,42 @@ PLUGIN = crmcore.PluginInfo(name="beauty_salon", version="0.1.0",
 def crm_register_entities(register):
     for entity in ENTITIES:
         register(entity)
+
+
+@hookimpl
+def crm_extend_entities(add_field):
+    from .metrics import client_fields
+
+    client_fields(add_field)
+
+
+@hookimpl
+def crm_before_save(change, deployment):
+    from .scheduling import before_save
+
+    return before_save(change, deployment)
+
+
+@hookimpl
+def crm_after_commit(event, deployment):
+    from .metrics import after_commit
+
+    return after_commit(event, deployment)
+
+
+@hookimpl
+def crm_register_routes(register):
+    from .feeds import FEED_ROUTES
+    from .routes import ROUTES
+
+    for route in [*ROUTES, *FEED_ROUTES]:
+        register(route)
+
+
+@hookimpl
+def crm_ui_items(register, deployment):
+    from .feeds import feed_ui_items
+    from .metrics import metrics_ui_items
+
+    metrics_ui_items(register)
+    feed_ui_items(register)
