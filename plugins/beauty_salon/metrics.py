@@ -78,25 +78,28 @@ def _money(column: str, dialect: str) -> str:
     return f'CAST(ROUND(CAST({column} AS REAL) * 10000) AS INTEGER)' if dialect == "sqlite" else column
 
 
-def _favourite(what: str, source: str, marks: str) -> str:
-    """Per client, the ``what`` of most completed visits (rank 1); ties go to the one seen
-    latest, then to the lowest id."""
+def _favourite(what: str, target: str, source: str, marks: str) -> str:
+    """Per client, the ``what`` (a live record of table ``target``: a departed staff member is
+    nobody's favourite) of most completed visits, ranked 1; ties go to the one seen latest,
+    then to the lowest id."""
     return (f'SELECT a."client", {what} AS "pick", ROW_NUMBER() OVER (PARTITION BY a."client" '
             f'ORDER BY COUNT(*) DESC, MAX(a."starts_at") DESC, {what}) AS "rank" FROM {source} '
+            f'JOIN "{target}" f ON f."id" = {what} AND f."deleted_at" IS NULL '
             f'WHERE a."deleted_at" IS NULL AND a."status" = \'completed\' AND a."client" IN ({marks}) '
             f'GROUP BY a."client", {what}')
 
 
-def metrics_sql(appointments: str, services: str, dialect: str, count: int) -> str:
+def metrics_sql(tables: dict[str, str], dialect: str, count: int) -> str:
     """One statement giving, per client of ``count`` ids (bound three times: the ids, thrice),
     ``client, visits, first, last, no_shows, priced, price_sum, spent, currency, staff,
-    service``; a client without appointments gives no row."""
+    service``; a client without appointments gives no row. ``tables``: entity name -> table."""
     marks = ", ".join("?" * count)
     price, paid = _money('a."price"', dialect), _money('a."paid"', dialect)
     done = "a.\"status\" = 'completed'"
-    staff = _favourite('a."staff"', f'"{appointments}" a', marks)
-    service = _favourite('s."service"', f'"{services}" s JOIN "{appointments}" a ON a."id" = s."appointment" '
-                                        'AND s."deleted_at" IS NULL', marks)
+    appointments = tables[APPOINTMENT]
+    staff = _favourite('a."staff"', tables[STAFF], f'"{appointments}" a', marks)
+    service = _favourite('s."service"', tables[SERVICE], f'"{tables[APPOINTMENT_SERVICE]}" s JOIN "{appointments}" a '
+                         'ON a."id" = s."appointment" AND s."deleted_at" IS NULL', marks)
     return (
         f'WITH totals AS (SELECT a."client", SUM(CASE WHEN {done} THEN 1 ELSE 0 END) AS "visits", '
         f'MIN(CASE WHEN {done} THEN a."starts_at" END) AS "first", '
@@ -149,8 +152,8 @@ async def compute(deployment: Any, client_ids: list[int]) -> dict[int, dict[str,
     """The metrics' field values of each client of ``client_ids`` (at most :data:`CHUNK`), in
     one SQL statement over every appointment (no permission applies: they describe the client)."""
     records, db = deployment.records, deployment.db
-    sql = metrics_sql(records.entity(APPOINTMENT).table, records.entity(APPOINTMENT_SERVICE).table,
-                      db.dialect, len(client_ids))
+    tables = {name: records.entity(name).table for name in (APPOINTMENT, APPOINTMENT_SERVICE, STAFF, SERVICE)}
+    sql = metrics_sql(tables, db.dialect, len(client_ids))
     rows = {row[0]: row for row in await db.fetch(sql, [*client_ids] * 3)}
     currency = deployment.settings.currency
     return {client: _values(rows.get(client), db.dialect, currency) for client in client_ids}
