@@ -24,7 +24,7 @@ them anyway. :func:`recompute_all` rebuilds every client's (after an import, or 
 plugin on a deployment with history).
 
 "Not seen for N days" (win-back) is the contact list's filter :func:`not_seen_filter`
-(``salon_last_visit lt <today - N days>``), e.g. ``GET /api/contact?filter=...``, or saved as a
+(``salon_last_visit lt <now - N days>``), e.g. ``GET /api/contact?filter=...``, or saved as a
 view (segment) from the contact list; the upcoming appointment and the last visits are read
 when the card is shown (they change with the clock, not with a write).
 """
@@ -205,10 +205,12 @@ async def after_commit(event: Any, deployment: Any) -> None:
         ids = {record.get("client") for record in event.records}
         ids |= {change["client"][0] for change in event.changes if "client" in change}
     elif event.entity == APPOINTMENT_SERVICE:
-        appointments = sorted({record["appointment"] for record in event.records})
-        page = await deployment.records.list(APPOINTMENT, ListQuery(
-            filter={"field": "id", "op": "in", "value": appointments}, limit=CHUNK, fields=["client"]))
-        ids = {item["client"] for item in page.items}
+        appointments, ids = sorted({record["appointment"] for record in event.records}), set()
+        for start in range(0, len(appointments), CHUNK):  # a bulk write's event holds thousands
+            page = await deployment.records.list(APPOINTMENT, ListQuery(
+                filter={"field": "id", "op": "in", "value": appointments[start:start + CHUNK]}, limit=CHUNK,
+                fields=["client"]))
+            ids |= {item["client"] for item in page.items}
     else:
         return
     await recompute(deployment, ids - {None})
