@@ -7,19 +7,25 @@ price and resource computed. ``GET|PATCH /api/beauty_salon/appointments/{id}``: 
 services; move it ``{version, starts_at?, staff?, services?, notes?}`` (stale version: 409).
 Status changes (confirm, arrive, complete, cancel with ``cancel_reason``, no-show) go through the
 generic ``PATCH /api/beauty_salon_appointment/{id}``.
+
+``GET /api/beauty_salon/availability?service=ID[&service=ID2]&staff=ID&from=YYYY-MM-DD&to=YYYY-MM-DD&step=15``:
+free start times per staff member, in the salon's time zone.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import msgspec
 from litestar import Request, get, patch, post
 
-from crmcore import FieldError, ValidationError
+from crmcore import FieldError, Forbidden, ValidationError
 from crmcore.api import CurrentActor, CurrentDeployment
 
+from .availability import free_slots
 from .booking import book, move, read
+from .entities import APPOINTMENT
 
 __all__ = ["ROUTES"]
 
@@ -34,6 +40,20 @@ async def _body(request: Request) -> Any:
         return msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
         raise ValidationError([FieldError("body", "invalid_json", f"the body is not valid JSON: {exc}")]) from None
+
+
+def _ids(request: Request, name: str) -> list[int]:
+    values = request.query_params.getall(name, [])
+    if not all(value.isdigit() for value in values):
+        raise ValidationError([FieldError(name, "invalid", "the id of a record")])
+    return [int(value) for value in values]
+
+
+def _day(request: Request, name: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(request.query_params.get(name) or "")
+    except ValueError:
+        raise ValidationError([FieldError(name, "invalid", "a date as YYYY-MM-DD")]) from None
 
 
 @post("/api/beauty_salon/appointments", status_code=201)
@@ -52,4 +72,16 @@ async def move_appointment(appointment_id: int, request: Request, actor: Current
     return await move(deployment, actor, appointment_id, await _body(request))
 
 
-ROUTES = [book_appointment, read_appointment, move_appointment]
+@get("/api/beauty_salon/availability")
+async def availability(request: Request, actor: CurrentActor, deployment: CurrentDeployment) -> dict[str, Any]:
+    if not actor.can(APPOINTMENT, "read"):
+        raise Forbidden("your role may not read appointments")
+    staff = _ids(request, "staff")
+    step = request.query_params.get("step") or "15"
+    if not step.isdigit():
+        raise ValidationError([FieldError("step", "invalid", "minutes between starts, 5 to 240")])
+    return await free_slots(deployment, _ids(request, "service"), staff[0] if staff else None,
+                            _day(request, "from"), _day(request, "to"), int(step))
+
+
+ROUTES = [book_appointment, read_appointment, move_appointment, availability]
