@@ -5,9 +5,11 @@ calendar apps cannot log in): their holding appointments from 30 days back to a 
 event per appointment, named by the services and the client's name. Nothing more of the client is in it (no phone, e-mail or notes), since
 the URL ends up on a phone.
 
-The token is the staff record's ``feed_token``. ``POST /api/beauty_salon/staff/{id}/feed``, or
-the "Calendar feed" page of a staff record, makes a new one for whoever may edit that record, so
-a leaked URL stops working as soon as it is replaced. An unknown token is a bare 404.
+``POST /api/beauty_salon/staff/{id}/feed``, or the "Calendar feed" page of a staff record, makes
+a new token for whoever may edit that record and shows the URL once; a leaked URL stops working
+as soon as it is replaced. The staff record's ``feed_token`` keeps only the token's SHA-256, as
+API tokens are kept: whoever reads staff records, their history or an export cannot rebuild the
+URL. An unknown token is a bare 404.
 
 The feed is written with the ``icalendar`` library. Its ETag is a digest of the feed itself, so
 a calendar polling an unchanged feed gets a 304.
@@ -23,7 +25,6 @@ from typing import Any
 from icalendar import Calendar, Event
 from litestar import Request, Response, get, post
 from litestar.exceptions import NotFoundException
-from litestar.response import Redirect
 
 import crmcore
 from crmcore import SYSTEM, Deployment, ListQuery, UIItem, relation_titles
@@ -36,7 +37,8 @@ __all__ = ["FEED_ROUTES", "feed_ui_items", "staff_calendar"]
 #: What the feed covers around now.
 PAST = dt.timedelta(days=30)
 AHEAD = dt.timedelta(days=365)
-#: A token's length as made here: shorter ones (typed into the field by hand) open no feed.
+#: A token's length as made here: shorter ones (a digest of a guessable word typed into the
+#: field by hand) open no feed.
 TOKEN_BYTES = 32
 MIN_TOKEN_LENGTH = 40
 PAGE = 500
@@ -47,6 +49,10 @@ REFRESH = dt.timedelta(minutes=15)
 
 def feed_path(token: str) -> str:
     return f"/beauty_salon/feeds/{token}.ics"
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 async def _all(deployment: Deployment, entity: str, where: dict, sort: list[str]) -> list[dict[str, Any]]:
@@ -130,8 +136,8 @@ async def feed(name: str, request: Request, deployment: CurrentDeployment) -> Re
     token = name.removesuffix(".ics")
     if token == name or len(token) < MIN_TOKEN_LENGTH:
         raise NotFoundException()
-    found = await deployment.records.list(STAFF, ListQuery(filter={"field": "feed_token", "op": "eq", "value": token},
-                                                           limit=1))
+    found = await deployment.records.list(STAFF, ListQuery(
+        filter={"field": "feed_token", "op": "eq", "value": _digest(token)}, limit=1))
     if not found.items:
         raise NotFoundException()
     body = await staff_calendar(deployment, found.items[0])
@@ -146,9 +152,9 @@ async def feed(name: str, request: Request, deployment: CurrentDeployment) -> Re
 
 async def rotate_token(deployment: Deployment, actor: Any, staff_id: int) -> str:
     """A new secret for the staff member's feed (the old URL stops working), as ``actor``, who
-    must be allowed to edit the record; its path."""
+    must be allowed to edit the record; the feed's path, which only this answer holds."""
     token = secrets.token_urlsafe(TOKEN_BYTES)
-    await deployment.records.as_actor(actor).update(STAFF, staff_id, {"feed_token": token})
+    await deployment.records.as_actor(actor).update(STAFF, staff_id, {"feed_token": _digest(token)})
     return feed_path(token)
 
 
@@ -165,26 +171,29 @@ async def new_feed(staff_id: int, request: Request, actor: CurrentActor, deploym
 # -- the page behind a staff record's "Calendar feed" button ---------------------------------------
 
 
+async def _page(request: Request, actor: Any, deployment: Deployment, staff: dict[str, Any],
+                url: str | None = None) -> Response:
+    return await crmcore.render_page(
+        request, "beauty_salon/feed_page.html", staff=staff, url=url, exists=bool(staff.get("feed_token")),
+        may_edit=actor.reaches(actor.scope(STAFF, "edit"), staff) and actor.field_access(STAFF, "feed_token") == "edit")
+
+
 @get("/beauty_salon/feed", include_in_schema=False)
 async def feed_page(request: Request, actor: CurrentActor, deployment: CurrentDeployment, id: int) -> Response:
-    staff = await deployment.records.as_actor(actor).get(STAFF, id)
-    token = staff.get("feed_token")
-    return await crmcore.render_page(
-        request, "beauty_salon/feed_page.html", staff=staff,
-        url=_absolute(deployment, request, feed_path(token)) if token else None,
-        may_edit=actor.reaches(actor.scope(STAFF, "edit"), staff) and actor.field_access(STAFF, "feed_token") == "edit",
-        rotated=request.query_params.get("rotated") == "1")
+    return await _page(request, actor, deployment, await deployment.records.as_actor(actor).get(STAFF, id))
 
 
-@post("/beauty_salon/feed", include_in_schema=False, status_code=303)
-async def feed_page_rotate(request: Request, actor: CurrentActor, deployment: CurrentDeployment) -> Redirect:
+@post("/beauty_salon/feed", include_in_schema=False, status_code=200)
+async def feed_page_rotate(request: Request, actor: CurrentActor, deployment: CurrentDeployment) -> Response:
+    """The page again, showing the new URL this once (a redirect would carry it in its address)."""
     form = await request.form()
     try:
         staff_id = int(form.get("id", ""))
     except ValueError:
         raise NotFoundException() from None
-    await rotate_token(deployment, actor, staff_id)
-    return Redirect(f"/beauty_salon/feed?id={staff_id}&rotated=1", status_code=303)
+    path = await rotate_token(deployment, actor, staff_id)
+    staff = await deployment.records.as_actor(actor).get(STAFF, staff_id)
+    return await _page(request, actor, deployment, staff, _absolute(deployment, request, path))
 
 
 FEED_ROUTES = [feed, new_feed, feed_page, feed_page_rotate]

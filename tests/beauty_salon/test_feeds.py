@@ -4,6 +4,7 @@ real CalDAV server (Radicale, started here on loopback) through the ``caldav`` c
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 import socket
 import subprocess
@@ -173,9 +174,14 @@ def test_only_the_latest_secret_opens_the_feed(studio):
     assert gone.status_code == 404 and "Anna" not in gone.text
     assert fetch(studio, new.removesuffix(".ics")).status_code == 404
     assert fetch(studio, "/beauty_salon/feeds/" + "x" * 43 + ".ics").status_code == 404
-    # A short secret typed into the field by hand opens nothing.
+    # The record keeps the secret's digest: reading it (or its history) gives no working URL.
     record = ok(studio.get(f"/api/beauty_salon_staff/{anna['id']}"))
-    ok(studio.patch(f"/api/beauty_salon_staff/{anna['id']}", json={"feed_token": "anna", "version": record["version"]}))
+    secret = new.removeprefix("/beauty_salon/feeds/").removesuffix(".ics")
+    assert record["feed_token"] == hashlib.sha256(secret.encode()).hexdigest()
+    assert fetch(studio, f"/beauty_salon/feeds/{record['feed_token']}.ics").status_code == 404
+    # A guessable secret set by hand opens nothing.
+    ok(studio.patch(f"/api/beauty_salon_staff/{anna['id']}", json={
+        "feed_token": hashlib.sha256(b"anna").hexdigest(), "version": record["version"]}))
     assert fetch(studio, "/beauty_salon/feeds/anna.ics").status_code == 404
 
 
@@ -196,12 +202,17 @@ def test_the_staff_records_calendar_feed_page(studio):
     page = studio.get(f"/beauty_salon/feed?entity=beauty_salon_staff&id={anna['id']}", headers={"Accept": "text/html"})
     assert page.status_code == 200 and "data-no-feed" in page.text and 'name="_csrf"' in page.text
 
-    made = studio.post("/beauty_salon/feed", data={"id": str(anna["id"])}, follow_redirects=False)
-    assert made.status_code == 303
-    shown = studio.get(made.headers["location"], headers={"Accept": "text/html"})
-    token = ok(studio.get(f"/api/beauty_salon_staff/{anna['id']}"))["feed_token"]
-    assert f"/beauty_salon/feeds/{token}.ics" in shown.text
-    assert fetch(studio, f"/beauty_salon/feeds/{token}.ics").status_code == 200
+    made = studio.post("/beauty_salon/feed", data={"id": str(anna["id"])}, headers={"Accept": "text/html"})
+    assert made.status_code == 200
+    path = re.search(r'value="https?://[^/"]+(/beauty_salon/feeds/[A-Za-z0-9_-]{43}\.ics)"', made.text)[1]
+    assert fetch(studio, path).status_code == 200
+    again = studio.get(f"/beauty_salon/feed?id={anna['id']}", headers={"Accept": "text/html"})
+    assert "data-feed-exists" in again.text and path not in again.text
+    remade = studio.post("/beauty_salon/feed", data={"id": str(anna["id"])}, headers={"Accept": "text/html"})
+    assert path not in remade.text and fetch(studio, path).status_code == 404
+    reader = crm_user(studio, role="read_only")
+    seen = studio.get(f"/beauty_salon/feed?id={anna['id']}", headers={"Accept": "text/html", **reader.headers})
+    assert seen.status_code == 200 and 'action="/beauty_salon/feed"' not in seen.text
 
 
 # -- a real CalDAV server ---------------------------------------------------------------------------
