@@ -2,14 +2,14 @@
 
 A staff member's phone calendar subscribes to ``GET /beauty_salon/feeds/<token>.ics`` (public:
 calendar apps cannot log in): their holding appointments from 30 days back to a year ahead, one
-event per appointment, named by the services and the client's name. Nothing more of the client is in it (no phone, e-mail or notes), since
-the URL ends up on a phone.
+event per appointment, named by the services and the client's name. Nothing more of the client
+is in it (no phone, e-mail or notes), since the URL ends up on a phone.
 
 ``POST /api/beauty_salon/staff/{id}/feed``, or the "Calendar feed" page of a staff record, makes
 a new token for whoever may edit that record and shows the URL once; a leaked URL stops working
 as soon as it is replaced. The staff record's ``feed_token`` keeps only the token's SHA-256, as
 API tokens are kept: whoever reads staff records, their history or an export cannot rebuild the
-URL. An unknown token is a bare 404.
+URL. An unknown token, or an inactive staff member's, is a bare 404.
 
 The feed is written with the ``icalendar`` library. Its ETag is a digest of the feed itself, so
 a calendar polling an unchanged feed gets a 304.
@@ -136,8 +136,10 @@ async def feed(name: str, request: Request, deployment: CurrentDeployment) -> Re
     token = name.removesuffix(".ics")
     if token == name or len(token) < MIN_TOKEN_LENGTH:
         raise NotFoundException()
-    found = await deployment.records.list(STAFF, ListQuery(
-        filter={"field": "feed_token", "op": "eq", "value": _digest(token)}, limit=1))
+    # A staff member made inactive (who left) no longer gets the clients' names on their phone.
+    found = await deployment.records.list(STAFF, ListQuery(filter={"and": [
+        {"field": "feed_token", "op": "eq", "value": _digest(token)}, {"field": "active", "op": "eq", "value": True}]},
+        limit=1))
     if not found.items:
         raise NotFoundException()
     body = await staff_calendar(deployment, found.items[0])

@@ -185,6 +185,15 @@ def test_only_the_latest_secret_opens_the_feed(studio):
     assert fetch(studio, "/beauty_salon/feeds/anna.ics").status_code == 404
 
 
+def test_a_staff_member_who_left_loses_the_feed(studio):
+    anna = studio.staff("Anna Schmidt")
+    path = new_feed(studio, anna)
+    assert fetch(studio, path).status_code == 200
+    record = ok(studio.get(f"/api/beauty_salon_staff/{anna['id']}"))
+    ok(studio.patch(f"/api/beauty_salon_staff/{anna['id']}", json={"active": False, "version": record["version"]}))
+    assert fetch(studio, path).status_code == 404
+
+
 def test_making_a_feed_needs_edit_rights_on_the_staff_record(studio):
     anna = studio.staff("Anna Schmidt")
     reader = crm_user(studio, role="read_only")
