@@ -40,6 +40,7 @@ from crmcore.storage.schema import search_columns, search_expression  # noqa: E4
 
 import datagen  # noqa: E402
 import loadgen  # noqa: E402
+import salon  # noqa: E402
 from crmcore.testing import PostgresServer, find_postgres_bin, free_port, make_user  # noqa: E402
 
 RAW_INSERT_COLUMNS = ["version", "created_at", "updated_at", "created_by", "updated_by", "owner_id",
@@ -397,6 +398,49 @@ async def http_pair(crm: Server, raw: Server, crm_paths: list[str], raw_paths: l
     return best[crm.kind], best[raw.kind]
 
 
+# -- the salon: availability search -----------------------------------------------------------------
+
+
+async def salon_figure(backend: str, tmp: Path, pg: PostgresServer | None, max_iter: int, budget: float,
+                       info: dict[str, Any]) -> Figure:
+    """(h) a booking page's availability search over a salon with a year of appointments."""
+    url = None
+    if pg is not None:
+        import asyncpg
+
+        admin = await asyncpg.connect(pg.url())
+        await admin.execute("CREATE DATABASE crm_salon")
+        await admin.close()
+        url = pg.url("crm_salon")
+    dep = await salon.open_salon(tmp / "salon", url)
+    raw = None
+    try:
+        today = dt.date.today()
+        started = time.perf_counter()
+        info["salon_appointments"] = await salon.seed(dep, today)
+        log(f"[{backend}] salon: {info['salon_appointments']:,} appointments of {salon.STAFF} staff loaded in "
+            f"{time.perf_counter() - started:.1f} s")
+        if backend == "postgres":  # as autovacuum soon would, like the contacts above
+            async with dep.db.pool.acquire() as conn:
+                await conn.execute("VACUUM ANALYZE")
+        raw = RawReader(backend, url or dep.db.path)
+        await raw.open()
+        cut = await dep.db.fetchval('SELECT MIN("id") FROM beauty_salon_service')
+        mondays = salon.weeks(today, 8)
+        info["salon_slots_per_search"] = sum(len(m["slots"]) for m in (await salon.search(dep, cut, mondays[0]))["staff"])
+        crm_t, raw_t = await compare(lambda monday: salon.search(dep, cut, monday), salon.raw_queries(dep, raw),
+                                     mondays, max_iter, budget)
+        return Figure("h_salon_availability", "(h) salon availability, 1 service, any of 20 staff, a week", "ms",
+                      crm_t.mean_ms, raw_t.mean_ms, "raw SELECTs of the same rows", better="lower",
+                      iterations=crm_t.iterations,
+                      notes=f"{info['salon_appointments']:,} appointments over a year; every start tried against the "
+                            "week's appointments, hours, time off and chairs in memory")
+    finally:
+        if raw is not None:
+            await raw.close()
+        await dep.close()
+
+
 # -- one backend -------------------------------------------------------------------------------------
 
 
@@ -571,6 +615,7 @@ async def run_backend(backend: str, args: argparse.Namespace) -> dict:
         raw = None
         await dep.close()
         dep = None
+        figures.append(await salon_figure(backend, tmp, pg, max_iter, budget, info))
 
         # (b) HTTP --------------------------------------------------------------------------------
         loop, http = server_impl()

@@ -44,10 +44,14 @@ async def free_slots(deployment: Any, services: list[int], staff: int | None, fi
                 at = window.start
                 end, until = span(lines, at)
                 while end <= window.end:  # stepping in UTC: a DST day's hours have their real length
-                    if at >= now and window.refusal(at, end) is None \
-                            and calendar.clash(member.id, at, end, until, kind)[0] is None:
-                        slots.append(at.astimezone(tz).isoformat())
-                    at, end, until = at + every, end + every, until + every
+                    steps = 1
+                    if at >= now and window.refusal(at, end) is None:
+                        code, what = calendar.clash(member.id, at, end, until, kind)
+                        if code is None:
+                            slots.append(at.astimezone(tz).isoformat())
+                        elif code == "busy":  # no start is free before that appointment is over
+                            steps = max(1, -((at - what[1]) // every))
+                    at, end, until = at + steps * every, end + steps * every, until + steps * every
         found.append({"id": member.id, "name": member.name, "slots": slots})
     minutes = sum(line.duration for line in lines)
     return {"timezone": deployment.settings.timezone, "minutes": minutes, "staff": found}

@@ -147,6 +147,12 @@ def test_working_hours_are_checked(salon):
     assert problem(s.client.post("/api/beauty_salon_working_hours", json={
         "staff": s.anna["id"], "weekday": "sunday", "start_time": "09:00", "end_time": "12:00",
         "break_start": "11:00"})) == {"break_end": "required"}
+    # Bulk writes are checked row by row; appointments are never bulk-booked.
+    good = {"staff": s.anna["id"], "weekday": "sunday", "start_time": "10:00", "end_time": "12:00"}
+    assert problem(s.client.post("/api/beauty_salon_working_hours/bulk", json=[good, {**good, "end_time": "25:00"}])) == {
+        "rows[1].end_time": "invalid"}
+    assert problem(s.client.post("/api/beauty_salon_appointment/bulk", json=[{
+        "client": s.client_id, "staff": s.anna["id"], "starts_at": at(MONDAY, "10:00")}])) == {"rows": "one_at_a_time"}
 
 
 def test_concurrent_bookings_of_one_slot_leave_one(salon, crm_backend):
