@@ -390,6 +390,8 @@ def before_save(change: Change, deployment: Any) -> Any:
             raise refuse("rows", "one_at_a_time", f"appointments are booked one at a time: POST {ROUTE}")
         if change.action in ("create", "update"):
             return _appointment(change, deployment)
+        if change.action == "restore":
+            return _restore(change.before, deployment)
     return None
 
 
@@ -433,6 +435,16 @@ async def _appointment(change: Change, deployment: Any) -> None:
             raise refuse("starts_at", "not_movable", f"a {status if status not in MOVABLE else old} appointment is not moved")
         values.update(await _place(deployment, {**before, **values}, plan or await _booked_lines(deployment, before["id"]),
                                    exclude=before["id"], prefer=before.get("resource")))
+
+
+async def _restore(before: dict[str, Any], deployment: Any) -> None:
+    """A trashed appointment freed its slot: it comes back only if the slot is still free."""
+    if before["status"] not in MOVABLE or before["starts_at"] < deployment.clock.now():
+        return
+    placed = await _place(deployment, before, await _booked_lines(deployment, before["id"]), exclude=before["id"],
+                          prefer=before.get("resource"))
+    if placed["resource"] != before.get("resource"):
+        raise refuse("resource", "unavailable", "its resource was given to another appointment: book it again")
 
 
 async def _place(deployment: Any, values: dict[str, Any], lines: list[Line], exclude: int | None = None,

@@ -138,6 +138,22 @@ def test_status_moves_and_cancelling_frees_the_slot(salon):
     assert ok(s.client.patch(third_url, json={"status": "completed"}))["status"] == "completed"
 
 
+def test_a_deleted_appointment_frees_its_slot_and_comes_back_only_to_a_free_one(salon):
+    s = salon()
+    first = ok(s.book(at(MONDAY, "10:00"), staff=s.anna), 201)
+    assert s.client.delete(f"/api/beauty_salon_appointment/{first['id']}").status_code == 204
+    second = ok(s.book(at(MONDAY, "10:00"), staff=s.anna), 201)
+    restore = f"/api/beauty_salon_appointment/{first['id']}/restore"
+    assert problem(s.client.post(restore)) == {"staff": "busy"}
+    ok(s.client.patch(f"/api/beauty_salon_appointment/{second['id']}", json={"staff": s.ben["id"]}))
+    # Anna is free again, but Ben's appointment has the only chair.
+    assert problem(s.client.post(restore)) == {"resource": "unavailable"}
+    s.resource("Chair 2")
+    assert problem(s.client.post(restore)) == {"resource": "unavailable"}  # it had chair 1
+    assert s.client.delete(f"/api/beauty_salon_appointment/{second['id']}").status_code == 204
+    assert ok(s.client.post(restore))["status"] == "booked"
+
+
 def test_working_hours_are_checked(salon):
     s = salon()
     assert problem(s.client.post("/api/beauty_salon_working_hours", json={
