@@ -113,6 +113,10 @@ def test_reschedule_keeps_history_and_refuses_a_stale_version(salon):
     assert dt.datetime.fromisoformat(old) == dt.datetime.fromisoformat(at(MONDAY, "10:00"))
     assert dt.datetime.fromisoformat(new) == dt.datetime.fromisoformat(at(TUESDAY, "11:00"))
     assert update["changes"]["staff"] == [s.anna["id"], s.ben["id"]]
+    # The appointment's timeline shows the move too.
+    timeline = ok(s.client.get(f"/api/beauty_salon_appointment/{booked['id']}/timeline"))["items"]
+    moves = [item for item in timeline if item["kind"] == "change" and "starts_at" in item["data"]["changes"]]
+    assert len(moves) == 1 and moves[0]["data"]["changes"]["staff"] == [s.anna["id"], s.ben["id"]]
     # The replaced service row is in the trash, not lost.
     trash = ok(s.client.get("/api/beauty_salon_appointment_service/trash"))
     assert [row["service"] for row in trash["items"]] == [s.cut["id"]]
