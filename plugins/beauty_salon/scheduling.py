@@ -155,7 +155,9 @@ async def _booked_lines(deployment: Any, appointment: int) -> list[Line]:
         f'SELECT a."service", s."name", a."duration", a."buffer_after", a."price", a."price__currency", s."resource_kind" '
         f'FROM "{_table(deployment, APPOINTMENT_SERVICE)}" a JOIN "{_table(deployment, SERVICE)}" s ON s."id" = a."service" '
         f'WHERE a."appointment" = ? AND a."deleted_at" IS NULL ORDER BY a."position"', [appointment])
-    return [Line(r[0], r[1], r[2], r[3] or 0, Money(Decimal(str(r[4] or 0)), r[5] or "EUR"), r[6] or None) for r in rows]
+    currency = deployment.settings.currency  # a loaded row may come without a price
+    return [Line(r[0], r[1], r[2], r[3] or 0, Money(Decimal(str(r[4] or 0)), r[5] or currency), r[6] or None)
+            for r in rows]
 
 
 class Window(NamedTuple):
