@@ -204,3 +204,31 @@ def test_concurrent_bookings_of_one_slot_leave_one(salon, crm_backend):
     assert sorted((dt.datetime.fromisoformat(item["starts_at"]), item["staff"]) for item in listed) == sorted([
         (dt.datetime.fromisoformat(at(day, "10:00")), s.anna["id"]),
         (dt.datetime.fromisoformat(at(day, "15:00")), s.anna["id"]), (dt.datetime.fromisoformat(at(day, "15:00")), s.ben["id"])])
+
+
+def test_concurrent_moves_into_one_slot_leave_one(salon, crm_backend):
+    s = salon()
+    s.resource("Chair 2")
+    s.resource("Chair 3")
+    path = s.client.dep.path
+    url = crm_backend.database_url if crm_backend.name == "postgres" else f"sqlite:///{path / 'crm.db'}"
+    day = dt.date.today() + dt.timedelta(days=(7 - dt.date.today().weekday()) % 7 + 7)
+    s.client.dep.clock.resume()  # the servers keep the real time: book on their day
+    booked = [ok(s.book(at(day, start), staff=who), 201) for start, who in
+              (("09:00", s.anna), ("09:00", s.ben), ("15:00", s.ben))]
+
+    async def move_all(first: str, second: str) -> list[httpx.Response]:
+        async with httpx.AsyncClient(headers=s.client.crm_user.headers, timeout=60) as http:
+            return await asyncio.gather(*[
+                http.patch(f"{(first, second)[n % 2]}/api/beauty_salon/appointments/{item['id']}",
+                           json={"version": item["version"], "staff": s.anna["id"], "starts_at": at(day, "12:00")})
+                for n, item in enumerate(booked)])
+
+    with serve_app(path, database_url=url) as one, serve_app(path, database_url=url) as two:
+        answers = asyncio.run(move_all(one.url, two.url))
+    assert sorted(a.status_code for a in answers) == [200, 422, 422], [a.text for a in answers]
+    assert all(a.json()["errors"][0]["field"] == "staff" for a in answers if a.status_code == 422)
+    at_noon = ok(s.client.get("/api/beauty_salon_appointment", params={"staff": s.anna["id"], "limit": 50}))["items"]
+    assert sorted(dt.datetime.fromisoformat(item["starts_at"]) for item in at_noon) in (
+        [dt.datetime.fromisoformat(at(day, "12:00"))],
+        sorted([dt.datetime.fromisoformat(at(day, "09:00")), dt.datetime.fromisoformat(at(day, "12:00"))]))
