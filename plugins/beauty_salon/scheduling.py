@@ -5,7 +5,7 @@ An appointment occupies its staff member from ``starts_at`` to ``blocked_until``
 services plus the last one's buffer) and, when a service needs one, a resource of that kind for
 the same time. Its services must fit the staff member's working hours (per weekday, in the
 salon's time zone, converted with zoneinfo so DST days have their real length), outside the
-break and any time off.
+break and any time off; the cleaning up after them may run into the break or past closing.
 
 The appointment's services come as rows (``appointment_service``): :mod:`.booking` writes them
 with the appointment, inside :func:`planned`, which tells the guard here which services are being
