@@ -18,7 +18,8 @@ from lxml import html
 
 from crmcore import SYSTEM, Money
 from plugins.beauty_salon import booking, metrics
-from plugins.beauty_salon.entities import APPOINTMENT, HOURS, SERVICE, STAFF, WEEKDAYS
+from plugins.beauty_salon.entities import APPOINTMENT, APPOINTMENT_SERVICE, HOURS, SERVICE, STAFF, WEEKDAYS
+from plugins.beauty_salon.scheduling import loading
 
 from .conftest import MONDAY, at, eur, ok
 
@@ -157,6 +158,28 @@ async def test_metrics_follow_the_visits_and_equal_the_hand_and_plain_sql_figure
     await salon.records.delete(STAFF, salon.berk)
     assert await metrics.recompute(salon.dep, [made["bora"]]) == 1
     assert (await _fields(salon.dep, made["bora"]))["salon_favourite_staff"] is None
+
+
+async def test_a_loaders_history_counts_with_its_service_rows(make_deployment):
+    """History from another system, written as given: each visit first, its services after it
+    (they move the favourite service), and a service row taken off again."""
+    salon = await _salon(make_deployment)
+    ana = await salon.client("Ana")
+    rows = {}
+    with loading():
+        for day, services in (("2027-01-10", [salon.cut]), ("2027-02-10", [salon.colour, salon.cut])):
+            visit = await salon.records.create(APPOINTMENT, {
+                "client": ana, "staff": salon.ayla, "starts_at": _at(day).isoformat(), "status": "completed",
+                "price": eur("50.00")})
+            for position, service in enumerate(services, 1):
+                rows[day, service] = (await salon.records.create(APPOINTMENT_SERVICE, {
+                    "appointment": visit["id"], "service": service, "position": position, "duration": 30}))["id"]
+    fields = await _fields(salon.dep, ana)
+    assert (fields["salon_visits"], fields["salon_average_days"]) == (2, Decimal("31.0"))
+    assert fields["salon_favourite_service"] == salon.cut  # twice, colour once
+    with loading():
+        await salon.records.delete(APPOINTMENT_SERVICE, rows["2027-02-10", salon.cut])
+    assert (await _fields(salon.dep, ana))["salon_favourite_service"] == salon.colour  # once each: the latest
 
 
 async def test_recompute_all_rebuilds_every_client_in_chunks(make_deployment, monkeypatch):
