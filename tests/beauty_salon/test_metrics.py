@@ -14,9 +14,12 @@ import json
 import re
 from decimal import Decimal
 
+import msgspec
+import pytest
 from lxml import html
 
-from crmcore import SYSTEM, Money
+from crmcore import SYSTEM, Forbidden, Money
+from crmcore.testing import make_user
 from plugins.beauty_salon import booking, metrics
 from plugins.beauty_salon.entities import APPOINTMENT, APPOINTMENT_SERVICE, HOURS, SERVICE, STAFF, WEEKDAYS
 from plugins.beauty_salon.scheduling import loading
@@ -180,6 +183,25 @@ async def test_a_loaders_history_counts_with_its_service_rows(make_deployment):
     with loading():
         await salon.records.delete(APPOINTMENT_SERVICE, rows["2027-02-10", salon.cut])
     assert (await _fields(salon.dep, ana))["salon_favourite_service"] == salon.colour  # once each: the latest
+
+
+async def test_a_role_keeps_users_off_the_metrics_while_the_salon_still_writes_them(make_deployment):
+    """The entity model has no "set by the system" flag: read-only field rules of a role do it."""
+    salon = await _salon(make_deployment)
+    agent = await salon.dep.auth.role("agent")
+    rules = {**agent.fields, "contact": {**agent.fields.get("contact", {}), **dict.fromkeys(metrics.NAMES, "read")}}
+    await salon.dep.auth.save_role(msgspec.structs.replace(agent, name="front_desk", builtin=False, fields=rules),
+                                   actor=SYSTEM)
+    user = await make_user(salon.dep, role="front_desk")
+    desk = salon.dep.records.as_actor(await salon.dep.auth.actor_for_user(user.id))
+    ana = (await desk.create("contact", {"first_name": "Ana", "last_name": "Client"}))["id"]
+    with pytest.raises(Forbidden) as refused:
+        await desk.update("contact", ana, {"salon_visits": 12})
+    assert [error.field for error in refused.value.errors] == ["salon_visits"]
+    visit = await salon.book(ana, "2027-03-02", salon.ayla, [salon.cut])
+    salon.dep.clock.set(TODAY)
+    await salon.mark(visit, "completed")
+    assert (await desk.get("contact", ana))["salon_visits"] == 1
 
 
 async def test_recompute_all_rebuilds_every_client_in_chunks(make_deployment, monkeypatch):
