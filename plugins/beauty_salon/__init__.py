@@ -48,7 +48,9 @@ def crm_register_routes(register):
     from .feeds import FEED_ROUTES
     from .routes import ROUTES
 
-    for route in [*ROUTES, *FEED_ROUTES]:
+    from .online import ONLINE_ROUTES
+
+    for route in [*ROUTES, *FEED_ROUTES, *ONLINE_ROUTES]:
         register(route)
 
 
@@ -56,6 +58,50 @@ def crm_register_routes(register):
 def crm_ui_items(register, deployment):
     from .feeds import feed_ui_items
     from .metrics import metrics_ui_items
+    from .online import online_ui_items
 
     metrics_ui_items(register)
     feed_ui_items(register)
+    online_ui_items(register)
+
+
+@hookimpl
+def crm_automation_events(register):
+    from .reminders import events
+
+    events(register)
+
+
+@hookimpl
+def crm_automation_actions(register):
+    from .reminders import actions
+
+    actions(register)
+
+
+@hookimpl
+def crm_job_handlers(register):
+    from .reminders import jobs
+
+    jobs(register)
+
+
+@hookimpl
+def crm_register_editions(register):
+    from .demo import editions
+
+    editions(register)
+
+
+@hookimpl
+def crm_register_reports(register, deployment):
+    from .reports import reports
+
+    reports(register, deployment)
+
+
+@hookimpl
+def crm_register_commands(cli):
+    from .commands import commands
+
+    commands(cli)
