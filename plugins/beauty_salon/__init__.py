@@ -31,8 +31,10 @@ def crm_extend_entities(add_field):
 
 @hookimpl
 def crm_before_save(change, deployment):
+    from .metrics import refuse_writes
     from .scheduling import before_save
 
+    refuse_writes(change)
     return before_save(change, deployment)
 
 

@@ -60,7 +60,8 @@ ENTITIES = [
         Field(name="color", type=T.TEXT, help_text="on the calendar, e.g. #c0392b"),
         Field(name="online", type=T.BOOLEAN, default=True, label="Bookable online"),
         Field(name="active", type=T.BOOLEAN, default=True, in_list=True),
-        Field(name="feed_token", type=T.TEXT, unique=True, help_text="the secret of their calendar feed's URL"),
+        Field(name="feed_token", type=T.TEXT, unique=True,
+              help_text="the SHA-256 of their calendar feed URL's secret (made on the Calendar feed page)"),
     ]),
     EntityType(name="staff_service", label="Service of a staff member", title_field="service", fields=[
         Field(name="staff", type=T.RELATION, target=STAFF, required=True, indexed=True, in_list=True),

@@ -17,10 +17,9 @@ A salon charges in one currency: the money metrics take the currency of the visi
 
 They are recomputed, for the clients an appointment (or one of its services) names, after every
 committed write of it, and written through the records service as the system, so the audit
-history and webhooks see them like any change. Users are not meant to type them: the entity
-model has no per-field "set by the system" flag yet, so a role that should not touch them gets
-them as read-only field rules (``crm roles set``), and the next appointment change rewrites
-them anyway. :func:`recompute_all` rebuilds every client's (after an import, or enabling the
+history and webhooks see them like any change. Nobody else writes them: :func:`refuse_writes`
+(the plugin's before-save check) refuses any other write of them, naming the field.
+:func:`recompute_all` rebuilds every client's (after an import, or enabling the
 plugin on a deployment with history).
 
 "Not seen for N days" (win-back) is the contact list's filter :func:`not_seen_filter`
@@ -31,13 +30,14 @@ when the card is shown (they change with the clock, not with a write).
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import babel.numbers
 
-from crmcore import Field, FieldType, Forbidden, ListQuery, Money, UIItem, relation_titles
+from crmcore import Field, FieldError, FieldType, Forbidden, ListQuery, Money, UIItem, ValidationError, relation_titles
 
 from .entities import APPOINTMENT, APPOINTMENT_SERVICE, SERVICE, STAFF
 
@@ -194,8 +194,29 @@ async def _store(deployment: Any, clients: list[dict[str, Any]]) -> int:
     changed = [{"id": client["id"], **metrics[client["id"]]} for client in clients
                if not _same(client, metrics[client["id"]])]
     if changed:
-        await deployment.records.bulk_update(CLIENT, changed)
+        token = _storing.set(True)
+        try:
+            await deployment.records.bulk_update(CLIENT, changed)
+        finally:
+            _storing.reset(token)
     return len(changed)
+
+
+#: Set while the metrics store what they computed: the only writes of their fields.
+_storing: contextvars.ContextVar[bool] = contextvars.ContextVar("salon_metrics_storing", default=False)
+
+
+def refuse_writes(change: Any) -> None:
+    """The metrics are computed: a client's form, the API, an import or a rule may not set them."""
+    if change.entity != CLIENT or _storing.get():
+        return
+    rows = change.batch if change.batch else [change.values]
+    befores = change.befores or [change.before or {}] * len(rows)
+    for values, before in zip(rows, befores):  # a form sending a value back unchanged is fine
+        given = sorted(name for name in set(values) & set(NAMES) if values[name] != (before or {}).get(name))
+        if given:
+            raise ValidationError([FieldError(given[0], "read_only", f"{given[0]} is computed from the client's "
+                                                                     "appointments; it cannot be set")])
 
 
 async def after_commit(event: Any, deployment: Any) -> None:
