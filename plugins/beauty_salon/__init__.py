@@ -9,11 +9,14 @@ from __future__ import annotations
 import crmcore
 from crmcore import hookimpl
 
+from . import hookspecs
 from .entities import ENTITIES
 
 PLUGIN = crmcore.PluginInfo(name="beauty_salon", version="0.1.0",
                             description="Services, staff, appointments without double booking, online booking, "
                                         "client metrics and calendar feeds")
+#: Other plugins send the clients' reminders (SMS...) through beauty_salon_send_message.
+HOOKSPECS = hookspecs
 
 
 @hookimpl

@@ -94,6 +94,8 @@ ENTITIES = [
         Field(name="paid", type=T.MONEY),
         Field(name="source", type=T.CHOICE, choices=list(SOURCES), default="salon"),
         Field(name="notes", type=T.LONG_TEXT),
+        Field(name="online_token", type=T.TEXT, unique=True,
+              help_text="the SHA-256 of the secret in the client's link to confirm, cancel or move it"),
     ]),
     EntityType(name="appointment_service", label="Service booked", title_field="service", fields=[
         Field(name="appointment", type=T.RELATION, target=APPOINTMENT, required=True, indexed=True),
