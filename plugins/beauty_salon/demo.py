@@ -27,7 +27,17 @@ from crmcore import SYSTEM, Edition, ListQuery, ValidationError
 
 from . import metrics
 from .booking import book
-from .entities import APPOINTMENT, APPOINTMENT_SERVICE, HOURS, RESOURCE, SERVICE, STAFF, STAFF_SERVICE, TIME_OFF, WEEKDAYS
+from .entities import (
+    APPOINTMENT,
+    APPOINTMENT_SERVICE,
+    HOURS,
+    RESOURCE,
+    SERVICE,
+    STAFF,
+    STAFF_SERVICE,
+    TIME_OFF,
+    WEEKDAYS,
+)
 from .scheduling import loading
 
 SEED = 11

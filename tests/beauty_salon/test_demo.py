@@ -9,7 +9,14 @@ import tomllib
 from zoneinfo import ZoneInfo
 
 from crmcore.deployment import Deployment
-from plugins.beauty_salon.entities import APPOINTMENT, HOLDING, HOURS, STAFF, TIME_OFF, WEEKDAYS
+from plugins.beauty_salon.entities import (
+    APPOINTMENT,
+    HOLDING,
+    HOURS,
+    STAFF,
+    TIME_OFF,
+    WEEKDAYS,
+)
 
 from ..conftest import crm
 
