@@ -15,7 +15,8 @@ each firing once). *What* is this plugin's action ``beauty_salon.send_reminder``
 ``text`` and ``subject`` are sandboxed templates over the appointment (``record``), to which the
 client's, the staff member's and the services' names are added as ``client_name``,
 ``staff_name`` and ``services``. A cancelled or missed appointment is not reminded of, whatever
-the rule's condition says.
+the rule's condition says; with the condition ``{"field": "status", "op": "in", "value":
+["booked", "confirmed"]}`` the firing log shows its firing as skipped rather than done.
 
 The message is sent in a durable job (retried; a failing provider never fails the rule): through
 the first plugin implementing ``beauty_salon_send_message`` (:mod:`.hookspecs`) that takes it,

@@ -42,10 +42,10 @@ class Sms:
         return f"sms-{len(self.sent)}"
 
 
-def _rules(s, *offsets: str) -> None:
+def _rules(s, *offsets: str, condition=None) -> None:
     for offset in offsets:
         ok(s.client.post("/api/automation/rules", json={
-            "name": f"reminder{offset}", "entity": "beauty_salon_appointment",
+            "name": f"reminder{offset}", "entity": "beauty_salon_appointment", "condition": condition,
             "trigger": {"type": "date", "field": "starts_at", "offset": offset},
             "actions": [{"type": "beauty_salon.send_reminder", "text": TEXT,
                          "subject": "Your appointment {{ record.starts_at }}"}]}), 201)
@@ -123,7 +123,8 @@ def test_a_moved_24h_reminder_goes_at_the_new_time(salon, sms):
 def test_cancelled_appointments_are_not_reminded(salon, sms):
     s = salon(extra_plugins=[sms])
     ok(s.client.patch(f"/api/contact/{s.client_id}", json={"mobile": "0151 2345 6789"}))
-    _rules(s, "-24h", "-2h")
+    _rules(s, "-24h")
+    _rules(s, "-2h", condition={"field": "status", "op": "in", "value": ["booked", "confirmed"]})
     start, later = at(TOMORROW, "15:00"), at(TOMORROW, "16:00")
     cancelled = ok(s.book(start, staff=s.anna), 201)
     booked = ok(s.book(later, s.nails, staff=s.ben), 201)
@@ -137,8 +138,11 @@ def test_cancelled_appointments_are_not_reminded(salon, sms):
     _run(s, dt.datetime.fromisoformat(later) + dt.timedelta(days=1))
     assert sms.sent == []
     # Each rule fired for each appointment; only the one not yet cancelled then queued a message.
-    reasons = [f["results"][0].get("skipped") for f in ok(s.client.get("/api/automation/firings"))]
-    assert sorted(reasons, key=str) == [None] + ["the appointment is cancelled"] * 3
+    # The 2-hour rule's condition skips them; the 24-hour one's action does.
+    firings = {(f["rule"], f["record_id"]): f for f in ok(s.client.get("/api/automation/firings"))}
+    assert [firings[("reminder-2h", a["id"])]["outcome"] for a in (cancelled, booked)] == ["skipped", "skipped"]
+    assert firings[("reminder-24h", cancelled["id"])]["results"] == [{"skipped": "the appointment is cancelled"}]
+    assert firings[("reminder-24h", booked["id"])]["results"][0]["phone"] == "+4915123456789"
 
 
 def test_a_failing_provider_is_retried_and_never_fails_the_rule(salon):
