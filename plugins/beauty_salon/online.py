@@ -32,7 +32,6 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 from litestar import Request, Response, get, post
-from litestar.exceptions import NotFoundException
 
 from crmcore import SYSTEM, ListQuery, NotFound, UIItem, ValidationError
 from crmcore.api import CurrentDeployment
@@ -240,14 +239,18 @@ async def _mail(deployment: Any, to: str, link: str, appointment: dict[str, Any]
 # -- the manage link ---------------------------------------------------------------------------------
 
 
-async def _by_token(deployment: Any, token: str) -> dict[str, Any]:
+async def _by_token(deployment: Any, token: str) -> dict[str, Any] | None:
     if len(token) < MIN_TOKEN_LENGTH:
-        raise NotFoundException()
+        return None
     found = await deployment.records.list(APPOINTMENT, ListQuery(
         filter={"field": "online_token", "op": "eq", "value": _digest(token)}, limit=1))
-    if not found.items:
-        raise NotFoundException()
-    return found.items[0]
+    return found.items[0] if found.items else None
+
+
+def _unknown(deployment: Any) -> Response:
+    """A visitor's page (not the API's problem+json) for a mistyped or made-up link."""
+    return _render(deployment, "online_message.html", 404, title="Link not found",
+                   message="This link does not lead to an appointment. Please check it, or call the salon.")
 
 
 async def _manage_page(deployment: Any, token: str, appointment: dict[str, Any], status: int = 200,
@@ -272,12 +275,16 @@ async def _manage_page(deployment: Any, token: str, appointment: dict[str, Any],
 @get("/book/a/{token:str}", opt=PUBLIC, include_in_schema=False)
 async def manage_page(token: str, request: Request, deployment: CurrentDeployment) -> Response:
     appointment = await _by_token(deployment, token)
+    if appointment is None:
+        return _unknown(deployment)
     return await _manage_page(deployment, token, appointment, day=request.query_params.get("day"))
 
 
 @post("/book/a/{token:str}", opt=PUBLIC, include_in_schema=False, status_code=200)
 async def manage_submit(token: str, request: Request, deployment: CurrentDeployment) -> Response:
     appointment = await _by_token(deployment, token)
+    if appointment is None:
+        return _unknown(deployment)
     form = await request.form()
     action = form.get("action")
     cutoff = _settings(deployment)[0]

@@ -10,6 +10,7 @@ import re
 
 import pytest
 
+from ..test_timeline import smtp_sink  # noqa: F401 (a fixture: a local aiosmtpd server)
 from .conftest import at, ok
 
 #: Within the page's two weeks from NOW (Monday 2027-02-01, 09:00 in Berlin).
@@ -69,6 +70,24 @@ def test_a_booking_creates_the_client_and_a_phone_typed_otherwise_finds_them(sho
     second = appointments(shop)[1]
     assert (second["client"], second["staff"]) == (client["id"], shop.ben["id"])
     assert len(contacts(shop, "+4915123456789")) == 1
+
+
+def test_the_link_is_emailed_when_the_salon_has_an_smtp_server(salon, smtp_sink):  # noqa: F811
+    shop = salon(smtp_host="127.0.0.1", smtp_port=smtp_sink.port, smtp_from="salon@example.com", smtp_starttls=False,
+                 base_url="https://salon.example.com")
+    thanks = visit(shop, at(TUESDAY, "10:00"))
+    path = manage_link(thanks)
+    assert "We sent the link to your e-mail" in thanks.text
+    [message] = smtp_sink.messages
+    assert (message["To"], message["From"]) == ("deniz@example.com", "salon@example.com")
+    assert f"https://salon.example.com{path}" in message.get_payload(decode=True).decode()
+    assert shop.client.get(path, headers=ANON).status_code == 200
+
+
+def test_a_phone_that_is_no_number_is_refused_naming_it(shop):
+    answer = visit(shop, at(TUESDAY, "10:00"), phone="call me")
+    assert answer.status_code == 422 and 'class="field-error"' in answer.text
+    assert appointments(shop) == []
 
 
 def test_a_filled_honeypot_books_nothing(shop):
@@ -131,5 +150,6 @@ def test_after_the_cutoff_the_visitor_is_asked_to_call(shop):
 
 def test_an_unknown_token_is_404(shop):
     manage_link(visit(shop, at(TUESDAY, "10:00")))
-    assert shop.client.get("/book/a/" + "x" * 43, headers=ANON).status_code == 404
+    unknown = shop.client.get("/book/a/" + "x" * 43, headers=ANON)
+    assert unknown.status_code == 404 and "Link not found" in unknown.text
     assert shop.client.post("/book/a/short", headers=ANON, data={"action": "cancel"}).status_code == 404
