@@ -294,6 +294,19 @@ async def test_a_removed_rule_id_is_never_given_again(make_deployment):
     assert second.id != first.id  # the firing log of the first keeps naming it alone
 
 
+async def test_a_late_planning_job_neither_repeats_nor_drops_a_due_timer(make_deployment):
+    """The job timing a new date rule's records may run late, beside (or after) a timer that a
+    write made meanwhile and that is due: that timer fires once, never twice, never not at all."""
+    dep, head, agent = await _setup(make_deployment)
+    await _rule(dep, name="close-soon", entity="deal", trigger={"type": "date", "field": "expected_close", "offset": "-2d"},
+                actions=[{"type": "notify", "to": "owner", "title": "{{ record.name }} closes soon"}])
+    await dep.records.create("deal", {"name": "Fresh", "owner_id": agent.id, "expected_close": "2026-03-10"})
+    dep.clock.set(dt.datetime(2026, 3, 8, tzinfo=UTC))  # the planning job never ran until the timer was due
+    while await dep.jobs.run_due():
+        pass
+    assert await _notes(dep, agent.id) == ["Fresh closes soon"]
+
+
 async def test_a_new_date_rule_times_the_records_already_there(make_deployment):
     dep, head, agent = await _setup(make_deployment)
     early = await dep.records.create("deal", {"name": "Early", "owner_id": agent.id, "expected_close": "2026-03-10"})

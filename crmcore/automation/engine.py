@@ -772,13 +772,18 @@ class Automation:
         return None
 
     async def _plan_date(self, rule: Rule, record_id: int, before: dict[str, Any], values: dict[str, Any],
-                         now: dt.datetime) -> None:
+                         now: dt.datetime, *, planning: bool = False) -> None:
+        """The timer of a date rule for a record whose field was written (or, ``planning``, for a
+        record there before the rule: then a timer due already is one a write made meanwhile,
+        maybe firing now; it is left alone, neither made again nor withdrawn)."""
         field = rule.trigger["field"]
         if field not in values or _json(values[field]) == _json(before.get(field)):
             return
         key = _key(rule.id, rule.entity, record_id)
         anchor = self._anchor(values[field])
         run_at = anchor + parse_duration(rule.trigger["offset"], "trigger.offset", negative=True) if anchor else None
+        if planning and (run_at is None or run_at <= now):
+            return
         if run_at is None or run_at < now:
             await self.deployment.jobs.cancel(key)
             return
@@ -955,7 +960,7 @@ class Automation:
             filter={"field": field, "op": "gte", "value": since.date().isoformat() if self._is_date(rule) else
                     since.isoformat()}, limit=PAGE, cursor=payload.get("cursor"), fields=[field]))
         for record in page.items:
-            await self._plan_date(rule, record["id"], {}, record, now)
+            await self._plan_date(rule, record["id"], {}, record, now, planning=True)
         if page.next_cursor is not None:
             await deployment.jobs.enqueue(PLAN, {"rule": rule.id, "cursor": page.next_cursor},
                                           key=f"{_key_prefix(rule.id)}plan")
