@@ -10,6 +10,9 @@ generic ``PATCH /api/beauty_salon_appointment/{id}``.
 
 ``GET /api/beauty_salon/availability?service=ID[&service=ID2]&staff=ID&from=YYYY-MM-DD&to=YYYY-MM-DD&step=15``:
 free start times per staff member, in the salon's time zone.
+
+``GET /api/beauty_salon/commissions|utilisation|service_popularity?from=YYYY-MM-DD&to=YYYY-MM-DD``:
+the staff reports of :mod:`.staff_reports` over those local days, ``{"from", "to", "rows"}``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from crmcore.api import CurrentActor, CurrentDeployment
 from .availability import free_slots
 from .booking import book, move, read
 from .entities import APPOINTMENT
+from .staff_reports import commissions, service_popularity, utilisation
 
 __all__ = ["ROUTES"]
 
@@ -84,4 +88,26 @@ async def availability(request: Request, actor: CurrentActor, deployment: Curren
                             _day(request, "from"), _day(request, "to"), int(step))
 
 
-ROUTES = [book_appointment, read_appointment, move_appointment, availability]
+async def _report(request: Request, actor: Any, deployment: Any, report: Any) -> dict[str, Any]:
+    first, last = _day(request, "from"), _day(request, "to")
+    return {"from": first.isoformat(), "to": last.isoformat(), "rows": await report(deployment, actor, first, last)}
+
+
+@get("/api/beauty_salon/commissions")
+async def commissions_report(request: Request, actor: CurrentActor, deployment: CurrentDeployment) -> dict[str, Any]:
+    return await _report(request, actor, deployment, commissions)
+
+
+@get("/api/beauty_salon/utilisation")
+async def utilisation_report(request: Request, actor: CurrentActor, deployment: CurrentDeployment) -> dict[str, Any]:
+    return await _report(request, actor, deployment, utilisation)
+
+
+@get("/api/beauty_salon/service_popularity")
+async def service_popularity_report(request: Request, actor: CurrentActor,
+                                    deployment: CurrentDeployment) -> dict[str, Any]:
+    return await _report(request, actor, deployment, service_popularity)
+
+
+ROUTES = [book_appointment, read_appointment, move_appointment, availability, commissions_report, utilisation_report,
+          service_popularity_report]

@@ -1,6 +1,6 @@
 """The salon's reports that one GROUP BY of the core's report engine cannot say (see
 :mod:`.reports`), each a function over a period of the salon's local days (``first`` to ``last``,
-both included) and a route returning ``{"from", "to", "rows"}``:
+both included), served by :mod:`.routes` as ``{"from", "to", "rows"}``:
 
 - :func:`commissions` (``GET /api/beauty_salon/commissions?from=&to=``): per staff member, the
   completed visits, their revenue (the prices booked) summed in SQL per currency, their
@@ -27,17 +27,13 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from litestar import Request, get
-
 from crmcore import Forbidden, ListQuery
-from crmcore.api import CurrentActor, CurrentDeployment
 
 from .entities import APPOINTMENT, APPOINTMENT_SERVICE, HOLDING, SERVICE, STAFF
 from .metrics import _money
-from .routes import _day
 from .scheduling import Calendar, db_time, midnight, refuse
 
-__all__ = ["STAFF_REPORT_ROUTES", "commissions", "service_popularity", "utilisation"]
+__all__ = ["commissions", "service_popularity", "utilisation"]
 
 #: The longest period one report covers, in days.
 MAX_DAYS = 366
@@ -178,15 +174,3 @@ async def service_popularity(deployment: Any, actor: Any, first: dt.date, last: 
              "category": services.get(service, {}).get("category"), "currency": currency, "times": times,
              "revenue": _amount(deployment, total or 0)} for service, currency, times, total in rows]
 
-
-def _route(path: str, report: Any) -> Any:
-    async def handler(request: Request, actor: CurrentActor, deployment: CurrentDeployment) -> dict[str, Any]:
-        first, last = _day(request, "from"), _day(request, "to")
-        return {"from": first.isoformat(), "to": last.isoformat(), "rows": await report(deployment, actor, first, last)}
-
-    handler.__name__ = report.__name__
-    return get(path, name=f"beauty_salon.{report.__name__}")(handler)
-
-
-STAFF_REPORT_ROUTES = [_route(f"/api/beauty_salon/{report.__name__}", report)
-                       for report in (commissions, utilisation, service_popularity)]

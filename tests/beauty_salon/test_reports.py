@@ -30,6 +30,8 @@ from plugins.beauty_salon.entities import (
     TIME_OFF,
 )
 
+from .conftest import MONDAY, at, ok, problem
+
 BERLIN = ZoneInfo("Europe/Berlin")
 SETTINGS = {"currency": "EUR", "timezone": "Europe/Berlin", "region": "DE", "in_process_worker": False}
 MARCH = (dt.date(2027, 3, 1), dt.date(2027, 3, 31))
@@ -194,3 +196,23 @@ async def test_a_period_is_checked_and_a_reader_sees_only_their_scope(make_deplo
     for report in (staff_reports.commissions, staff_reports.utilisation, staff_reports.service_popularity):
         assert await report(dep, agent, *MARCH) == []
     assert (await dep.reports.run("beauty_salon.revenue_by_staff_month", agent))["rows"] == []
+
+
+def test_the_staff_reports_routes(salon):
+    s = salon()
+    ok(s.client.patch(f"/api/beauty_salon_staff/{s.anna['id']}", json={"commission_rate": "40", "version": 1}))
+    visit = ok(s.book(at(MONDAY, "10:00"), s.cut, staff=s.anna), 201)
+    for version, status in ((1, "arrived"), (2, "completed")):
+        ok(s.client.patch(f"/api/beauty_salon_appointment/{visit['id']}", json={"status": status, "version": version}))
+    day = {"from": MONDAY.isoformat(), "to": MONDAY.isoformat()}
+    [anna] = [row for row in ok(s.client.get("/api/beauty_salon/commissions", params=day))["rows"]]
+    assert (anna["name"], anna["revenue"], anna["rate"], anna["commission"]) == ("Anna", "30.00", "40", "12.00")
+    week = ok(s.client.get("/api/beauty_salon/utilisation", params=day))
+    assert week["from"] == MONDAY.isoformat()
+    # 09:00-18:00 less the hour's break: 480 minutes; the cut's 45 booked (its cleaning up not)
+    assert [(row["name"], row["working_minutes"], row["booked_minutes"], row["utilisation"]) for row in week["rows"]] == [
+        ("Anna", 480, 45, "9.4"), ("Ben", 480, 0, "0.0")]
+    popular = ok(s.client.get("/api/beauty_salon/service_popularity", params=day))["rows"]
+    assert [(row["name"], row["times"], row["revenue"]) for row in popular] == [("Cut", 1, "30.00")]
+    assert problem(s.client.get("/api/beauty_salon/utilisation", params={"from": "monday", "to": "2027-03-01"})) == {
+        "from": "invalid"}
