@@ -135,7 +135,7 @@ async def _alternatives(deployment: Any, service: int, staff: int | None, after:
 # -- booking -----------------------------------------------------------------------------------------
 
 
-async def _book_page(request: Request, deployment: Any, values: dict[str, Any], status: int = 200,
+async def _book_page(deployment: Any, values: dict[str, Any], status: int = 200,
                      **context: Any) -> Response:
     services = await _bookable(deployment, SERVICE, active=True)
     staff = await _bookable(deployment, STAFF, active=True)
@@ -151,7 +151,7 @@ async def _book_page(request: Request, deployment: Any, values: dict[str, Any], 
 
 @get("/book", opt=PUBLIC, include_in_schema=False)
 async def book_page(request: Request, deployment: CurrentDeployment) -> Response:
-    return await _book_page(request, deployment, dict(request.query_params))
+    return await _book_page(deployment, dict(request.query_params))
 
 
 async def _client_form(deployment: Any) -> None:
@@ -181,15 +181,16 @@ async def book_submit(request: Request, deployment: CurrentDeployment) -> Respon
     staff = await _bookable(deployment, STAFF, active=True)
     service, chosen, start = _int(data.get("service")), _int(data.get("staff")), _slot(data.get("slot"))
     if service not in services or (chosen is not None and chosen not in staff) or start is None:
-        return await _book_page(request, deployment, data, 422, error="Choose a service and a free time.")
-    data["day"] = start.astimezone(ZoneInfo(deployment.settings.timezone)).date().isoformat()
+        return await _book_page(deployment, data, 422, error="Choose a service and a free time.")
+    day = start.astimezone(ZoneInfo(deployment.settings.timezone)).date()
+    data["day"] = day.isoformat()
     staff_ids = {chosen} if chosen else set(staff)
 
     async def taken(message: str) -> Response:
-        return await _book_page(request, deployment, data, 409, error=message,
+        return await _book_page(deployment, data, 409, error=message,
                                 alternatives=await _alternatives(deployment, service, chosen, start, staff_ids))
 
-    free = (await _starts(deployment, [service], chosen, start.date(), start.date(), staff_ids)).get(start)
+    free = (await _starts(deployment, [service], chosen, day, day, staff_ids)).get(start)
     if not free:
         return await taken("Sorry, this time has just been taken. Please choose another one.")
     await _client_form(deployment)
@@ -201,7 +202,7 @@ async def book_submit(request: Request, deployment: CurrentDeployment) -> Respon
                                                           "again later, or call the salon.")
     except ValidationError as exc:
         names = {"first_name": "name", "last_name": "name"}
-        return await _book_page(request, deployment, data, 422, error="Please check the form.",
+        return await _book_page(deployment, data, 422, error="Please check the form.",
                                 errors={names.get(e.field, e.field): e.message for e in exc.errors})
     if submission.record_id is None:  # a bot filled the honeypot: it is thanked and nothing is booked
         return _render(deployment, "online_message.html", title="Thank you", message="Your request was received.")
