@@ -4,9 +4,10 @@
 online) or anyone, and a day, and sees its free starts in the salon's time zone (from
 :func:`.availability.free_slots`); ``POST /book`` with a start, name, phone, e-mail and note
 books it. The contact part goes through the core's web-form service (a form named
-``beauty_salon-online``, made on first use): a filled honeypot books nothing, an address sending
-more than ``online_rate_limit`` (5) bookings a minute gets 429, and the client is found by
-normalised phone or e-mail, else created with source ``online``. The appointment is then booked
+``beauty_salon-online``, made on first use): a filled honeypot books nothing, an address that
+made ``online_rate_limit`` (5) bookings within an hour, or sent as many forms within a minute,
+gets 429, and the client is found by normalised phone or e-mail, else created with source
+``online``. The appointment is then booked
 through :func:`.booking.book` as the system (all the write path's rules); a start taken meanwhile
 shows the next free ones.
 
@@ -53,11 +54,15 @@ ACTOR = msgspec.structs.replace(SYSTEM, via="online")
 DAYS_AHEAD = 14
 #: How many other starts a visitor is offered when theirs was taken.
 ALTERNATIVES = 6
+#: The window of the bookings-per-address limit, and how much of the submission log it reads.
+HOUR = dt.timedelta(hours=1)
+LOG_PAGE, LOG_PAGES = 200, 10
 PUBLIC = {"public": True}
 
 
 def _settings(deployment: Any) -> tuple[dt.timedelta, int]:
-    """The cut-off before a start after which only the salon changes it, and the rate limit."""
+    """The cut-off before a start after which only the salon changes it, and the bookings one
+    address may make in an hour (and in a minute: the web form's own limit)."""
     own = deployment.plugin_settings("beauty_salon")
     return dt.timedelta(hours=float(own.get("online_cutoff_hours", 24))), int(own.get("online_rate_limit", 5))
 
@@ -167,6 +172,32 @@ async def _client_form(deployment: Any) -> None:
         required=["last_name", "phone"], rate_limit=rate))
 
 
+async def _wait(deployment: Any, ip: str | None) -> int | None:
+    """Seconds until ``ip`` may book again, when it booked the limit within the last hour; read
+    from the web form's submission log, so every process agrees (the log holds the form's
+    per-minute limit only)."""
+    if ip is None:
+        return None
+    limit = _settings(deployment)[1]
+    since = deployment.clock.now() - HOUR
+    booked: list[dt.datetime] = []  # newest first
+    before = None
+    for _ in range(LOG_PAGES):  # a busy hour's log is a few pages; an attack's is cut off here
+        rows = await deployment.forms.submissions(FORM, limit=LOG_PAGE, before_id=before)
+        booked += [r["at"] for r in rows if r["ip"] == ip and r["at"] > since and r["outcome"] in ("created", "duplicate")]
+        if len(rows) < LOG_PAGE or rows[-1]["at"] <= since:
+            break
+        before = rows[-1]["id"]
+    if len(booked) < limit:
+        return None
+    return max(1, int((booked[limit - 1] + HOUR - deployment.clock.now()).total_seconds()) + 1)
+
+
+def _too_many(deployment: Any, retry_after: int) -> Response:
+    return _render(deployment, "online_message.html", 429, {"retry-after": str(retry_after)}, title="Too many bookings",
+                   message="Too many bookings were made from your address. Please try again later, or call the salon.")
+
+
 def _contact(data: dict[str, str]) -> dict[str, str]:
     """The web form's fields from the booking form's: the last word of the name is the last name."""
     first, _, last = data.get("name", "").strip().rpartition(" ")
@@ -194,12 +225,14 @@ async def book_submit(request: Request, deployment: CurrentDeployment) -> Respon
     if not free:
         return await taken("Sorry, this time has just been taken. Please choose another one.")
     await _client_form(deployment)
+    ip = request.client.host if request.client else None
+    wait = await _wait(deployment, ip)
+    if wait is not None:
+        return _too_many(deployment, wait)
     try:
-        submission = await deployment.forms.submit(FORM, _contact(data), ip=request.client.host if request.client else None)
+        submission = await deployment.forms.submit(FORM, _contact(data), ip=ip)
     except RateLimited as exc:
-        return _render(deployment, "online_message.html", 429, {"retry-after": str(exc.retry_after)},
-                       title="Too many bookings", message="Too many bookings were made from your address. Please try "
-                                                          "again later, or call the salon.")
+        return _too_many(deployment, exc.retry_after)
     except ValidationError as exc:
         names = {"first_name": "name", "last_name": "name"}
         return await _book_page(deployment, data, 422, error="Please check the form.",

@@ -104,6 +104,17 @@ def test_too_many_bookings_from_one_address_get_429(shop):
     assert "Too many bookings" in refused.text and appointments(shop) == []
 
 
+def test_an_address_books_at_most_five_times_an_hour(shop):
+    for hour in ("09:00", "10:00", "11:00", "14:00", "15:00"):
+        manage_link(visit(shop, at(TUESDAY, hour)))
+        shop.client.dep.clock.advance(minutes=5)  # slower than the form's per-minute limit
+    refused = visit(shop, at(TUESDAY, "16:00"))
+    assert refused.status_code == 429 and 0 < int(refused.headers["retry-after"]) <= 40 * 60
+    assert len(appointments(shop)) == 5
+    shop.client.dep.clock.advance(minutes=40)  # the first booking is over an hour ago
+    manage_link(visit(shop, at(TUESDAY, "16:00")))
+
+
 def test_a_start_taken_meanwhile_offers_the_next_ones(shop):
     ok(shop.book(at(TUESDAY, "10:00"), staff=shop.ben), 201)  # the only chair, for the page's "anyone" too
     answer = visit(shop, at(TUESDAY, "10:00"))
