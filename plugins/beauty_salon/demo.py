@@ -120,9 +120,9 @@ async def salon_demo(deployment: Any) -> None:
     for resource, (_, kind) in zip(resource_ids, RESOURCES):
         resources.setdefault(kind, []).append(resource)
     staff_ids = await records.bulk_create(STAFF, [
-        {"name": name, "commission_rate": rate, "color": color,
+        {"name": name, "commission_rate": rate, "color": color, "phone": f"+49 151 2345 67{n:02d}",
          "email": name.lower().replace(" ", ".").replace("ı", "i") + "@salon-demo.example"}
-        for name, rate, color, _, _ in STAFF_MEMBERS])
+        for n, (name, rate, color, _, _) in enumerate(STAFF_MEMBERS, 1)])
     staff = {}  # id -> (the services they do, their hours per weekday)
     for member, (_, _, _, categories, hours) in zip(staff_ids, STAFF_MEMBERS):
         staff[member] = ([name for name, row in services.items() if row[1] in categories], hours)

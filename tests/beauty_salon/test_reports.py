@@ -117,6 +117,8 @@ async def test_revenue_and_no_shows_by_staff_on_the_report_engine(make_deploymen
                     (ids["ben"], "2027-03-01"): (1, Decimal("50.00"), Decimal("50.00"), "EUR"),
                     (ids["anna"], "2027-04-01"): (1, Decimal("30.00"), Decimal("30.00"), "EUR")}
     assert result["labels"]["staff"] == {str(ids["anna"]): "Anna", str(ids["ben"]): "Ben"}
+    listed = {report["name"] for report in await dep.reports.list()}
+    assert {"beauty_salon.revenue_by_staff_month", "beauty_salon.no_shows_by_staff"} <= listed
     march = await dep.reports.run("beauty_salon.revenue_by_staff_month", filter={
         "field": "starts_at", "op": "between", "value": [t.isoformat() for t in _period(*MARCH)]})
     by_sql: dict[int, Decimal] = {}
