@@ -138,7 +138,7 @@ def test_init_applies_the_editions_bundle(tmp_path, monkeypatch):
         @staticmethod
         @hookimpl
         def crm_register_editions(register):
-            register(Edition(name="salon", label="Salon", bundle={"format": 1, "custom_fields": {"contact": [
+            register(Edition(name="parlour", label="Parlour", bundle={"format": 1, "custom_fields": {"contact": [
                 {"name": "hair_colour", "type": "text"}]}}))
 
     import asyncio
@@ -148,7 +148,7 @@ def test_init_applies_the_editions_bundle(tmp_path, monkeypatch):
     original = deployment_module.get_plugin_manager  # an installed edition plugin, as far as crm init sees
     monkeypatch.setattr(deployment_module, "get_plugin_manager",
                         lambda plugins, extra_plugins=(), **kw: original(plugins, extra_plugins=(*extra_plugins, SalonEdition)))
-    crm("init", str(tmp_path / "salon"), "--edition", "salon")
+    crm("init", str(tmp_path / "salon"), "--edition", "parlour")
 
     async def fields() -> list[str]:
         async with await crmcore.Deployment.open(tmp_path / "salon") as dep:

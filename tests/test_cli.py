@@ -541,15 +541,15 @@ async def demo(deployment):
 
 @hookimpl
 def crm_register_editions(register):
-    register(Edition(name="salon", label="Salon CRM", plugins=["salon"], settings={"currency": "EUR"}, demo=demo))
+    register(Edition(name="parlour", label="Parlour CRM", plugins=["salon"], settings={"currency": "EUR"}, demo=demo))
     register(Edition(name="bare", label="No demo"))
 """)
     plain = tmp_path / "plain"
     crm("init", plain)
-    out = crm("demo", "--edition", "salon", deployment=plain, ok=False).output
+    out = crm("demo", "--edition", "parlour", deployment=plain, ok=False).output
     assert "needs plugins this deployment has not enabled: salon" in out
     assert "has no demo data" in crm("demo", "--edition", "bare", deployment=plain, ok=False).output
     salon = tmp_path / "salon"
-    assert "edition salon" in crm("init", salon, "--edition", "salon").output
+    assert "edition parlour" in crm("init", salon, "--edition", "parlour").output
     assert tomllib.loads((salon / "crm.toml").read_text())["plugins"] == ["salon"]
     assert "2 salon_chair" in crm("demo", deployment=salon).output

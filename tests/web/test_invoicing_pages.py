@@ -115,7 +115,7 @@ def test_an_agent_sees_only_their_own_invoices(page, site):
     numbers = site.ids["numbers"]
     login(page, site, "agent", "/invoicing")
     assert _figures(page, "EUR") == {"outstanding": ("€107.00", "1 open invoice"), "overdue": ("€107.00", "1 invoice"),
-                                     "received": ("€0.00", "0 payments")}  # payments belong to whoever recorded them
+                                     "received": ("€250.00", "1 payment")}  # a payment is its invoice's owner's
     assert page.locator("[data-currency=USD]").count() == 0
     assert sorted(row[0] for row in _rows(page, "latest-invoices")) == sorted([numbers["paid"], numbers["agent_late"]])
     main = page.locator("main").inner_text()
