@@ -71,13 +71,6 @@ def crm_ui_items(register, deployment):
 
 
 @hookimpl
-def crm_automation_events(register):
-    from .reminders import events
-
-    events(register)
-
-
-@hookimpl
 def crm_automation_actions(register):
     from .reminders import actions
 

@@ -69,10 +69,6 @@ class Message(msgspec.Struct, kw_only=True):
     key: str
 
 
-def events(register: Any) -> None:
-    """None: a reminder's time is the core's date trigger on ``starts_at`` (see above)."""
-
-
 def actions(register: Any) -> None:
     register("send_reminder", send_reminder, check=check, label="Send the client a reminder",
              description="A message from a template, through a messaging provider, else by e-mail")
